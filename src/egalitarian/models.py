@@ -1,0 +1,287 @@
+"""Models used in the grokking experiments: a plain MLP and a small causal transformer.
+
+* :class:`MLP` covers the EGD paper's 2-layer ReLU MLP for modular arithmetic and sparse parity
+  (``relu(x @ W1 + b1) @ W2``, He-normal init, no output bias; EGD paper §3.1–3.2) and the
+  Omnigrok/Grokfast MNIST MLP (784-200-200-10, PyTorch default init scaled ×8; EGD paper §3.3,
+  prior art C5).
+* :class:`Transformer` covers the Power et al. / Grokfast decoder (2 layers, width 128, 4 heads,
+  MLP 4×, GELU; EGD paper §3.4, prior art C1) and Nanda's 1-layer, LayerNorm-free model (prior art C2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from egalitarian.errors import ConfigError
+
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "NORMS", "Transformer", "count_params"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+}
+INITS: tuple[str, ...] = ("he_normal", "torch")
+NORMS: tuple[str, ...] = ("pre", "grokfast", "post", "none")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_positive_int(field: str, value: object) -> None:
+    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        raise ConfigError(f"model.{field}={value!r} is not allowed; expected a positive integer")
+
+
+def _check_choice(field: str, value: object, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model.{field}={value!r} is not allowed; choose one of {sorted(allowed)}")
+
+
+def _check_positive_float(field: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ConfigError(f"model.{field}={value!r} is not allowed; expected a finite number > 0")
+
+
+class MLP(nn.Module):
+    r"""Fully connected network ``in_dim → hidden[0] → … → hidden[-1] → out_dim``.
+
+    .. math::
+        h_0 = x,\qquad h_{l+1} = \sigma(W_l h_l + b_l)\ (l < L),\qquad f(x) = W_L h_L\ (+\,b_L)
+
+    The linear maps are ``self.layers[0..L]`` (``nn.Linear``), so the parameters are named
+    ``layers.0.weight``, ``layers.0.bias``, …, ``layers.{L}.weight`` where ``L = len(hidden)``.
+
+    Args:
+        in_dim: input features; the input is a float tensor of shape ``(N, in_dim)``.
+        hidden: one width (one hidden layer) or a sequence of widths; ``[]`` gives a linear model.
+        out_dim: outputs (classes, or 1 for a scalar output such as sparse parity).
+        activation: one of ``relu, gelu, tanh, silu, identity``.
+        bias: biases on the hidden layers.
+        out_bias: bias on the output layer. ``False`` is the EGD paper's MLP (``relu(X@W1+b1)@W2``).
+        init: ``"he_normal"``: every weight ``W ~ N(0, 2/fan_in)`` and every bias 0, as in the EGD paper's
+            modular-arithmetic code (the parity code additionally draws ``b1 ~ N(0, 2/n)``, not reproduced
+            here). ``"torch"``: PyTorch's default ``nn.Linear`` init (Kaiming-uniform weights,
+            ``U(±1/sqrt(fan_in))`` biases), as in Omnigrok/Grokfast MNIST.
+        init_scale: every parameter is multiplied by this after init (Omnigrok/Grokfast MNIST: 8).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int | Sequence[int],
+        out_dim: int,
+        activation: str = "relu",
+        bias: bool = True,
+        out_bias: bool = False,
+        init: str = "he_normal",
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_positive_int("in_dim", in_dim)
+        _check_positive_int("out_dim", out_dim)
+        widths = [hidden] if _is_int(hidden) else hidden
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+            raise ConfigError(
+                f"model.hidden={hidden!r} is not allowed; expected a positive integer or a list of them"
+            )
+        for width in widths:
+            if not _is_int(width) or width <= 0:
+                raise ConfigError(
+                    f"model.hidden={hidden!r} is not allowed; expected a positive integer or a list of them"
+                )
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        _check_choice("init", init, INITS)
+        _check_positive_float("init_scale", init_scale)
+
+        dims = [in_dim, *widths, out_dim]
+        n_layers = len(dims) - 1
+        self.layers = nn.ModuleList(
+            nn.Linear(dims[i], dims[i + 1], bias=bias if i < n_layers - 1 else out_bias)
+            for i in range(n_layers)
+        )
+        self.act = ACTIVATIONS[activation]()
+        self._init(init, float(init_scale))
+
+    @torch.no_grad()
+    def _init(self, init: str, init_scale: float) -> None:
+        if init == "he_normal":
+            for layer in self.layers:
+                assert isinstance(layer, nn.Linear)
+                layer.weight.normal_(0.0, math.sqrt(2.0 / layer.in_features))
+                if layer.bias is not None:
+                    layer.bias.zero_()
+        if init_scale != 1.0:
+            for p in self.parameters():
+                p.mul_(init_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in_dim)`` floats to ``(N, out_dim)`` outputs (logits; no output activation)."""
+        *hidden_layers, last = self.layers
+        for layer in hidden_layers:
+            x = self.act(layer(x))
+        return last(x)
+
+
+class CausalSelfAttention(nn.Module):
+    r"""Multi-head causal self-attention with a fused ``qkv`` projection and an ``out`` projection.
+
+    .. math:: \mathrm{head}_h = \mathrm{softmax}\!\left(\frac{Q_h K_h^\top}{\sqrt{d_h}} + M\right) V_h,
+        \qquad M_{ij} = -\infty \text{ for } j > i
+
+    Parameters and init match ``nn.MultiheadAttention`` (as used by Grokfast): ``qkv.weight`` (3·dim × dim)
+    Xavier-uniform, ``qkv.bias`` 0, ``out.weight`` PyTorch default, ``out.bias`` 0.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        with torch.no_grad():
+            nn.init.xavier_uniform_(self.qkv.weight)
+            self.qkv.bias.zero_()
+            self.out.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, L, dim) → (N, L, dim)``; position ``i`` attends to positions ``≤ i`` only."""
+        n, length, dim = x.shape
+        q, k, v = self.qkv(x).view(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(n, length, dim))
+
+
+class Block(nn.Module):
+    """One transformer block; where the LayerNorms sit is set by ``norm`` (see :class:`Transformer`)."""
+
+    def __init__(self, dim: int, heads: int, d_mlp: int, activation: str, norm: str, dropout: float) -> None:
+        super().__init__()
+        self.norm = norm
+        self.ln1: nn.Module = nn.Identity() if norm == "none" else nn.LayerNorm(dim)
+        self.ln2: nn.Module = nn.Identity() if norm == "none" else nn.LayerNorm(dim)
+        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(dim, d_mlp), ACTIVATIONS[activation](), nn.Linear(d_mlp, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm == "pre":
+            x = x + self.drop(self.attn(self.ln1(x)))
+            return x + self.drop(self.mlp(self.ln2(x)))
+        if self.norm == "grokfast":
+            x = self.ln1(x)
+            x = x + self.drop(self.attn(x))
+            return x + self.drop(self.mlp(self.ln2(x)))
+        if self.norm == "post":
+            x = self.ln1(x + self.drop(self.attn(x)))
+            return self.ln2(x + self.drop(self.mlp(x)))
+        x = x + self.drop(self.attn(x))  # "none"
+        return x + self.drop(self.mlp(x))
+
+
+class Transformer(nn.Module):
+    r"""Decoder-only causal transformer that predicts one token from the last input position.
+
+    ``h = tok_emb(x) + pos_emb(0..L-1)`` → ``blocks`` → final norm → ``head``; the logits are read at
+    the last position (the ``=`` token; loss on the answer token only, Power et al. 2022). Parameter
+    names: ``tok_emb``, ``pos_emb``, ``blocks.{i}.ln1``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.out``,
+    ``blocks.{i}.ln2``, ``blocks.{i}.mlp.0`` (dim → d_mlp), ``blocks.{i}.mlp.2`` (d_mlp → dim), ``ln_f``,
+    ``head`` (no bias). The EGD paper whitens exactly ``blocks.{0,1}.mlp.{0,2}.weight`` (EGD paper §1.2).
+
+    ``norm`` places the LayerNorms:
+
+    * ``"pre"``: standard pre-LN, ``x = x + attn(ln1(x)); x = x + mlp(ln2(x))``, final ``ln_f``.
+    * ``"grokfast"``: the Grokfast / teddykoker block, ``x = ln1(x); x = x + attn(x);
+      x = x + mlp(ln2(x))``, final ``ln_f``. ``ln1`` normalises the residual stream itself; ``ln2`` is an
+      ordinary pre-LN (this is what ``ironjr/grokfast`` ``main.py`` and the EGD ``main_modmult.py`` run).
+    * ``"post"``: Vaswani post-LN, ``x = ln1(x + attn(x)); x = ln2(x + mlp(x))``, no final norm.
+    * ``"none"``: no LayerNorm at all (Nanda et al. 2023), ``x = x + attn(x); x = x + mlp(x)``.
+
+    Presets: defaults = Power et al. / Grokfast (dim 128, depth 2, heads 4, MLP 4×, GELU); Grokfast
+    itself uses ``norm="grokfast"``, ``vocab_size = num_outputs = p + 2`` and ``seq_len=5`` (one unused
+    position embedding). Nanda: ``depth=1, d_mlp=512, activation="relu", norm="none"``, p = 113.
+
+    Init follows Grokfast's modules: embeddings ``N(0, 1)``, attention as ``nn.MultiheadAttention``,
+    MLP / head / LayerNorm PyTorch defaults.
+
+    Args:
+        vocab_size: number of input token ids.
+        seq_len: maximum input length (size of the position table); inputs may be shorter.
+        num_outputs: number of output logits.
+        dim, depth, heads: width, number of blocks, attention heads (``dim % heads == 0``).
+        mlp_ratio: MLP hidden width is ``int(mlp_ratio * dim)`` unless ``d_mlp`` is given.
+        activation: MLP activation, one of ``relu, gelu, tanh, silu, identity``.
+        norm: ``pre``, ``grokfast``, ``post`` or ``none`` (above).
+        dropout: dropout on attention weights and on each sublayer's output, in ``[0, 1)``.
+        d_mlp: MLP hidden width; overrides ``mlp_ratio``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        seq_len: int,
+        num_outputs: int,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        activation: str = "gelu",
+        norm: str = "pre",
+        dropout: float = 0.0,
+        d_mlp: int | None = None,
+    ) -> None:
+        super().__init__()
+        for field, value in [("vocab_size", vocab_size), ("seq_len", seq_len), ("num_outputs", num_outputs),
+                             ("dim", dim), ("depth", depth), ("heads", heads)]:
+            _check_positive_int(field, value)
+        if dim % heads != 0:
+            raise ConfigError(f"model.heads={heads!r} is not allowed; it must divide model.dim={dim}")
+        if d_mlp is None:
+            _check_positive_float("mlp_ratio", mlp_ratio)
+            d_mlp = int(mlp_ratio * dim)
+            if d_mlp <= 0:
+                raise ConfigError(f"model.mlp_ratio={mlp_ratio!r} is not allowed; mlp_ratio * dim must be >= 1")
+        else:
+            _check_positive_int("d_mlp", d_mlp)
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        _check_choice("norm", norm, NORMS)
+        ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0
+        if not ok:
+            raise ConfigError(f"model.dropout={dropout!r} is not allowed; expected a number in [0, 1)")
+
+        self.seq_len = seq_len
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.pos_emb = nn.Embedding(seq_len, dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, d_mlp, activation, norm, dropout) for _ in range(depth))
+        self.ln_f: nn.Module = nn.LayerNorm(dim) if norm in ("pre", "grokfast") else nn.Identity()
+        self.head = nn.Linear(dim, num_outputs, bias=False)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final residual stream after ``ln_f``, shape ``(N, L, dim)``, for int64 tokens ``(N, L)``."""
+        if tokens.ndim != 2 or tokens.shape[1] > self.seq_len:
+            raise ValueError(f"tokens must have shape (N, L) with L <= {self.seq_len}, got {tuple(tokens.shape)}")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        h = self.tok_emb(tokens) + self.pos_emb(positions)
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h)
+
+    def forward(self, tokens: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        """Logits ``(N, num_outputs)`` at the last position, or ``(N, L, num_outputs)`` if ``all_positions``."""
+        h = self.hidden_states(tokens)
+        return self.head(h if all_positions else h[:, -1])
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters (only those with ``requires_grad`` if ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,266 @@
+r"""``torch.optim`` optimizers built from :mod:`egalitarian.transforms` plus a base step.
+
+* :class:`EGD` — Egalitarian Gradient Descent (Saheb Pasand & Dohmatob, ICLR 2026, arXiv 2510.04930) with
+  optional momentum and weight decay.
+* :class:`Preconditioned` — any gradient transform (EGD's whitening by default) in front of any
+  ``torch.optim`` optimizer (SGD, Adam, AdamW, …), as in the paper's transformer and MNIST runs.
+
+Both work unchanged under ``DistributedDataParallel``: DDP all-reduces ``.grad`` during ``backward()``, so
+every rank whitens the same averaged gradient and takes the same step.  Sharded setups (FSDP, ZeRO) differ:
+each rank holds only a slice of every matrix, and the polar factor of a matrix is not the concatenation of
+the polar factors of its slices, so a rank must all-gather the full gradient matrix (or the transform must
+be assigned to one owner rank per matrix and the result scattered back), as distributed Muon does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .linalg import METHODS
+from .transforms import GradientTransform, add_decayed_weights, chain, trace, whiten
+
+__all__ = ["EGD", "Preconditioned"]
+
+_WD_MODES = ("decoupled", "l2")
+
+
+def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name} = {value!r}: {allowed}")
+
+
+class EGD(Optimizer):
+    r"""Egalitarian Gradient Descent.
+
+    For each parameter ``p`` with gradient ``g`` (η = ``lr``, λ = ``weight_decay``, μ = ``momentum``):
+
+    .. math::
+        g &\leftarrow g + \lambda p                          &&\text{if weight\_decay\_mode = "l2"} \\
+        d &\leftarrow (G G^\top)^{-1/2} G = U V^\top          &&\text{if the group whitens and } p
+              \text{ has} \ge 2 \text{ dims } (G = \mathrm{mat}(g),\ G = U S V^\top) \\
+        d &\leftarrow g                                        &&\text{otherwise} \\
+        b &\leftarrow \mu b + d,\quad d \leftarrow b \text{ (or } d + \mu b \text{ with Nesterov)}
+              &&\text{if } \mu > 0 \\
+        p &\leftarrow (1 - \eta\lambda)\, p                    &&\text{if weight\_decay\_mode = "decoupled"} \\
+        p &\leftarrow p - \eta\, d
+
+    ``mat(g)`` views a conv kernel ``(out, in, kh, kw)`` as ``(out, in·kh·kw)``.  Parameters with fewer than
+    2 dimensions (biases) take the plain SGD step with the same momentum and decay.  Momentum accumulates
+    *whitened* gradients (EGD as a preconditioner of heavy-ball SGD).  With ``momentum=0`` and
+    ``weight_decay_mode="l2"`` this is exactly the paper's update, decay term whitened along with the data
+    gradient (the official code puts ``0.5·wd·‖W‖²`` in the loss).
+
+    Args:
+        params: parameters or param groups.  Per group, ``whiten=False`` opts the group out (plain SGD); the
+            paper whitens only the first layer's matrix, e.g.
+            ``EGD([{"params": [mlp.layers[0].weight]}, {"params": rest, "whiten": False}], lr=0.7)``.
+        lr: step size η (> 0).
+        momentum: μ ≥ 0; ``nesterov`` needs μ > 0.
+        weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
+            before whitening (the paper's convention).
+        method, rtol, eps, rank, power_iters, seed: the whitening backend, see
+            :func:`egalitarian.linalg.polar`; ``eps`` selects the paper's clamp ``1/max(s, eps)``.
+
+    ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        *,
+        weight_decay_mode: str = "decoupled",
+        whiten: bool = True,
+        method: str = "auto",
+        rtol: float | None = None,
+        eps: float | None = None,
+        rank: int = 64,
+        power_iters: int = 2,
+        seed: int = 0,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            weight_decay_mode=weight_decay_mode,
+            whiten=whiten,
+            method=method,
+            rtol=rtol,
+            eps=eps,
+            rank=rank,
+            power_iters=power_iters,
+            seed=seed,
+        )
+        self._validate(defaults)
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _validate(g: dict[str, Any]) -> None:
+        _check("lr", g["lr"], isinstance(g["lr"], (int, float)) and g["lr"] > 0, "must be a number > 0")
+        _check("momentum", g["momentum"], 0 <= g["momentum"] < 1, "must be in [0, 1)")
+        _check("nesterov", g["nesterov"], not g["nesterov"] or g["momentum"] > 0, "needs momentum > 0")
+        _check("weight_decay", g["weight_decay"], g["weight_decay"] >= 0, "must be >= 0")
+        _check("weight_decay_mode", g["weight_decay_mode"], g["weight_decay_mode"] in _WD_MODES,
+               f"must be one of {', '.join(_WD_MODES)}")
+        _check("whiten", g["whiten"], isinstance(g["whiten"], bool), "must be True or False")
+        _check("method", g["method"], g["method"] in METHODS, f"must be one of {', '.join(METHODS)}")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._validate(self.param_groups[-1])
+
+    @staticmethod
+    def transform_for(group: dict[str, Any]) -> GradientTransform:
+        """The gradient transform one step of ``group`` applies before ``p ← (1−ηλ)p − η·d``."""
+        parts = []
+        if group["weight_decay_mode"] == "l2":
+            parts.append(add_decayed_weights(group["weight_decay"]))
+        if group["whiten"]:
+            parts.append(
+                whiten(
+                    group["method"],
+                    rtol=group["rtol"],
+                    eps=group["eps"],
+                    seed=group["seed"],
+                    rank=group["rank"],
+                    power_iters=group["power_iters"],
+                )
+            )
+        parts.append(trace(group["momentum"], group["nesterov"]))
+        return chain(*parts)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            transform = self.transform_for(group)
+            lr, wd = group["lr"], group["weight_decay"]
+            decoupled = group["weight_decay_mode"] == "decoupled" and wd != 0
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("EGD does not support sparse gradients")
+                state = self.state[p]
+                if "transform" not in state:
+                    state["transform"] = transform.init(p)
+                d, state["transform"] = transform.update(p.grad, state["transform"], p)
+                if decoupled:
+                    p.mul_(1 - lr * wd)
+                p.add_(d, alpha=-lr)
+        return loss
+
+
+class Preconditioned(Optimizer):
+    """A gradient transform in front of any ``torch.optim`` optimizer: ``base.step()`` sees ``T(grad)``.
+
+    ``Preconditioned(params, torch.optim.AdamW, whiten(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)``
+    builds ``AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)`` (every keyword goes to the base
+    optimizer unchanged) and, at each step, replaces every gradient ``g`` by ``T(g)`` before AdamW's step.
+    This is EGD+Adam(W) of the paper's transformer and MNIST runs: Adam's moments accumulate whitened
+    gradients; Adam's coupled ``weight_decay`` is added inside Adam's step, i.e. *after* whitening, and
+    AdamW's is decoupled.
+
+    What users see in ``.grad``: the transformed gradient is only shown to the base optimizer during its
+    step; afterwards every ``p.grad`` is restored to the raw gradient from ``backward()``, so logging,
+    clipping and diagnostics after ``step()`` see what they expect.
+
+    Param groups take one extra key, ``precondition`` (default ``True``); ``False`` leaves that group's
+    gradients untouched.  ``param_groups`` are shared with the base optimizer, so LR schedulers work.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base: type[Optimizer] = torch.optim.Adam,
+        transform: GradientTransform | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        if not (isinstance(base, type) and issubclass(base, Optimizer)):
+            raise TypeError(f"base = {base!r}: must be a torch.optim.Optimizer subclass (not an instance)")
+        self.transform = transform if transform is not None else whiten()
+        super().__init__(params, {"precondition": True})
+        self.base = base(self.param_groups, **base_kwargs)
+        self.param_groups = self.base.param_groups  # the same group dicts: lr schedules reach the base
+        self.defaults = {**self.base.defaults, "precondition": True}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if hasattr(self, "base"):
+            param_group.setdefault("precondition", True)
+            self.base.add_param_group(param_group)
+        else:
+            super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        raw: list[tuple[Tensor, Tensor]] = []
+        for group in self.param_groups:
+            if not group.get("precondition", True):
+                continue
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "transform" not in state:
+                    state["transform"] = self.transform.init(p)
+                new, state["transform"] = self.transform.update(p.grad, state["transform"], p)
+                raw.append((p, p.grad))
+                p.grad = new
+        try:
+            self.base.step()
+        finally:
+            for p, g in raw:
+                p.grad = g
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def _params(self) -> list[Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        index = {p: i for i, p in enumerate(self._params())}
+        return {
+            "base": self.base.state_dict(),
+            "transform_state": {index[p]: s["transform"] for p, s in self.state.items() if "transform" in s},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = copy.deepcopy(state_dict)  # never alias the caller's tensors
+        self.base.load_state_dict(state_dict["base"])
+        self.param_groups = self.base.param_groups
+        params = self._params()
+        self.state.clear()
+        for i, s in state_dict["transform_state"].items():
+            p = params[int(i)]
+            self.state[p] = {"transform": _to_param(s, p)}
+
+
+def _to_param(value: Any, p: Tensor) -> Any:
+    """Move a saved transform state onto ``p``'s device (floating tensors also to ``p``'s dtype)."""
+    if isinstance(value, Tensor):
+        dtype = p.dtype if value.is_floating_point() and p.is_floating_point() else value.dtype
+        return value.to(device=p.device, dtype=dtype)
+    if isinstance(value, dict):
+        return {k: _to_param(v, p) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_param(v, p) for v in value)
+    return value

@@ -1,0 +1,149 @@
+"""The `TaskData` container and the validation helpers shared by the task builders.
+
+Conventions
+-----------
+* Every builder returns a `TaskData` whose tensors live on the CPU; call `TaskData.to(device)` to move them.
+* ``target == "class"``: ``y`` is an int64 class index in ``[0, num_outputs)``.
+  ``target == "sign"``: ``y`` is a float32 ±1 scalar per sample and ``num_outputs == 1``.
+* Validation failures raise `ConfigError` with a message of the form
+  ``task.<field> = <value!r>: <what is allowed>`` (see `config_error`).
+* A validation split is always carved from the *end* of the training part (`split_off_val`): the last
+  ``int(n_train * val_frac)`` training samples become validation, so train, validation and test are disjoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from egalitarian.errors import ConfigError
+
+TARGETS = ("class", "sign")
+
+
+@dataclass
+class TaskData:
+    """Train/test (and optional validation) tensors of one task plus what a model needs to know about them."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    x_val: Tensor | None
+    y_val: Tensor | None
+    input_dim: int  # feature dim (one-hot / MLP encodings) or sequence length (token encoding)
+    num_outputs: int  # number of classes, or 1 for a scalar ±1 target
+    vocab_size: int | None  # token encodings only
+    target: str  # "class" or "sign"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"TaskData.target = {self.target!r}: must be one of {TARGETS}")
+        if (self.x_val is None) != (self.y_val is None):
+            raise ValueError("TaskData: x_val and y_val must both be tensors or both be None")
+        for split, x, y in self._splits():
+            if len(x) != len(y):
+                raise ValueError(f"TaskData: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+
+    def _splits(self) -> list[tuple[str, Tensor, Tensor]]:
+        splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]
+        if self.x_val is not None and self.y_val is not None:
+            splits.append(("val", self.x_val, self.y_val))
+        return splits
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.x_test)
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.x_val is None else len(self.x_val)
+
+    def to(self, device: torch.device | str) -> TaskData:
+        """A copy with the x/y tensors on `device` (`info` is metadata and stays as it is)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+            x_val=move(self.x_val),
+            y_val=move(self.y_val),
+            info=dict(self.info),
+        )
+
+
+def config_error(name: str, value: Any, allowed: str) -> ConfigError:
+    """``ConfigError("task.<name> = <value!r>: <allowed>")``."""
+    return ConfigError(f"task.{name} = {value!r}: {allowed}")
+
+
+def check_int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
+    """`value` as an int in ``[low, high]`` (bool is rejected: it is not a count)."""
+    allowed = f"must be an integer >= {low}" if high is None else f"must be an integer in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise config_error(name, value, allowed)
+    if value < low or (high is not None and value > high):
+        raise config_error(name, value, allowed)
+    return int(value)
+
+
+def check_fraction(name: str, value: Any, *, low_inclusive: bool) -> float:
+    """`value` as a float in ``(0, 1)`` or, with `low_inclusive`, in ``[0, 1)``."""
+    allowed = "must be a number in [0, 1)" if low_inclusive else "must be a number in (0, 1)"
+    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
+        raise config_error(name, value, allowed)
+    ok_low = value >= 0 if low_inclusive else value > 0
+    if not (ok_low and value < 1):
+        raise config_error(name, value, allowed)
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    """`value` if it is one of `allowed`."""
+    if not isinstance(value, str) or value not in allowed:
+        raise config_error(name, value, "must be one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def val_count(n_train: int, val_frac: float) -> int:
+    """``int(n_train * val_frac)``, the size of the validation split carved from `n_train` training samples.
+
+    Raises `ConfigError` if a positive `val_frac` would leave the validation split empty.
+    """
+    n_val = int(n_train * val_frac)
+    if val_frac > 0 and n_val == 0:
+        raise config_error(
+            "val_frac", val_frac, f"leaves an empty validation split ({n_train} training samples)"
+        )
+    return n_val
+
+
+def split_off_val(
+    x: Tensor, y: Tensor, val_frac: float
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Move the last ``val_count(len(x), val_frac)`` samples into a validation split.
+
+    Returns ``(x_train, y_train, x_val, y_val)``; the validation pair is None when ``val_frac == 0``.
+    """
+    n_val = val_count(len(x), val_frac)
+    if n_val == 0:
+        return x, y, None, None
+    cut = len(x) - n_val
+    return x[:cut], y[:cut], x[cut:], y[cut:]

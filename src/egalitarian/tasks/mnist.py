@@ -1,0 +1,224 @@
+"""Few-sample image classification in the Omnigrok style (Liu et al. 2023; reused by Grokfast and EGD App. D).
+
+Sources
+-------
+* ``source="idx"`` — real MNIST, read from the four standard IDX files in directory ``path``
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``, each optionally gzipped as ``<name>.gz``). As in Omnigrok/Grokfast
+  (``Subset(range(1000))``) the training set is the *first* ``n_train`` training images, and the test set is
+  the full 10k test set (or its first ``n_test`` images); ``split_seed`` is not used. Nothing is downloaded.
+* ``source="digits"`` — an offline **stand-in, not MNIST**: scikit-learn's bundled 8×8 digits
+  (``sklearn.datasets.load_digits``, 1797 images, no network access). Pixels are 0..16, scaled by 1/16 and
+  flattened to 64 features. The images are permuted with ``split_seed``; the first ``n_train`` (default 1000)
+  train and the rest (797 by default) test, or the first ``n_test`` of the rest. Use it to smoke-test the
+  pipeline on a fresh machine; its numbers are not comparable with MNIST results.
+* ``source="auto"`` — ``"idx"`` if ``path`` is given, else ``"digits"``.
+
+Outputs: x float32 in [0, 1], flattened (784 for MNIST); y int64 in [0, 10); ``target = "class"``.
+With ``val_frac > 0`` the last ``int(n_train * val_frac)`` training images become validation.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from egalitarian.errors import ConfigError
+from egalitarian.tasks.base import (
+    TaskData,
+    check_choice,
+    check_fraction,
+    check_int,
+    config_error,
+    split_off_val,
+    val_count,
+)
+
+SOURCES = ("auto", "idx", "digits")
+NUM_CLASSES = 10
+IDX_UBYTE = 0x08
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _idx_error(path: str | os.PathLike[str], problem: str) -> ConfigError:
+    return ConfigError(f"task.path: IDX file {str(path)!r} {problem}")
+
+
+def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarray:
+    """Read an unsigned-byte IDX file (gzipped if the name ends in ``.gz``) into a uint8 array.
+
+    The header is the magic number ``0x0000 0x08 <ndim>`` (big endian: two zero bytes, dtype code 0x08 =
+    ubyte, number of dimensions) followed by ``ndim`` big-endian uint32 sizes, then the data in C order.
+    If `ndim` is given the magic number must be ``0x00000800 + ndim`` (0x00000803 for MNIST images,
+    0x00000801 for labels). Raises `ConfigError` naming the file if it is missing, not valid gzip, or if the
+    magic number, the header or the data size is wrong.
+    """
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _idx_error(path, "is missing") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise _idx_error(path, f"cannot be read ({e})") from None
+
+    if len(raw) < 4:
+        raise _idx_error(path, f"is too short ({len(raw)} bytes) to hold an IDX magic number")
+    magic = int.from_bytes(raw[:4], "big")
+    dims_count = raw[3]
+    expected = None if ndim is None else 0x00000800 + ndim
+    bad_magic = raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE or dims_count == 0
+    if bad_magic or (expected is not None and magic != expected):
+        allowed = f"0x{expected:08x}" if expected is not None else "0x000008NN (ubyte, NN >= 1 dimensions)"
+        raise _idx_error(path, f"has a bad magic number 0x{magic:08x}, expected {allowed}")
+    header = 4 + 4 * dims_count
+    if len(raw) < header:
+        raise _idx_error(path, f"is truncated: {len(raw)} bytes, the header alone needs {header}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims_count))
+    size = math.prod(shape)
+    if len(raw) - header != size:
+        raise _idx_error(
+            path, f"has {len(raw) - header} data bytes, but its header shape {shape} needs {size}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _find_idx(directory: Path, name: str) -> Path:
+    """``directory/name`` or, failing that, ``directory/name.gz``."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise config_error("path", str(directory), f"missing MNIST file {name!r} (or {name + '.gz'!r})")
+
+
+def _read_split(directory: Path, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = _find_idx(directory, images_name)
+    labels_path = _find_idx(directory, labels_name)
+    images = read_idx(images_path, ndim=3)
+    labels = read_idx(labels_path, ndim=1)
+    if len(images) != len(labels):
+        raise _idx_error(
+            images_path, f"has {len(images)} images but {str(labels_path)!r} has {len(labels)} labels"
+        )
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise _idx_error(
+            labels_path, f"has label {int(labels.max())}; MNIST labels are in [0, {NUM_CLASSES})"
+        )
+    return images, labels
+
+
+def load_idx(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(train_images, train_labels, test_images, test_labels)`` as uint8 arrays from an MNIST directory."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise config_error("path", str(path), "must be a directory holding the four MNIST IDX files")
+    x_train, y_train = _read_split(directory, IDX_FILES["train_images"], IDX_FILES["train_labels"])
+    x_test, y_test = _read_split(directory, IDX_FILES["test_images"], IDX_FILES["test_labels"])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise config_error(
+            "path", str(path), f"train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}"
+        )
+    return x_train, y_train, x_test, y_test
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits as ``(images float32 (1797, 64) in [0, 1], labels int64)``."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise config_error(
+            "source",
+            "digits",
+            "needs scikit-learn: pip install scikit-learn (or the package's 'data' extra), "
+            "or pass task.path with the MNIST IDX files",
+        ) from None
+    digits = load_digits()
+    return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def mnist(
+    path: str | None = None,
+    n_train: int = 1000,
+    n_test: int | None = None,
+    source: str = "auto",
+    split_seed: int = 0,
+    val_frac: float = 0.0,
+) -> TaskData:
+    """Few-sample MNIST (first n_train images, Omnigrok); offline fallback: sklearn 8×8 digits (not MNIST).
+
+    Args:
+        path: directory with the MNIST IDX files (needed for ``source="idx"``).
+        n_train: number of training images (first ones for IDX, after a seeded permutation for digits).
+        n_test: number of test images (default: all remaining / the full test set).
+        source: ``"auto"``, ``"idx"`` or ``"digits"`` (see the module docstring).
+        split_seed: permutation seed, used by ``"digits"`` only.
+        val_frac: fraction of the training images moved to a validation split, in [0, 1).
+    """
+    source = check_choice("source", source, SOURCES)
+    n_train = check_int("n_train", n_train, low=1)
+    if n_test is not None:
+        n_test = check_int("n_test", n_test, low=1)
+    split_seed = check_int("split_seed", split_seed, low=0)
+    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True)
+    val_count(n_train, val_frac)
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise config_error("path", path, "must be a directory path (string) or None")
+    if source == "auto":
+        source = "idx" if path is not None else "digits"
+
+    if source == "idx":
+        if path is None:
+            raise config_error("path", path, "source 'idx' needs a directory holding the MNIST IDX files")
+        train_images, train_labels, test_images, test_labels = load_idx(path)
+        n_train = check_int("n_train", n_train, low=1, high=len(train_images))
+        n_test = (
+            len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images))
+        )
+        x_train = torch.from_numpy(train_images[:n_train].reshape(n_train, -1)).float() / 255.0
+        y_train = torch.from_numpy(train_labels[:n_train]).long()
+        x_test = torch.from_numpy(test_images[:n_test].reshape(n_test, -1)).float() / 255.0
+        y_test = torch.from_numpy(test_labels[:n_test]).long()
+    else:
+        images, labels = load_digits_arrays()
+        n_train = check_int("n_train", n_train, low=1, high=len(images) - 1)
+        rest = len(images) - n_train
+        n_test = rest if n_test is None else check_int("n_test", n_test, low=1, high=rest)
+        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(split_seed))
+        x_all, y_all = torch.from_numpy(images)[perm], torch.from_numpy(labels)[perm]
+        x_train, y_train = x_all[:n_train], y_all[:n_train]
+        x_test, y_test = x_all[n_train : n_train + n_test], y_all[n_train : n_train + n_test]
+
+    x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
+    return TaskData(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        x_val=x_val,
+        y_val=y_val,
+        input_dim=x_train.shape[1],
+        num_outputs=NUM_CLASSES,
+        vocab_size=None,
+        target="class",
+        info={
+            "source": source,
+            "path": None if path is None else str(path),
+            "n_train": n_train,
+            "n_test": n_test,
+            "split_seed": split_seed,
+            "val_frac": val_frac,
+            "stand_in": source == "digits",  # True: sklearn 8x8 digits, not MNIST
+        },
+    )

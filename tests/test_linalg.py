@@ -1,0 +1,281 @@
+"""polar(): against an independent fp64 SVD reference, closed forms and invariances.
+
+Stated tolerances (relative Frobenius error against the fp64 SVD polar factor on the kept subspace):
+
+| backend                    | random fp32 | κ = 1e6, fp32 input | κ = 1e6, fp64 input |
+|----------------------------|-------------|---------------------|---------------------|
+| svd (fp64 compute)         | 1e-6        | 1e-6                | 1e-12               |
+| svd, dtype=float32         | 1e-5        | 1e-2 (fp32 SVD)     | -                   |
+| gram-eigh (fp64 Gram)      | 1e-6        | 1e-6                | 1e-5                |
+| newton-schulz ("polar")    | 1e-5        | spectral test only  | -                   |
+| rsvd (rank ≥ true rank)    | ε32·κ       | top-r subspace only | top-r, 1e-5         |
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from egalitarian.linalg import METHODS, default_rtol, polar, resolve_method
+
+EXACT = ["svd", "gram-eigh", "auto"]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return (torch.linalg.matrix_norm(a - b) / torch.linalg.matrix_norm(b).clamp_min(1e-300)).max().item()
+
+
+def reference(G: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
+    """U_r V_rᵀ from an fp64 SVD written out here, independent of polar()."""
+    rtol = default_rtol(G.shape, G.dtype) if rtol is None else rtol
+    U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    keep = (s > rtol * s[..., :1]).double()
+    return (U * keep.unsqueeze(-2)) @ Vh
+
+
+def with_spectrum(m: int, n: int, s: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """U diag(s) Vᵀ with random orthonormal U (m×k), V (n×k), k = len(s), in float64."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(s)
+    U = torch.linalg.qr(torch.randn(m, k, dtype=torch.float64, generator=g)).Q
+    V = torch.linalg.qr(torch.randn(n, k, dtype=torch.float64, generator=g)).Q
+    return (U * s.double()) @ V.T
+
+
+def ill(m: int, n: int, kappa: float = 1e6, seed: int = 0) -> torch.Tensor:
+    return with_spectrum(m, n, torch.logspace(0, -math.log10(kappa), min(m, n), dtype=torch.float64), seed)
+
+
+SHAPES = [(40, 70), (70, 40), (32, 32), (1, 9), (9, 1)]
+
+
+@pytest.mark.parametrize("method", EXACT)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_singular_values_one_and_vectors_of_G(method, shape):
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    O = polar(G, method).double()
+    U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    # Uᵀ O V = I: O has G's singular vectors and unit singular values.
+    torch.testing.assert_close(U.T @ O @ Vh.T, torch.eye(len(s), dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.svdvals(O), torch.ones(len(s), dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_row_vector_is_normalised():
+    g = torch.tensor([[3.0, 0.0, -4.0]])
+    for method in METHODS:
+        torch.testing.assert_close(polar(g, method), g / 5, atol=1e-6, rtol=0)
+
+
+def test_orthogonal_rows_closed_form():
+    # Rows orthogonal with equal norm 5: (G Gᵀ)^(-1/2) = I/5.
+    G = torch.tensor([[3.0, 0.0, 4.0], [0.0, 5.0, 0.0]])
+    for method in EXACT:
+        torch.testing.assert_close(polar(G, method), G / 5, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method,tol", [("svd", 1e-6), ("gram-eigh", 1e-6), ("auto", 1e-6), ("newton-schulz", 1e-5)])
+@pytest.mark.parametrize("shape", [(40, 70), (70, 40), (128, 64)])
+def test_agrees_with_reference_random(method, tol, shape):
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    assert rel_err(polar(G, method), reference(G)) < tol
+
+
+def test_fp32_svd_is_looser_on_random():
+    G = torch.randn(70, 40, generator=torch.Generator().manual_seed(2))
+    assert rel_err(polar(G, "svd", dtype=torch.float32), reference(G)) < 1e-5
+
+
+@pytest.mark.parametrize("shape", [(40, 70), (70, 40), (64, 64)])
+def test_agrees_with_reference_ill_conditioned_fp32(shape):
+    G = ill(*shape).float()
+    R = reference(G)  # cutoff at default_rtol(fp32) ≈ 8e-6: directions below it are dropped by both
+    for method in ["svd", "gram-eigh", "auto"]:
+        assert rel_err(polar(G, method), R) < 1e-6, method
+    assert rel_err(polar(G, "svd", dtype=torch.float32), R) < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(40, 70), (70, 40), (64, 64)])
+def test_agrees_with_reference_ill_conditioned_fp64(shape):
+    G = ill(*shape)
+    R = reference(G)  # fp64 cutoff keeps every direction down to 1e-6
+    assert R.shape == G.shape and torch.linalg.matrix_rank(R) == min(shape)
+    assert rel_err(polar(G, "svd"), R) < 1e-12
+    assert rel_err(polar(G, "gram-eigh"), R) < 1e-5
+    assert resolve_method("auto", G) == "svd"
+
+
+def test_newton_schulz_is_a_spectral_function_of_G():
+    # NS is a polynomial in G Gᵀ times G, so Uᵀ NS(G) V is diagonal = f(s).  With the convergent polish,
+    # f(s) ≈ 1 for s ≥ 1e-2 s_max even when κ = 1e6; tiny directions stay small (not blown up).
+    G = ill(48, 80).float()
+    O = polar(G, "newton-schulz").double()
+    U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+    D = U.T @ O @ Vh.T
+    f = torch.diagonal(D)
+    assert (D - torch.diag(f)).abs().max() < 1e-4
+    assert (f[s > 1e-2 * s[0]] - 1).abs().max() < 1e-4
+    assert f.max() < 1 + 1e-4 and f.min() > -1e-4
+    assert f[-1] < 0.5  # the s = 1e-6 direction is not raised to 1
+
+
+def test_muon_coefficients_are_not_the_polar_factor():
+    G = torch.randn(64, 128, generator=torch.Generator().manual_seed(3))
+    O = polar(G, "newton-schulz", ns_coefficients="muon")
+    sv = torch.linalg.svdvals(O.double())
+    assert sv.min() > 0.5 and sv.max() < 1.3
+    assert rel_err(O, reference(G)) > 0.05  # about 0.2: Muon's NS5 is not U Vᵀ
+
+
+def test_rsvd_exact_when_rank_at_most_r():
+    # fp32 compute: the error grows like ε32·κ (here κ = 5e3, error ~5e-5); fp64 input is exact.
+    G = with_spectrum(60, 90, torch.tensor([5.0, 2.0, 1.0, 0.5, 1e-3]))
+    gen = torch.Generator().manual_seed(0)
+    assert rel_err(polar(G.float(), "rsvd", rank=8, generator=gen), reference(G.float())) < 2e-4
+    assert rel_err(polar(G, "rsvd", rank=8, generator=gen), reference(G)) < 1e-10
+
+
+def test_rsvd_keeps_only_top_r_subspace():
+    # Spectrum 1 … 1e-6 on the top 8 directions, then a gap: rank-8 rsvd gives U_8 V_8ᵀ and drops the rest.
+    top = torch.logspace(0, -6, 8, dtype=torch.float64)
+    G = with_spectrum(50, 80, torch.cat([top, torch.full((20,), 1e-9, dtype=torch.float64)]))
+    R = reference(with_spectrum(50, 80, torch.cat([top, torch.zeros(20, dtype=torch.float64)])), rtol=1e-8)
+    out = polar(G, "rsvd", rank=8, power_iters=2, generator=torch.Generator().manual_seed(0), rtol=1e-8)
+    assert rel_err(out, R) < 1e-5
+
+
+def test_rsvd_generator_makes_it_reproducible():
+    G = torch.randn(40, 60)
+    a = polar(G, "rsvd", rank=10, generator=torch.Generator().manual_seed(5))
+    b = polar(G, "rsvd", rank=10, generator=torch.Generator().manual_seed(5))
+    c = polar(G, "rsvd", rank=10, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method", ["svd", "gram-eigh", "newton-schulz", "auto"])
+def test_batched_equals_looped(method):
+    G = torch.randn(3, 2, 20, 33, generator=torch.Generator().manual_seed(4))
+    batched = polar(G, method)
+    looped = torch.stack([torch.stack([polar(G[i, j], method) for j in range(2)]) for i in range(3)])
+    torch.testing.assert_close(batched, looped, atol=1e-6, rtol=0)
+
+
+def test_batched_rsvd_on_low_rank_equals_looped():
+    g = torch.Generator().manual_seed(4)
+    G = torch.randn(4, 30, 3, generator=g) @ torch.randn(4, 3, 40, generator=g)
+    batched = polar(G, "rsvd", rank=6, generator=torch.Generator().manual_seed(0))
+    looped = torch.stack([polar(G[i], "rsvd", rank=6, generator=torch.Generator().manual_seed(0)) for i in range(4)])
+    torch.testing.assert_close(batched, looped, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["svd", "gram-eigh", "auto", "rsvd"])
+def test_rank_deficient_drops_null_directions(method):
+    # rank 5, plus round-off-sized noise: the output is U_5 V_5ᵀ, not a matrix of rank 40.
+    g = torch.Generator().manual_seed(7)
+    G = (torch.randn(40, 5, generator=g) @ torch.randn(5, 64, generator=g)).float()
+    G = G + 1e-9 * torch.randn(40, 64, generator=g)
+    out = polar(G, method, rank=16, generator=torch.Generator().manual_seed(0)).double()
+    sv = torch.linalg.svdvals(out)
+    torch.testing.assert_close(sv[:5], torch.ones(5, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert sv[5:].max() < 1e-5
+    assert rel_err(out, reference(G)) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "method,s,eps,clamped",
+    [
+        # cutoff keeps (1, 1, 0); the paper's clamp 1/max(s, eps) gives s/eps on the tiny direction
+        ("svd", (1.0, 1e-3, 1e-8), 1e-6, (1.0, 1.0, 1e-2)),
+        # the fp64 Gram resolves s only down to ~1e-7·s_max, so test its clamp above that
+        ("gram-eigh", (1.0, 1e-3, 1e-5), 1e-4, (1.0, 1.0, 1e-1)),
+    ],
+)
+def test_paper_clamp_weights(method, s, eps, clamped):
+    s = torch.tensor(s, dtype=torch.float64)
+    G = with_spectrum(6, 9, s)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    U, Vh = U[:, :3], Vh[:3]
+    cut = torch.diagonal(U.T @ polar(G, method, rtol=eps) @ Vh.T)
+    clamp = torch.diagonal(U.T @ polar(G, method, eps=eps) @ Vh.T)
+    torch.testing.assert_close(cut, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(clamp, torch.tensor(clamped, dtype=torch.float64), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(5, 7), (7, 5), (1, 4), (2, 3, 4)])
+def test_zero_matrix_gives_zeros(method, shape):
+    out = polar(torch.zeros(*shape), method)
+    assert torch.equal(out, torch.zeros(*shape))
+    assert torch.equal(polar(torch.zeros(*shape), method, eps=1e-6), torch.zeros(*shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("method", METHODS)
+def test_dtype_preserved(dtype, method):
+    G = torch.randn(12, 20, generator=torch.Generator().manual_seed(8)).to(dtype)
+    out = polar(G, method, rank=12, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == dtype and out.shape == G.shape
+    if method != "newton-schulz" or dtype == torch.float64:
+        tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(dtype, 1e-4)
+        assert rel_err(out, reference(G.float())) < tol
+
+
+def test_nonfinite_raises_or_propagates():
+    G = torch.randn(4, 6)
+    G[1, 2] = float("nan")
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        polar(G)
+    assert torch.isnan(polar(G, "newton-schulz", nonfinite="propagate")).any()
+    G[1, 2] = float("inf")
+    with pytest.raises(FloatingPointError):
+        polar(G, "svd")
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(method="qr"), "method = 'qr'"),
+        (dict(rtol=2.0), "rtol = 2.0"),
+        (dict(eps=0.0), "eps = 0.0"),
+        (dict(method="rsvd", rank=0), "rank = 0"),
+        (dict(nonfinite="ignore"), "nonfinite = 'ignore'"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        polar(torch.randn(3, 4), **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        polar(torch.randn(5))
+    with pytest.raises(ValueError, match="floating point"):
+        polar(torch.ones(3, 3, dtype=torch.int64))
+
+
+def _orthogonal(k: int, g: torch.Generator) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(k, k, dtype=torch.float64, generator=g)).Q
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(1, 9),
+    n=st.integers(1, 9),
+    rank=st.integers(1, 9),
+    seed=st.integers(0, 2**31 - 1),
+    method=st.sampled_from(["svd", "gram-eigh"]),
+)
+def test_orthogonal_equivariance(m, n, rank, seed, method):
+    """polar(Q G R) = Q polar(G) R for orthogonal Q, R (also for rank-deficient G)."""
+    g = torch.Generator().manual_seed(seed)
+    r = min(rank, m, n)
+    G = torch.randn(m, r, dtype=torch.float64, generator=g) @ torch.randn(r, n, dtype=torch.float64, generator=g)
+    Q, R = _orthogonal(m, g), _orthogonal(n, g)
+    rtol = 1e-7  # well above round-off, far below any nonzero singular value of a product of Gaussians here
+    lhs = polar(Q @ G @ R, method, rtol=rtol)
+    rhs = Q @ polar(G, method, rtol=rtol) @ R
+    torch.testing.assert_close(lhs, rhs, atol=1e-6, rtol=0)

@@ -1,0 +1,220 @@
+"""Tests for egalitarian.models against hand formulas and independent reference modules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from egalitarian.errors import ConfigError
+from egalitarian.models import MLP, Transformer, count_params
+
+# ----------------------------------------------------------------------------------------------- MLP
+
+
+@pytest.mark.parametrize(
+    ("hidden", "bias", "out_bias", "expected_names"),
+    [
+        ([], True, False, ["layers.0.weight"]),
+        (16, True, False, ["layers.0.weight", "layers.0.bias", "layers.1.weight"]),
+        ([16, 8], False, False, ["layers.0.weight", "layers.1.weight", "layers.2.weight"]),
+        ([16, 8], True, True, ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                               "layers.2.weight", "layers.2.bias"]),
+    ],
+)
+def test_mlp_shapes_and_param_names(hidden, bias, out_bias, expected_names):
+    model = MLP(10, hidden, 5, bias=bias, out_bias=out_bias)
+    assert [name for name, _ in model.named_parameters()] == expected_names
+    assert model(torch.randn(7, 10)).shape == (7, 5)
+
+
+def test_paper_mlp_has_no_output_bias_and_computes_relu_formula():
+    # EGD paper: f(x) = relu(x @ W1 + b1) @ W2 (torch layout: W1 is (hidden, in)).
+    model = MLP(3, 2, 1, activation="relu", out_bias=False)
+    assert model.layers[1].bias is None
+    with torch.no_grad():
+        model.layers[0].weight.copy_(torch.tensor([[1.0, -1.0, 0.5], [2.0, 0.0, -1.0]]))
+        model.layers[0].bias.copy_(torch.tensor([0.5, -1.0]))
+        model.layers[1].weight.copy_(torch.tensor([[3.0, -2.0]]))
+    x = torch.tensor([[1.0, 2.0, 2.0], [1.0, 0.0, 0.0]])
+    # row 0: pre = [1-2+1+0.5, 2-2-1] = [0.5, -1] -> relu [0.5, 0] -> 1.5
+    # row 1: pre = [1+0.5, 2-1] = [1.5, 1] -> relu [1.5, 1] -> 4.5 - 2 = 2.5
+    assert torch.allclose(model(x), torch.tensor([[1.5], [2.5]]))
+
+
+def test_mlp_linear_model_when_hidden_empty():
+    model = MLP(4, [], 3, activation="tanh", out_bias=True)
+    x = torch.randn(5, 4)
+    w, b = model.layers[0].weight, model.layers[0].bias
+    assert torch.allclose(model(x), x @ w.T + b)
+
+
+def test_he_normal_init_statistics_and_zero_biases():
+    torch.manual_seed(0)
+    model = MLP(1000, 1000, 10, bias=True, out_bias=True, init="he_normal")
+    target = math.sqrt(2 / 1000)
+    w0, w1 = model.layers[0].weight, model.layers[1].weight
+    # std of a sample std is ~ sigma / sqrt(2n): 0.07% for 1e6 entries, 0.7% for 1e4
+    assert abs(w0.std().item() / target - 1) < 0.01
+    assert abs(w0.mean().item()) < 5 * target / 1000
+    assert abs(w1.std().item() / target - 1) < 0.05
+    assert torch.count_nonzero(model.layers[0].bias) == 0
+    assert torch.count_nonzero(model.layers[1].bias) == 0
+
+
+@pytest.mark.parametrize("init", ["he_normal", "torch"])
+def test_init_scale_multiplies_every_parameter(init):
+    torch.manual_seed(3)
+    scaled = MLP(20, [12, 12], 10, init=init, init_scale=8.0)
+    torch.manual_seed(3)
+    plain = MLP(20, [12, 12], 10, init=init)
+    for (name, a), (_, b) in zip(scaled.named_parameters(), plain.named_parameters(), strict=True):
+        assert torch.equal(a, 8.0 * b), name
+    if init == "torch":  # default nn.Linear bias is U(±1/sqrt(fan_in)): nonzero
+        assert torch.count_nonzero(plain.layers[0].bias) > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "value"),
+    [
+        ({"activation": "swish"}, "model.activation", "'swish'"),
+        ({"init": "xavier"}, "model.init", "'xavier'"),
+        ({"init_scale": -1.0}, "model.init_scale", "-1.0"),
+        ({"hidden": [8, 0]}, "model.hidden", "[8, 0]"),
+        ({"in_dim": 0}, "model.in_dim", "0"),
+    ],
+)
+def test_mlp_config_errors(kwargs, field, value):
+    args = {"in_dim": 4, "hidden": 8, "out_dim": 2} | kwargs
+    with pytest.raises(ConfigError) as info:
+        MLP(**args)
+    assert field in str(info.value) and value in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------- Transformer
+
+NORMS = ["pre", "grokfast", "post", "none"]
+
+
+def small_transformer(norm: str, **kwargs) -> Transformer:
+    torch.manual_seed(0)
+    args = {"vocab_size": 11, "seq_len": 5, "num_outputs": 7, "dim": 16, "depth": 2, "heads": 4} | kwargs
+    return Transformer(norm=norm, **args).eval()
+
+
+def reference_forward(model: Transformer, tokens: torch.Tensor, norm: str) -> torch.Tensor:
+    """The block equations written out with nn.MultiheadAttention (as in Grokfast) sharing the weights."""
+    length = tokens.shape[1]
+    dim = model.tok_emb.embedding_dim
+    x = model.tok_emb(tokens) + model.pos_emb.weight[:length]
+    mask = torch.triu(torch.full((length, length), float("-inf")), diagonal=1)
+    for block in model.blocks:
+        mha = nn.MultiheadAttention(dim, block.attn.heads, batch_first=True)
+        with torch.no_grad():
+            mha.in_proj_weight.copy_(block.attn.qkv.weight)
+            mha.in_proj_bias.copy_(block.attn.qkv.bias)
+            mha.out_proj.weight.copy_(block.attn.out.weight)
+            mha.out_proj.bias.copy_(block.attn.out.bias)
+
+        def attn(h, mha=mha):
+            return mha(h, h, h, attn_mask=mask, need_weights=False)[0]
+
+        ln1, ln2, mlp = block.ln1, block.ln2, block.mlp
+        if norm == "pre":
+            x = x + attn(ln1(x))
+            x = x + mlp(ln2(x))
+        elif norm == "grokfast":  # ironjr/grokfast main.py Block.forward
+            x = ln1(x)
+            x = x + attn(x)
+            x = x + mlp(ln2(x))
+        elif norm == "post":
+            x = ln1(x + attn(x))
+            x = ln2(x + mlp(x))
+        else:
+            x = x + attn(x)
+            x = x + mlp(x)
+    if norm in ("pre", "grokfast"):
+        x = F.layer_norm(x, (dim,), model.ln_f.weight, model.ln_f.bias)
+    return model.head(x[:, -1])
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_transformer_matches_written_out_equations(norm):
+    model = small_transformer(norm)
+    tokens = torch.randint(0, 11, (3, 5))
+    out = model(tokens)
+    assert out.shape == (3, 7)
+    assert model(tokens, all_positions=True).shape == (3, 5, 7)
+    assert model(tokens[:, :4]).shape == (3, 7)  # shorter than seq_len is allowed
+    with torch.no_grad():
+        assert torch.allclose(out, reference_forward(model, tokens, norm), atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_transformer_is_causal_and_last_logits_see_every_token(norm):
+    model = small_transformer(norm)
+    tokens = torch.randint(0, 11, (2, 5))
+    with torch.no_grad():
+        base = model(tokens, all_positions=True)
+        for j in range(5):
+            changed = tokens.clone()
+            changed[:, j] = (changed[:, j] + 1) % 11
+            out = model(changed, all_positions=True)
+            assert torch.allclose(out[:, :j], base[:, :j], atol=1e-6, rtol=0)
+            assert (out[:, j:] - base[:, j:]).abs().amax(-1).min() > 1e-4  # every later position moves
+            assert not torch.allclose(model(changed), model(tokens))
+
+
+def test_transformer_param_names_and_no_norm_params_in_nanda_setup():
+    names = [name for name, _ in small_transformer("pre").named_parameters()]
+    for name in ["tok_emb.weight", "pos_emb.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.out.weight",
+                 "blocks.0.mlp.0.weight", "blocks.0.mlp.2.weight", "blocks.1.mlp.0.weight",
+                 "blocks.1.mlp.2.weight", "ln_f.weight", "head.weight"]:
+        assert name in names
+    assert "head.bias" not in names
+    nanda = small_transformer("none", depth=1, d_mlp=32, activation="relu")
+    assert not any("ln" in name for name, _ in nanda.named_parameters())
+    assert nanda.blocks[0].mlp[0].weight.shape == (32, 16)
+    assert isinstance(nanda.blocks[0].mlp[1], nn.ReLU)
+
+
+def test_default_transformer_param_count_by_hand():
+    # Power et al. / Grokfast geometry: d = 128, 2 blocks, MLP 4d, vocab = outputs = 97 + 2, 4 positions.
+    d, v, c, length = 128, 99, 99, 4
+    per_block = (
+        2 * d  # ln1
+        + 3 * d * d + 3 * d  # qkv
+        + d * d + d  # out
+        + 2 * d  # ln2
+        + d * 4 * d + 4 * d  # mlp.0
+        + 4 * d * d + d  # mlp.2
+    )  # = 12 d^2 + 13 d = 198272
+    total = v * d + length * d + 2 * per_block + 2 * d + d * c  # + ln_f + head (no bias)
+    assert per_block == 198272 and total == 422656
+    model = Transformer(vocab_size=v, seq_len=length, num_outputs=c)
+    assert count_params(model) == total
+    assert count_params(Transformer(vocab_size=v, seq_len=length, num_outputs=c, norm="grokfast")) == total
+    model.tok_emb.weight.requires_grad_(False)
+    assert count_params(model, trainable_only=True) == total - v * d
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "value"),
+    [
+        ({"dim": 18}, "model.heads", "4"),
+        ({"norm": "sandwich"}, "model.norm", "'sandwich'"),
+        ({"activation": "swish"}, "model.activation", "'swish'"),
+        ({"depth": 0}, "model.depth", "0"),
+        ({"heads": 2.0}, "model.heads", "2.0"),
+        ({"d_mlp": -3}, "model.d_mlp", "-3"),
+        ({"dropout": 1.0}, "model.dropout", "1.0"),
+    ],
+)
+def test_transformer_config_errors(kwargs, field, value):
+    args = {"vocab_size": 11, "seq_len": 4, "num_outputs": 7, "dim": 16} | kwargs
+    with pytest.raises(ConfigError) as info:
+        Transformer(**args)
+    assert field in str(info.value) and value in str(info.value)
