@@ -1,0 +1,176 @@
+"""Run configuration: TOML files, ``--set`` overrides, defaults and validation.
+
+A config is a nested dict with six sections::
+
+    name = "modadd-p97-egd"          # optional label
+    [task]       name = "modular", and the builder's parameters   (egalitarian.tasks)
+    [model]      name = "mlp" | "transformer", and its parameters   (egalitarian.models)
+    [loss]       name = "cross_entropy" | ..., weight_decay = L2 term in the loss (matrices only)
+    [optimizer]  name = a registered method, and its hyperparameters (egalitarian.methods)
+    method = "egd" with [methods.egd], [methods.sgd], ...: a recipe's per-method hyperparameters; the
+                 chosen table becomes [optimizer] (keys given in [optimizer] win)
+    [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints
+    diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
+
+``[train]`` is fully specified here (:data:`TRAIN_DEFAULTS`); the other sections are checked against the
+signature of the function they are passed to, so an unknown or misspelt key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SECTIONS = ("task", "model", "loss", "optimizer", "train")
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "max_steps": 0,  # budget in optimizer steps (0 = no step budget; one of max_steps/max_epochs must be > 0)
+    "max_epochs": 100,  # budget in epochs (0 = no epoch budget)
+    "batch_size": 512,  # 0 = full batch
+    "drop_last": True,  # drop the trailing partial batch, as the EGD paper's code does
+    "seed": 0,  # model init (and dropout) seed
+    "shuffle_seed": 0,  # data order seed
+    "eval_every": 1,  # evaluation cadence, in eval_unit
+    "eval_unit": "epoch",  # "epoch" or "step"
+    "eval_batch_size": 16384,  # evaluation batch (no_grad)
+    "train_eval": "full",  # "full": accuracy on the whole train split; "running": from the epoch's batches
+    "memorize_threshold": 0.99,  # train accuracy that counts as memorized
+    "grok_threshold": 0.95,  # test accuracy that counts as grokked (0.85 for MNIST-style tasks)
+    "stop_after_grok": True,  # stop once grokked ...
+    "patience": 0,  # ... after this many further evaluations
+    "switch_off_threshold": 0.0,  # > 0: stop whitening once switch_off_split accuracy reaches it (paper §4)
+    "switch_off_split": "val",  # "val" (needs task.val_frac > 0) or "test" (what the paper's code does)
+    "switch_off_latch": True,  # False: switch back on if accuracy drops again (the official code)
+    "nonfinite": "stop",  # NaN/inf loss: "stop" (checkpoint of the last good state) or "skip" the step
+    "checkpoint_every": 0,  # epochs between checkpoints (0 = only by time and at the end)
+    "checkpoint_seconds": 60.0,  # wall-clock seconds between checkpoints
+    "device": "auto",  # "auto" (cuda → mps → cpu), "cpu", "cuda", "cuda:1", "mps"
+    "threads": 0,  # torch.set_num_threads (0 = leave torch's default)
+    "progress": "auto",  # progress bar: "auto" (only on a terminal), "on", "off"
+}
+
+_CHOICES = {
+    "eval_unit": ("epoch", "step"),
+    "train_eval": ("full", "running"),
+    "switch_off_split": ("val", "test"),
+    "nonfinite": ("stop", "skip"),
+    "progress": ("auto", "on", "off"),
+}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing file or a syntax error is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML would read it (``0.5``, ``true``, ``"svd"``, ``[1, 2]``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (dotted paths of any depth) to a copy of ``cfg``."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. optimizer.lr=0.5")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty field name")
+        node = cfg
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = parse_value(text.strip())
+    return cfg
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check the structure and the ``[train]`` section; returns a new dict."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config must be a table, got {type(cfg).__name__}")
+    out = copy.deepcopy(cfg)
+    for key in out:
+        if key not in ("name", "diagnostics", "method", "methods") and key not in SECTIONS:
+            raise ConfigError(
+                f"{key} = {out[key]!r}: unknown config section; allowed: name, diagnostics, {', '.join(SECTIONS)}"
+            )
+    methods = out.pop("methods", None)
+    method = out.pop("method", None)
+    if methods is not None or method is not None:
+        if not isinstance(methods, dict) or not methods:
+            raise ConfigError(f"method = {method!r} needs a [methods.{method}] table in the config")
+        method = method or next(iter(methods))
+        if method not in methods:
+            raise ConfigError(f"method = {method!r}: not in this config; allowed: {', '.join(methods)}")
+        out["optimizer"] = {**methods[method], **out.get("optimizer", {})}
+        out.setdefault("name", None)
+        out["name"] = f"{out['name']}-{method}" if out["name"] else method
+    for section in ("task", "model", "optimizer"):
+        node = out.get(section)
+        if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+            raise ConfigError(f"{section}.name is missing: every config needs [{section}] with a name")
+    out.setdefault("loss", {}).setdefault("name", "cross_entropy")
+    diags = out.setdefault("diagnostics", [])
+    if not isinstance(diags, list) or not all(isinstance(d, str) for d in diags):
+        raise ConfigError(f"diagnostics = {diags!r}: must be a list of diagnostic names")
+    train = out.setdefault("train", {})
+    for key, value in train.items():
+        if key not in TRAIN_DEFAULTS:
+            raise ConfigError(f"train.{key} = {value!r}: unknown field; allowed: {', '.join(TRAIN_DEFAULTS)}")
+        default = TRAIN_DEFAULTS[key]
+        if not _type_ok(default, value):
+            raise ConfigError(f"train.{key} = {value!r}: must be of type {type(default).__name__}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"train.{key} = {value!r}: must be one of {', '.join(_CHOICES[key])}")
+    for key, default in TRAIN_DEFAULTS.items():
+        train.setdefault(key, default)
+    _check_train(train)
+    return out
+
+
+def _check_train(t: dict[str, Any]) -> None:
+    def need(ok: bool, key: str, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"train.{key} = {t[key]!r}: {allowed}")
+
+    for key in ("max_steps", "max_epochs", "batch_size", "checkpoint_every", "patience", "threads"):
+        need(t[key] >= 0, key, "must be >= 0")
+    need(t["max_steps"] > 0 or t["max_epochs"] > 0, "max_epochs", "max_steps or max_epochs must be > 0")
+    need(t["eval_every"] >= 1, "eval_every", "must be >= 1")
+    need(t["eval_batch_size"] >= 1, "eval_batch_size", "must be >= 1")
+    need(t["checkpoint_seconds"] > 0, "checkpoint_seconds", "must be > 0")
+    for key in ("memorize_threshold", "grok_threshold"):
+        need(0 < t[key] <= 1, key, "must be in (0, 1]")
+    need(0 <= t["switch_off_threshold"] <= 1, "switch_off_threshold", "must be in [0, 1] (0 = off)")
+
+
+def section_kwargs(cfg: dict[str, Any], section: str) -> dict[str, Any]:
+    """The section without its ``name`` key: the keyword arguments for its builder."""
+    return {k: v for k, v in cfg.get(section, {}).items() if k != "name"}

@@ -1,0 +1,529 @@
+"""One registry of optimization methods, built from config by name.
+
+Every method is a builder ``f(named_params, **hyperparameters) -> torch.optim.Optimizer``; its keyword
+defaults are the method's defaults (shown by ``egd list optimizers``) and the first docstring line is its
+description.  Two keys are shared by all builders:
+
+* ``decay``: which parameters get weight decay, ``"all"`` (torch's convention) or ``"matrices"`` (≥ 2-D
+  parameters only; the EGD paper's ``0.5·wd·(‖W1‖² + ‖W2‖²)``).
+* ``whiten`` (EGD methods): which parameters are whitened, ``"all"`` (every ≥ 2-D parameter) or a list of
+  glob patterns over parameter names, e.g. ``["layers.0.weight"]`` (the paper's MLP whitens only W1).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .errors import ConfigError
+from .optim import EGD, MuonWithAdamW, Preconditioned
+from .transforms import GradientTransform, chain, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
+from .transforms import whiten as whiten_transform
+
+NamedParams = Sequence[tuple[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    build: Callable[..., Optimizer]
+
+    @property
+    def description(self) -> str:
+        return (inspect.getdoc(self.build) or "").splitlines()[0]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        sig = inspect.signature(self.build)
+        return {
+            k: p.default
+            for k, p in list(sig.parameters.items())[1:]
+            if p.default is not inspect.Parameter.empty and p.kind is p.KEYWORD_ONLY
+        }
+
+
+OPTIMIZERS: dict[str, Method] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Optimizer]], Callable[..., Optimizer]]:
+    def deco(fn: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
+        OPTIMIZERS[name] = Method(name, fn)
+        return fn
+
+    return deco
+
+
+def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optimizer:
+    """Build method ``name``; unknown names, unknown keys and bad values are ConfigErrors naming the field."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name = {name!r}: unknown method; allowed: {', '.join(sorted(OPTIMIZERS))}")
+    method = OPTIMIZERS[name]
+    allowed = method.defaults
+    for key, value in hyper.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"optimizer.{key} = {value!r}: not a hyperparameter of {name!r}; allowed: {', '.join(allowed)}"
+            )
+    named_params = [(n, p) for n, p in named_params if p.requires_grad]
+    try:
+        return method.build(named_params, **hyper)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optimizer ({name}): {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------- groups
+
+
+def _check_decay(decay: str) -> None:
+    if decay not in ("all", "matrices"):
+        raise ConfigError(f"optimizer.decay = {decay!r}: must be 'all' or 'matrices'")
+
+
+def select_whitened(named_params: NamedParams, whiten: str | Sequence[str]) -> set[str]:
+    """Names of the parameters to whiten: ``"all"`` ≥ 2-D parameters, ``"none"``, or glob patterns."""
+    if whiten == "all":
+        return {n for n, p in named_params if p.ndim >= 2}
+    if whiten == "none":
+        return set()
+    if isinstance(whiten, str) or not all(isinstance(w, str) for w in whiten):
+        raise ConfigError(f"optimizer.whiten = {whiten!r}: must be 'all', 'none' or a list of name patterns")
+    chosen: set[str] = set()
+    for pattern in whiten:
+        hits = {n for n, p in named_params if fnmatch.fnmatchcase(n, pattern)}
+        if not hits:
+            names = ", ".join(n for n, _ in named_params)
+            raise ConfigError(f"optimizer.whiten pattern {pattern!r} matches no parameter; parameters: {names}")
+        flat = [n for n, p in named_params if n in hits and p.ndim < 2]
+        if flat:
+            raise ConfigError(f"optimizer.whiten pattern {pattern!r} matches parameters with < 2 dims: {flat}")
+        chosen |= hits
+    return chosen
+
+
+def param_groups(
+    named_params: NamedParams,
+    weight_decay: float,
+    decay: str,
+    flag: str | None = None,
+    flagged: set[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Split parameters by (decayed?, flagged?) into torch param groups; empty groups are left out."""
+    _check_decay(decay)
+    buckets: dict[tuple[bool, bool], list[Tensor]] = {}
+    for n, p in named_params:
+        decayed = decay == "all" or p.ndim >= 2
+        buckets.setdefault((decayed, n in (flagged or ())), []).append(p)
+    groups = []
+    for (decayed, on), params in buckets.items():
+        g: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+        if flag is not None:
+            g[flag] = on
+        groups.append(g)
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+@register("sgd")
+def sgd(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """SGD (torch.optim.SGD): p ← p − lr·(g + wd·p), optional (Nesterov) momentum; wd is coupled (L2)."""
+    groups = param_groups(named_params, weight_decay, decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+@register("adam")
+def adam(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """Adam (torch.optim.Adam) with coupled L2 weight decay, as in the Grokfast transformer runs."""
+    groups = param_groups(named_params, weight_decay, decay)
+    return torch.optim.Adam(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+@register("adamw")
+def adamw(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    decay: str = "all",
+) -> Optimizer:
+    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p(1 − lr·wd)."""
+    groups = param_groups(named_params, weight_decay, decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+@register("egd")
+def egd(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.7,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    weight_decay_mode: str = "decoupled",
+    decay: str = "all",
+    whiten: str | list[str] = "all",
+    backend: str = "auto",
+    rtol: float = 0.0,
+    eps: float = 0.0,
+    rank: int = 64,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Optimizer:
+    """EGD: whitened SGD step p ← p − lr·U Vᵀ on selected matrices, plain SGD elsewhere (Saheb Pasand & Dohmatob 2026).
+
+    ``rtol = 0`` and ``eps = 0`` mean the defaults of :func:`egalitarian.linalg.polar` (cutoff
+    ``max(m, n)·ε``); ``eps > 0`` selects the paper's clamp ``1/max(s, eps)``.
+    """
+    chosen = select_whitened(named_params, whiten)
+    groups = param_groups(named_params, weight_decay, decay, "whiten", chosen)
+    return EGD(
+        groups,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mode=weight_decay_mode,
+        method=backend,
+        rtol=rtol or None,
+        eps=eps or None,
+        rank=rank,
+        power_iters=power_iters,
+        seed=seed,
+    )
+
+
+def _preconditioned(
+    named_params: NamedParams,
+    base: type[Optimizer],
+    transform: GradientTransform,
+    select: str | Sequence[str],
+    weight_decay: float,
+    decay: str,
+    **base_kwargs: Any,
+) -> Optimizer:
+    """``transform`` on the selected parameters (``"all"`` = every parameter here), then ``base``'s step."""
+    chosen = {n for n, _ in named_params} if select == "all" else select_whitened(named_params, select)
+    groups = param_groups(named_params, weight_decay, decay, "precondition", chosen)
+    return Preconditioned(groups, base, transform, **base_kwargs)
+
+
+def _whitened_base(
+    named_params: NamedParams,
+    base: type[Optimizer],
+    whiten: str | list[str],
+    backend: str,
+    rtol: float,
+    eps: float,
+    rank: int,
+    power_iters: int,
+    seed: int,
+    weight_decay: float,
+    decay: str,
+    **base_kwargs: Any,
+) -> Optimizer:
+    transform = whiten_transform(
+        backend, rtol=rtol or None, eps=eps or None, rank=rank, power_iters=power_iters, seed=seed
+    )
+    return _preconditioned(named_params, base, transform, whiten, weight_decay, decay, **base_kwargs)
+
+
+@register("egd_adam")
+def egd_adam(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+    whiten: str | list[str] = "all",
+    backend: str = "auto",
+    rtol: float = 0.0,
+    clamp_eps: float = 0.0,
+    rank: int = 64,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Optimizer:
+    """EGD+Adam: whiten the selected matrices' gradients, then torch.optim.Adam (coupled L2 after whitening)."""
+    return _whitened_base(
+        named_params,
+        torch.optim.Adam,
+        whiten,
+        backend,
+        rtol,
+        clamp_eps,
+        rank,
+        power_iters,
+        seed,
+        weight_decay,
+        decay,
+        lr=lr,
+        betas=tuple(betas),
+        eps=eps,
+    )
+
+
+@register("egd_adamw")
+def egd_adamw(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    decay: str = "all",
+    whiten: str | list[str] = "all",
+    backend: str = "auto",
+    rtol: float = 0.0,
+    clamp_eps: float = 0.0,
+    rank: int = 64,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Optimizer:
+    """EGD+AdamW: whiten the selected matrices' gradients, then torch.optim.AdamW (decoupled decay)."""
+    return _whitened_base(
+        named_params,
+        torch.optim.AdamW,
+        whiten,
+        backend,
+        rtol,
+        clamp_eps,
+        rank,
+        power_iters,
+        seed,
+        weight_decay,
+        decay,
+        lr=lr,
+        betas=tuple(betas),
+        eps=eps,
+    )
+
+
+_BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def _base(name: str) -> type[Optimizer]:
+    if name not in _BASES:
+        raise ConfigError(f"optimizer.base = {name!r}: must be one of {', '.join(_BASES)}")
+    return _BASES[name]
+
+
+def _base_kwargs(base: str, lr: float, betas: Sequence[float], eps: float, momentum: float) -> dict[str, Any]:
+    if base == "sgd":
+        return {"lr": lr, "momentum": momentum}
+    return {"lr": lr, "betas": tuple(betas), "eps": eps}
+
+
+@register("grokfast")
+def grokfast(
+    named_params: NamedParams,
+    *,
+    base: str = "adam",
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.98),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.005,
+    decay: str = "all",
+    alpha: float = 0.98,
+    lamb: float = 2.0,
+    normalize: bool = False,
+) -> Optimizer:
+    """Grokfast-EMA (Lee et al. 2024): g + λ·EMA_α(g) fed to a base optimizer (adam, adamw or sgd)."""
+    return _preconditioned(
+        named_params,
+        _base(base),
+        grokfast_ema(alpha, lamb, normalize),
+        "all",
+        weight_decay,
+        decay,
+        **_base_kwargs(base, lr, betas, eps, momentum),
+    )
+
+
+@register("grokfast_ma")
+def grokfast_ma_method(
+    named_params: NamedParams,
+    *,
+    base: str = "adam",
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.98),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.01,
+    decay: str = "all",
+    window_size: int = 100,
+    lamb: float = 5.0,
+    normalize: bool = False,
+) -> Optimizer:
+    """Grokfast-MA (Lee et al. 2024): g + λ·mean of the last w gradients, fed to a base optimizer."""
+    return _preconditioned(
+        named_params,
+        _base(base),
+        grokfast_ma(window_size, lamb, normalize=normalize),
+        "all",
+        weight_decay,
+        decay,
+        **_base_kwargs(base, lr, betas, eps, momentum),
+    )
+
+
+@register("egd_grokfast")
+def egd_grokfast(
+    named_params: NamedParams,
+    *,
+    base: str = "adamw",
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.01,
+    decay: str = "all",
+    backend: str = "auto",
+    rank: int = 64,
+    clamp_eps: float = 0.0,
+    alpha: float = 0.98,
+    lamb: float = 2.0,
+) -> Optimizer:
+    """EGD on every matrix, then Grokfast-EMA on every gradient, then a base optimizer (the paper's MNIST order)."""
+    transform = chain(whiten_transform(backend, eps=clamp_eps or None, rank=rank), grokfast_ema(alpha, lamb))
+    return _preconditioned(
+        named_params, _base(base), transform, "all", weight_decay, decay, **_base_kwargs(base, lr, betas, eps, momentum)
+    )
+
+
+@register("column_norm")
+def column_norm_method(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.7,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+    whiten: str | list[str] = "all",
+    min_norm: float = 0.01,
+) -> Optimizer:
+    """Column normalisation (the EGD paper's baseline): each unit's incoming-gradient row / max(‖row‖, 0.01), then SGD."""
+    return _preconditioned(
+        named_params, torch.optim.SGD, column_norm(min_norm), whiten, weight_decay, decay, lr=lr, momentum=momentum
+    )
+
+
+@register("perp_adamw")
+def perp_adamw(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.99),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """⊥AdamW (Prieto et al. 2025): drop the gradient component along the weights, keep its norm, then AdamW."""
+    return _preconditioned(
+        named_params,
+        torch.optim.AdamW,
+        perp_to_weights(),
+        "all",
+        weight_decay,
+        decay,
+        lr=lr,
+        betas=tuple(betas),
+        eps=eps,
+    )
+
+
+@register("perp_sgd")
+def perp_sgd(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.1,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """⊥SGD (Prieto et al. 2025): the ⊥Grad projection in front of torch.optim.SGD."""
+    return _preconditioned(
+        named_params, torch.optim.SGD, perp_to_weights(), "all", weight_decay, decay, lr=lr, momentum=momentum
+    )
+
+
+@register("muon")
+def muon(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.02,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_steps: int = 5,
+    weight_decay: float = 0.1,
+    adjust_lr_fn: str = "original",
+    select: str | list[str] = "all",
+    adamw_lr: float = 3e-4,
+    adamw_betas: tuple[float, float] | list[float] = (0.9, 0.95),
+    adamw_weight_decay: float = 0.0,
+) -> Optimizer:
+    """Muon (torch.optim.Muon, bf16 Newton–Schulz) on selected 2-D matrices, AdamW on everything else."""
+    if select == "all":
+        chosen = {n for n, p in named_params if p.ndim == 2 and "emb" not in n}
+    else:
+        chosen = select_whitened(named_params, select)
+    bad = [n for n, p in named_params if n in chosen and p.ndim != 2]
+    if bad:
+        raise ConfigError(f"optimizer.select = {select!r}: Muon takes only 2-D parameters, got {bad}")
+    return MuonWithAdamW(
+        [p for n, p in named_params if n in chosen],
+        [p for n, p in named_params if n not in chosen],
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        ns_steps=ns_steps,
+        weight_decay=weight_decay,
+        adjust_lr_fn=None if adjust_lr_fn == "original" else adjust_lr_fn,
+        adamw_lr=adamw_lr,
+        adamw_betas=tuple(adamw_betas),
+        adamw_weight_decay=adamw_weight_decay,
+    )
+
+
+def set_whitening(opt: Optimizer, on: bool) -> bool:
+    """Turn whitening on/off in every group that was chosen for it (the paper's switch-off rule).
+
+    Returns whether the optimizer whitens at all (False for methods without whitening).
+    """
+    key = "whiten" if isinstance(opt, EGD) else "precondition" if isinstance(opt, Preconditioned) else None
+    if key is None:
+        return False
+    for g in opt.param_groups:
+        g.setdefault("_whiten_chosen", g[key])
+        if g["_whiten_chosen"]:
+            g[key] = on
+    return True
