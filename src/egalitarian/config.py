@@ -37,7 +37,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_every": 1,  # evaluation cadence, in eval_unit
     "eval_unit": "epoch",  # "epoch" or "step"
     "eval_batch_size": 16384,  # evaluation batch (no_grad)
-    "train_eval": "full",  # "full": accuracy on the whole train split; "running": from the epoch's batches
+    "train_eval": "running",  # "running": mean over the epoch's batches (free); "full": whole train split
     "memorize_threshold": 0.99,  # train accuracy that counts as memorized
     "grok_threshold": 0.95,  # test accuracy that counts as grokked (0.85 for MNIST-style tasks)
     "stop_after_grok": True,  # stop once grokked ...
