@@ -13,6 +13,7 @@ description.  Two keys are shared by all builders:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +35,11 @@ NamedParams = Sequence[tuple[str, Tensor]]
 class Method:
     name: str
     build: Callable[..., Optimizer]
+    summary: str | None = None
 
     @property
     def description(self) -> str:
-        return (inspect.getdoc(self.build) or "").splitlines()[0]
+        return self.summary or (inspect.getdoc(self.build) or "").splitlines()[0]
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -512,6 +514,18 @@ def muon(
         adamw_betas=tuple(adamw_betas),
         adamw_weight_decay=adamw_weight_decay,
     )
+
+
+def _variant(name: str, base: str, summary: str, **fixed: Any) -> None:
+    """Register ``name`` as method ``base`` with other defaults (e.g. an EGD backend)."""
+    OPTIMIZERS[name] = Method(name, functools.partial(OPTIMIZERS[base].build, **fixed), summary)
+
+
+_variant("egd_svd", "egd", "EGD with the exact fp64 SVD backend (the reference).", backend="svd")
+_variant("egd_rsvd", "egd", "EGD-RSVD (paper App. C): rank-r randomized polar factor; drops the rest.", backend="rsvd")
+_variant("egd_newton_schulz", "egd", "EGD with matmul-only Newton–Schulz whitening (approximate).",
+         backend="newton-schulz")
+_variant("egd_momentum", "egd", "EGD with heavy-ball momentum 0.9 on the whitened gradients.", momentum=0.9)
 
 
 def set_whitening(opt: Optimizer, on: bool) -> bool:
