@@ -83,7 +83,9 @@ def part1(repeats: int) -> None:
                 G = mats[(m, n, b)]
                 gen = torch.Generator().manual_seed(0)
                 kwargs = dict(kw, generator=gen) if kw["method"] == "rsvd" else kw
-                ms = median_ms(lambda G=G, kwargs=kwargs: polar(G, **kwargs), repeats if not b else max(3, repeats // 3))
+                ms = median_ms(
+                    lambda G=G, kwargs=kwargs: polar(G, **kwargs), repeats if not b else max(3, repeats // 3)
+                )
                 err = rel_err(polar(G, **kwargs), refs[(m, n, b)])
                 cells.append(f"{ms:.2f} ({err:.0e})")
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -112,8 +114,12 @@ def part2(repeats: int) -> None:
 
     def egd_w1(method):
         def fn(m):
-            return EGD([{"params": [m[0].weight]}, {"params": [m[0].bias, m[2].weight], "whiten": False}],
-                       lr=0.1, method=method)
+            return EGD(
+                [{"params": [m[0].weight]}, {"params": [m[0].bias, m[2].weight], "whiten": False}],
+                lr=0.1,
+                method=method,
+            )
+
         return fn
 
     variants = {
@@ -149,8 +155,10 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# bench/whiten.py  {' '.join(sys.argv[1:])}")
-    print(f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(
+        f"date {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; torch {torch.__version__}; threads {torch.get_num_threads()}"
+    )
     if args.part in ("1", "all"):
         part1(args.repeats)
     if args.part in ("2", "all"):

@@ -121,6 +121,9 @@ def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"{key} = {out[key]!r}: unknown config section; allowed: name, diagnostics, {', '.join(SECTIONS)}"
             )
+    for key in SECTIONS + ("methods",):
+        if key in out and not isinstance(out[key], dict):
+            raise ConfigError(f"{key} = {out[key]!r}: must be a table ([{key}] with fields), not a value")
     methods = out.pop("methods", None)
     method = out.pop("method", None)
     if methods is not None or method is not None:

@@ -26,7 +26,8 @@ def demo(out_dir: str | Path = "egd-demo", epochs: int = 400) -> list[dict]:
         rows.append({"method": method, **s})
     print()
     print(
-        f"{'method':8s} {'memorized (ep)':>15s} {'grokked (ep)':>13s} {'train acc':>10s} {'test acc':>9s} {'seconds':>8s}"
+        f"{'method':8s} {'memorized (ep)':>15s} {'grokked (ep)':>13s} {'train acc':>10s}"
+        f" {'test acc':>9s} {'seconds':>8s}"
     )
     for r in rows:
         mem = r["memorized"]["epoch"] if r["memorized"] else "-"

@@ -243,7 +243,7 @@ def _whitened_base(
     whiten: str | list[str],
     backend: str,
     rtol: float,
-    eps: float,
+    clamp_eps: float,
     rank: int,
     power_iters: int,
     seed: int,
@@ -252,9 +252,11 @@ def _whitened_base(
     **base_kwargs: Any,
 ) -> Optimizer:
     transform = whiten_transform(
-        backend, rtol=rtol or None, eps=eps or None, rank=rank, power_iters=power_iters, seed=seed
+        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
     )
-    return _preconditioned(named_params, base, transform, whiten, weight_decay, decay, **base_kwargs)
+    opt = _preconditioned(named_params, base, transform, whiten, weight_decay, decay, **base_kwargs)
+    opt.whitens = True  # its transform is whitening alone, so the switch-off rule may turn it off
+    return opt
 
 
 @register("egd_adam")
@@ -433,7 +435,7 @@ def column_norm_method(
     whiten: str | list[str] = "all",
     min_norm: float = 0.01,
 ) -> Optimizer:
-    """Column normalisation (the EGD paper's baseline): each unit's incoming-gradient row / max(‖row‖, 0.01), then SGD."""
+    """Column normalisation (EGD paper's baseline): each unit's incoming-gradient row / max(‖row‖, 0.01), then SGD."""
     return _preconditioned(
         named_params, torch.optim.SGD, column_norm(min_norm), whiten, weight_decay, decay, lr=lr, momentum=momentum
     )
@@ -523,18 +525,25 @@ def _variant(name: str, base: str, summary: str, **fixed: Any) -> None:
 
 _variant("egd_svd", "egd", "EGD with the exact fp64 SVD backend (the reference).", backend="svd")
 _variant("egd_rsvd", "egd", "EGD-RSVD (paper App. C): rank-r randomized polar factor; drops the rest.", backend="rsvd")
-_variant("egd_newton_schulz", "egd", "EGD with matmul-only Newton–Schulz whitening (approximate).",
-         backend="newton-schulz")
+_variant(
+    "egd_newton_schulz", "egd", "EGD with matmul-only Newton–Schulz whitening (approximate).", backend="newton-schulz"
+)
 _variant("egd_momentum", "egd", "EGD with heavy-ball momentum 0.9 on the whitened gradients.", momentum=0.9)
 
 
 def set_whitening(opt: Optimizer, on: bool) -> bool:
     """Turn whitening on/off in every group that was chosen for it (the paper's switch-off rule).
 
-    Returns whether the optimizer whitens at all (False for methods without whitening).
+    Returns whether the optimizer whitens at all: True for EGD and for Preconditioned optimizers whose
+    transform is whitening alone (egd_adam, egd_adamw); False, and nothing changed, for every other method
+    (Grokfast and the other filters are not switched off, and neither is egd_grokfast, whose single
+    transform also holds the Grokfast filter).
     """
-    key = "whiten" if isinstance(opt, EGD) else "precondition" if isinstance(opt, Preconditioned) else None
-    if key is None:
+    if isinstance(opt, EGD):
+        key = "whiten"
+    elif isinstance(opt, Preconditioned) and getattr(opt, "whitens", False):
+        key = "precondition"
+    else:
         return False
     for g in opt.param_groups:
         g.setdefault("_whiten_chosen", g[key])

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .linalg import METHODS
-from .transforms import GradientTransform, add_decayed_weights, chain, trace, whiten
+from .transforms import GradientTransform, add_decayed_weights, trace, whiten
 
 __all__ = ["EGD", "MuonWithAdamW", "Preconditioned"]
 
@@ -122,13 +122,18 @@ class EGD(Optimizer):
         self._validate(self.param_groups[-1])
 
     @staticmethod
-    def transform_for(group: dict[str, Any]) -> GradientTransform:
-        """The gradient transform one step of ``group`` applies before ``p ← (1−ηλ)p − η·d``."""
-        parts = []
+    def transforms_for(group: dict[str, Any]) -> list[tuple[str, GradientTransform]]:
+        """The named stages one step of ``group`` applies before ``p ← (1−ηλ)p − η·d``, in order.
+
+        Each stage keeps its own slot in the parameter's state, so turning whitening off and on between steps
+        (the paper's switch-off rule) leaves the momentum buffer where it is.
+        """
+        stages = []
         if group["weight_decay_mode"] == "l2":
-            parts.append(add_decayed_weights(group["weight_decay"]))
+            stages.append(("l2", add_decayed_weights(group["weight_decay"])))
         if group["whiten"]:
-            parts.append(
+            stages.append((
+                "whiten",
                 whiten(
                     group["method"],
                     rtol=group["rtol"],
@@ -136,10 +141,10 @@ class EGD(Optimizer):
                     seed=group["seed"],
                     rank=group["rank"],
                     power_iters=group["power_iters"],
-                )
-            )
-        parts.append(trace(group["momentum"], group["nesterov"]))
-        return chain(*parts)
+                ),
+            ))
+        stages.append(("momentum", trace(group["momentum"], group["nesterov"])))
+        return stages
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -148,7 +153,7 @@ class EGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            transform = self.transform_for(group)
+            stages = self.transforms_for(group)
             lr, wd = group["lr"], group["weight_decay"]
             decoupled = group["weight_decay_mode"] == "decoupled" and wd != 0
             for p in group["params"]:
@@ -157,9 +162,9 @@ class EGD(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("EGD does not support sparse gradients")
                 state = self.state[p]
-                if "transform" not in state:
-                    state["transform"] = transform.init(p)
-                d, state["transform"] = transform.update(p.grad, state["transform"], p)
+                d = p.grad
+                for key, t in stages:
+                    d, state[key] = t.update(d, state[key] if key in state else t.init(p), p)
                 if decoupled:
                     p.mul_(1 - lr * wd)
                 p.add_(d, alpha=-lr)

@@ -23,7 +23,6 @@ data order (the epoch's permutation and position are saved) and metrics.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import platform
 import signal
@@ -186,16 +185,21 @@ def _signals_to_flag(flag: dict[str, Any], enabled: bool):
             signal.signal(s, h)
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _same_math(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    diffs = []
-    for section in set(a) | set(b):
-        sa, sb = a.get(section), b.get(section)
-        if section == "train":
-            keys = (set(sa) | set(sb)) - _RESUMABLE_CHANGES
-            diffs += [f"train.{k}" for k in sorted(keys) if sa.get(k) != sb.get(k)]
-        elif json.dumps(sa, sort_keys=True, default=str) != json.dumps(sb, sort_keys=True, default=str):
-            diffs.append(section)
-    return diffs
+    """Dotted names of the fields that differ, ignoring budget and bookkeeping fields of ``[train]``."""
+    fa, fb = _flatten(a), _flatten(b)
+    skip = {f"train.{k}" for k in _RESUMABLE_CHANGES}
+    return sorted(k for k in set(fa) | set(fb) if k not in skip and fa.get(k) != fb.get(k))
 
 
 def train(
@@ -376,6 +380,9 @@ def train(
             st["last"] = {}
             if run_eval():  # the initial point (step 0), e.g. for curves on a log-x axis
                 status = "grokked"
+        ev = st["events"]
+        if ev["grokked"] is not None and tc["stop_after_grok"] and st["evals_after_grok"] > tc["patience"]:
+            status = "grokked"  # resuming a run that already stopped after grokking: nothing to do
         t_mark = time.perf_counter()
         while status != "grokked" and st["step"] < max_steps:
             if st["batch"] == 0:

@@ -1,0 +1,289 @@
+"""The method registry (egalitarian.methods) against hand-computed steps and hand-written expectations."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from egalitarian.errors import ConfigError
+from egalitarian.methods import OPTIMIZERS, build_optimizer, select_whitened, set_whitening
+from egalitarian.models import MLP
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def _mlp(seed: int = 0, hidden=(8, 8)) -> MLP:
+    torch.manual_seed(seed)
+    # in 6 -> 8 -> 8 -> out 3; names layers.0.weight/bias, layers.1.weight/bias, layers.2.weight/bias
+    return MLP(6, list(hidden), 3, out_bias=True)
+
+
+def _batch(n: int = 10, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    for p in model.parameters():
+        p.grad = None
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+
+def _polar_reference(g: torch.Tensor) -> torch.Tensor:
+    """U Vᵀ of g in float64, dropping directions with s ≤ max(m, n)·ε32·s_max (the documented cutoff)."""
+    U, s, Vh = torch.linalg.svd(g.double(), full_matrices=False)
+    keep = (s > max(g.shape) * EPS32 * s[0]).double()
+    return (U * keep) @ Vh
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_method_builds_with_defaults_and_takes_two_finite_steps(name):
+    model = _mlp()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(list(model.named_parameters()), name)
+    assert isinstance(opt, torch.optim.Optimizer)
+    for seed in (1, 2):
+        x, y = _batch(seed=seed)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        assert torch.isfinite(p).all(), (name, n)
+    # every method updates the first matrix (it has a nonzero gradient)
+    assert not torch.equal(model.layers[0].weight.detach(), before["layers.0.weight"]), name
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_description_and_defaults_come_from_the_builder(name):
+    method = OPTIMIZERS[name]
+    assert method.name == name
+    assert method.description.strip()
+    assert "\n" not in method.description
+    sig = inspect.signature(method.build)
+    kw = {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert method.defaults == kw
+    assert "named_params" not in method.defaults
+
+
+def test_defaults_by_hand_for_sgd_and_adamw():
+    assert OPTIMIZERS["sgd"].defaults == {
+        "lr": 0.1,
+        "momentum": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "decay": "all",
+    }
+    d = OPTIMIZERS["adamw"].defaults
+    assert d["lr"] == 1e-3 and tuple(d["betas"]) == (0.9, 0.999) and d["weight_decay"] == 0.01
+    assert OPTIMIZERS["egd"].defaults["whiten"] == "all"
+    assert OPTIMIZERS["egd"].defaults["lr"] == 0.7
+
+
+def test_registry_has_the_documented_methods():
+    for name in ("sgd", "adam", "adamw", "egd", "egd_adam", "egd_adamw", "grokfast", "column_norm", "muon"):
+        assert name in OPTIMIZERS
+
+
+def test_unknown_method_and_unknown_hyperparameter():
+    model = _mlp()
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(list(model.named_parameters()), "egdd")
+    assert "optimizer.name" in str(e.value) and "egdd" in str(e.value) and "egd" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(list(model.named_parameters()), "sgd", learning_rate=0.1)
+    assert "optimizer.learning_rate" in str(e.value) and "lr" in str(e.value)
+    with pytest.raises(ConfigError) as e:  # a real key of another method is still unknown here
+        build_optimizer(list(model.named_parameters()), "sgd", whiten="all")
+    assert "optimizer.whiten" in str(e.value)
+
+
+def test_bad_values_become_config_errors():
+    model = _mlp()
+    with pytest.raises(ConfigError, match="decay"):
+        build_optimizer(list(model.named_parameters()), "adamw", decay="biases")
+    with pytest.raises(ConfigError, match="lr"):
+        build_optimizer(list(model.named_parameters()), "egd", lr=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+
+def test_select_whitened_all_none_and_patterns():
+    named = list(_mlp().named_parameters())
+    assert [n for n, _ in named] == [
+        "layers.0.weight",
+        "layers.0.bias",
+        "layers.1.weight",
+        "layers.1.bias",
+        "layers.2.weight",
+        "layers.2.bias",
+    ]
+    mats = {"layers.0.weight", "layers.1.weight", "layers.2.weight"}
+    assert select_whitened(named, "all") == mats
+    assert select_whitened(named, "none") == set()
+    assert select_whitened(named, ["layers.0.weight"]) == {"layers.0.weight"}
+    assert select_whitened(named, ["layers.*.weight"]) == mats
+    assert select_whitened(named, ["layers.0.weight", "layers.2.*eight"]) == {"layers.0.weight", "layers.2.weight"}
+
+
+def test_select_whitened_pattern_matching_nothing_lists_the_names():
+    named = list(_mlp().named_parameters())
+    with pytest.raises(ConfigError) as e:
+        select_whitened(named, ["blocks.*.mlp.0.weight"])
+    msg = str(e.value)
+    assert "blocks.*.mlp.0.weight" in msg
+    for n, _ in named:
+        assert n in msg
+
+
+def test_select_whitened_pattern_hitting_a_bias_is_an_error():
+    named = list(_mlp().named_parameters())
+    with pytest.raises(ConfigError) as e:
+        select_whitened(named, ["layers.1.*"])
+    assert "layers.1.bias" in str(e.value)
+    with pytest.raises(ConfigError):
+        select_whitened(named, "layers.0.weight")  # a bare string that is neither 'all' nor 'none'
+
+
+def test_egd_whiten_pattern_errors_surface_through_the_registry():
+    model = _mlp()
+    with pytest.raises(ConfigError, match="layers.9.weight"):
+        build_optimizer(list(model.named_parameters()), "egd", whiten=["layers.9.weight"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "egd", "egd_adamw"])
+def test_decay_matrices_puts_zero_weight_decay_on_vectors(name):
+    model = _mlp()
+    opt = build_optimizer(list(model.named_parameters()), name, weight_decay=0.1, decay="matrices")
+    seen = 0
+    for g in opt.param_groups:
+        for p in g["params"]:
+            seen += 1
+            assert g["weight_decay"] == (0.1 if p.ndim >= 2 else 0.0), (p.shape, g["weight_decay"])
+    assert seen == 6
+    opt = build_optimizer(list(model.named_parameters()), name, weight_decay=0.1, decay="all")
+    assert all(g["weight_decay"] == 0.1 for g in opt.param_groups)
+
+
+# ------------------------------------------------------------------------------------------ hand-checked steps
+
+
+def _egd_first_layer(lr: float = 0.3, **kw):
+    model = _mlp(hidden=(8,))  # layers.0 (8×6) + bias, layers.1 (3×8) + bias
+    opt = build_optimizer(list(model.named_parameters()), "egd", lr=lr, whiten=["layers.0.weight"], **kw)
+    return model, opt
+
+
+def _snapshot(model):
+    return {n: (p.detach().clone(), p.grad.detach().clone()) for n, p in model.named_parameters()}
+
+
+def _check_step(model, snap, lr, whitened: set[str]):
+    for n, p in model.named_parameters():
+        w0, g = snap[n]
+        if n in whitened:
+            expected = (w0.double() - lr * _polar_reference(g)).float()
+            torch.testing.assert_close(p.detach(), expected, atol=2e-6, rtol=0)
+        else:
+            torch.testing.assert_close(p.detach(), w0 - lr * g, atol=1e-7, rtol=1e-6)
+
+
+def test_egd_step_whitens_only_w1_by_hand():
+    model, opt = _egd_first_layer(lr=0.3)
+    x, y = _batch(n=3)  # W1's gradient has rank ≤ 3 < 6: the cutoff must drop the null directions
+    _backward(model, x, y)
+    g1 = model.layers[0].weight.grad.double()
+    s = torch.linalg.svdvals(g1)
+    assert s[3:].max() < 1e-5 * s[0]  # the test really exercises a rank-deficient gradient
+    snap = _snapshot(model)
+    opt.step()
+    _check_step(model, snap, 0.3, {"layers.0.weight"})
+    # W1 moved by exactly lr·(a partial isometry of rank 3): the step's singular values are lr (×3) and 0
+    step = (snap["layers.0.weight"][0] - model.layers[0].weight.detach()).double() / 0.3
+    sv = torch.linalg.svdvals(step)
+    torch.testing.assert_close(sv[:3], torch.ones(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert sv[3:].max() < 1e-5
+
+
+def test_set_whitening_off_before_the_first_step_gives_plain_sgd():
+    model, opt = _egd_first_layer(lr=0.3)
+    assert set_whitening(opt, False) is True
+    flags = sorted((any(p is model.layers[0].weight for p in g["params"]), g["whiten"]) for g in opt.param_groups)
+    assert flags == [(False, False), (True, False)]
+    _backward(model, *_batch(n=3))
+    snap = _snapshot(model)
+    opt.step()
+    _check_step(model, snap, 0.3, whitened=set())
+
+
+def test_set_whitening_on_again_restores_whitening():
+    model, opt = _egd_first_layer(lr=0.3)
+    set_whitening(opt, False)
+    assert set_whitening(opt, True) is True
+    # the group that was never chosen stays plain
+    for g in opt.param_groups:
+        chosen = any(p is model.layers[0].weight for p in g["params"])
+        assert g["whiten"] is chosen
+    _backward(model, *_batch(n=3))
+    snap = _snapshot(model)
+    opt.step()
+    _check_step(model, snap, 0.3, {"layers.0.weight"})
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_set_whitening_toggles_between_steps(momentum):
+    lr = 0.3
+    model, opt = _egd_first_layer(lr=lr, momentum=momentum)
+    x, y = _batch(n=3)
+    _backward(model, x, y)
+    opt.step()  # whitened step: initialises the optimizer state
+    set_whitening(opt, False)
+    _backward(model, x, y)
+    snap = _snapshot(model)
+    opt.step()
+    if momentum == 0.0:
+        _check_step(model, snap, lr, whitened=set())
+    set_whitening(opt, True)
+    _backward(model, x, y)
+    snap = _snapshot(model)
+    opt.step()
+    if momentum == 0.0:
+        _check_step(model, snap, lr, {"layers.0.weight"})
+
+
+def test_set_whitening_returns_false_for_sgd_and_leaves_groups_alone():
+    model = _mlp()
+    opt = build_optimizer(list(model.named_parameters()), "sgd", lr=0.1)
+    before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    assert set_whitening(opt, False) is False
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == before
+
+
+def test_set_whitening_off_on_egd_adamw_gives_adamw():
+    """egd_adamw with whitening switched off steps exactly like torch.optim.AdamW on the raw gradient."""
+    m1, m2 = _mlp(), _mlp()
+    kw = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.05)
+    opt1 = build_optimizer(list(m1.named_parameters()), "egd_adamw", whiten=["layers.0.weight"], **kw)
+    opt2 = torch.optim.AdamW(m2.parameters(), **kw)
+    assert set_whitening(opt1, False) is True
+    for seed in (1, 2):
+        x, y = _batch(seed=seed)
+        for m, o in ((m1, opt1), (m2, opt2)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+    for a, b in zip(m1.parameters(), m2.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-6)
+
+
+def test_set_whitening_is_a_no_op_for_grokfast():
+    model = _mlp()
+    opt = build_optimizer(list(model.named_parameters()), "grokfast")
+    # grokfast does not whiten: the docstring promises False, and the filter must stay on
+    assert set_whitening(opt, False) is False
+    assert all(g["precondition"] for g in opt.param_groups)

@@ -1,0 +1,520 @@
+"""The training loop: events, run directory, budgets, bit-identical resume, stopping rules, switch-off, NaN."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from egalitarian.errors import ConfigError
+from egalitarian.models import MLP
+from egalitarian.tasks import make_task
+from egalitarian.train import RunStopped, pick_device, train, update_events
+
+P, FRAC = 11, 0.5
+N_TRAIN = int(P * P * FRAC)  # 121 pairs, half of them: 60 training samples
+MODULAR = {"name": "modular", "p": P, "op": "add", "train_frac": FRAC}
+# Sparse parity of one bit among 6: a 6 -> 16 -> 1 MLP generalises within a few epochs (a run that groks).
+PARITY = {"name": "parity", "n": 6, "k": 1, "n_train": 64, "n_test": 64}
+
+
+def make_cfg(optimizer=None, task=None, loss=None, hidden=32, **train):
+    cfg = {
+        "task": dict(task or MODULAR),
+        "model": {"name": "mlp", "hidden": hidden},
+        "optimizer": dict(optimizer or {"name": "egd", "lr": 0.5}),
+        "train": {"threads": 1, "progress": "off", "batch_size": 16, "max_epochs": 3, **train},
+    }
+    if loss is not None:
+        cfg["loss"] = {"name": loss}
+    return cfg
+
+
+def parity_cfg(optimizer=None, **train):
+    return make_cfg(optimizer or {"name": "egd", "lr": 0.05}, task=PARITY, loss="mse", hidden=16, **train)
+
+
+def read_rows(path) -> list[tuple[int, int, str, str, str]]:
+    """metrics.csv parsed here (not with the package's reader); values kept as the written text (bitwise)."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        assert next(reader) == ["step", "epoch", "split", "metric", "value"]
+        return [(int(s), int(e), sp, m, v) for s, e, sp, m, v in reader]
+
+
+def series(rows, split, metric):
+    return [(s, e, float(v)) for s, e, sp, m, v in rows if sp == split and m == metric]
+
+
+def load_ckpt(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def assert_same(a, b, path="") -> None:
+    """Recursive bitwise equality of (nested) state dicts."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, path
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+# ------------------------------------------------------------------------------------------- update_events
+
+
+def _replay(train_accs, test_accs, **thresholds):
+    events: dict = {"memorized": None, "grokked": None}
+    for i, (tr, te) in enumerate(zip(train_accs, test_accs, strict=True)):
+        update_events(events, {"step": 10 * i, "epoch": i, "seconds": 0.5 * i}, tr, te, **thresholds)
+    return events
+
+
+def test_update_events_first_crossing_latched():
+    train_acc = [0.1, 0.5, 0.98, 0.99, 0.7, 1.0, 1.0, 1.0]
+    test_acc = [0.0, 0.1, 0.1, 0.2, 0.3, 0.94, 0.95, 0.5]
+    ev = _replay(train_acc, test_acc)
+    assert ev["memorized"] == {"step": 30, "epoch": 3, "seconds": 1.5}  # 0.99 counts (≥), 0.98 does not
+    assert ev["grokked"] == {"step": 60, "epoch": 6, "seconds": 3.0}  # 0.94 does not, 0.95 does
+    # the later dips (train 0.7 at i = 4, test 0.5 at i = 7) moved nothing
+
+
+def test_update_events_thresholds_are_configurable():
+    train_acc = [0.1, 0.6, 0.8, 0.99]
+    test_acc = [0.0, 0.5, 0.86, 0.9]
+    ev = _replay(train_acc, test_acc, memorize_threshold=0.6, grok_threshold=0.85)
+    assert ev["memorized"]["epoch"] == 1 and ev["grokked"]["epoch"] == 2
+    ev = _replay(train_acc, test_acc, memorize_threshold=1.0, grok_threshold=0.95)
+    assert ev == {"memorized": None, "grokked": None}
+
+
+def test_update_events_never_crossing_and_missing_train_accuracy():
+    ev = _replay([0.5] * 5, [0.1] * 5)
+    assert ev == {"memorized": None, "grokked": None}
+    events = {"memorized": None, "grokked": None}
+    update_events(events, {"step": 0, "epoch": 0, "seconds": 0.0}, None, 1.0)  # no train accuracy at step 0
+    assert events["memorized"] is None and events["grokked"]["step"] == 0
+
+
+def test_update_events_does_not_alias_when():
+    events = {"memorized": None, "grokked": None}
+    when = {"step": 1, "epoch": 1, "seconds": 0.0}
+    update_events(events, when, 1.0, 1.0)
+    when["step"] = 99
+    assert events["memorized"]["step"] == 1 and events["grokked"]["step"] == 1
+
+
+# -------------------------------------------------------------------------------------- a run, end to end
+
+
+def test_end_to_end_run_directory(tmp_path):
+    epochs, bs = 4, 16
+    cfg = make_cfg(max_epochs=epochs, batch_size=bs, train_eval="full", stop_after_grok=False)
+    run = tmp_path / "run"
+    summary = train(cfg, run)
+
+    # config.json: resolved config + environment
+    written = json.loads((run / "config.json").read_text())
+    assert written["config"]["optimizer"] == {"name": "egd", "lr": 0.5}
+    assert written["config"]["train"]["max_epochs"] == epochs
+    assert written["environment"]["torch"] == torch.__version__
+    assert "git_commit" in written["environment"]
+    assert (run / "checkpoint.pt").is_file()
+
+    # budget by hand: 60 training pairs, batch 16, last partial batch dropped → 3 steps per epoch
+    spe = N_TRAIN // bs
+    assert (N_TRAIN, spe) == (60, 3)
+    assert summary["steps_per_epoch"] == spe
+    assert summary["steps"] == epochs * spe == 12 and summary["epochs"] == epochs
+    assert summary["status"] == "budget" and summary["budget_exhausted"] is True
+    assert summary["skipped_steps"] == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 12
+
+    # metrics.csv: one evaluation at step 0 and one after each epoch, train and test, acc and loss
+    rows = read_rows(run / "metrics.csv")
+    evals = [(s, e) for s, e, sp, m, v in rows if (sp, m) == ("test", "acc")]
+    assert evals == [(spe * e, e) for e in range(epochs + 1)]
+    assert len(rows) == 4 * (epochs + 1)
+    for s, e in evals:
+        got = sorted((sp, m) for s2, e2, sp, m, v in rows if (s2, e2) == (s, e))
+        assert got == [("test", "acc"), ("test", "loss"), ("train", "acc"), ("train", "loss")]
+
+    # the recorded accuracies and losses, recomputed here from the model itself
+    data = make_task("modular", p=P, op="add", train_frac=FRAC)
+    assert data.n_train == N_TRAIN
+    torch.manual_seed(0)  # train.seed: the model-init seed
+    initial = MLP(2 * P, 32, P)
+    model = MLP(2 * P, 32, P)
+    model.load_state_dict(load_ckpt(run)["model"])
+    for net, step in ((initial, 0), (model, 12)):
+        with torch.no_grad():
+            for split, x, y in (("test", data.x_test, data.y_test), ("train", data.x_train, data.y_train)):
+                out = net(x)
+                acc = (out.argmax(1) == y).double().mean().item()
+                loss = torch.nn.functional.cross_entropy(out, y).item()
+                rec = {m: float(v) for s, e, sp, m, v in rows if s == step and sp == split}
+                assert rec["acc"] == pytest.approx(acc, abs=1e-6)
+                assert rec["loss"] == pytest.approx(loss, rel=1e-5)
+    assert summary["final_test_acc"] == pytest.approx(float(series(rows, "test", "acc")[-1][2]))
+
+
+def test_running_train_eval_has_no_train_row_at_step_zero(tmp_path):
+    summary = train(make_cfg(max_epochs=2, train_eval="running", stop_after_grok=False), tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [s for s, e, _ in series(rows, "test", "acc")] == [0, 3, 6]
+    assert [s for s, e, _ in series(rows, "train", "acc")] == [3, 6]
+    assert summary["steps"] == 6
+
+
+@pytest.mark.parametrize(
+    "batch_size,drop_last,steps_per_epoch",
+    [
+        (16, True, 3),  # 60 // 16
+        (16, False, 4),  # ceil(60 / 16)
+        (7, True, 8),  # 60 // 7
+        (7, False, 9),  # ceil(60 / 7)
+        (15, True, 4),  # divides exactly: both the same
+        (15, False, 4),
+        (0, True, 1),  # full batch
+        (0, False, 1),
+        (100, True, 1),  # larger than the training set: full batch
+    ],
+)
+def test_steps_per_epoch(tmp_path, batch_size, drop_last, steps_per_epoch):
+    epochs = 2
+    cfg = make_cfg(
+        {"name": "sgd", "lr": 0.1},
+        max_epochs=epochs,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        stop_after_grok=False,
+    )
+    summary = train(cfg, tmp_path)
+    assert summary["steps_per_epoch"] == steps_per_epoch
+    assert summary["steps"] == epochs * steps_per_epoch and summary["epochs"] == epochs
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [s for s, _, _ in series(rows, "test", "acc")] == [0, steps_per_epoch, 2 * steps_per_epoch]
+
+
+def test_step_budget_ends_mid_epoch_with_a_final_evaluation(tmp_path):
+    summary = train(make_cfg(max_steps=5, max_epochs=0, stop_after_grok=False), tmp_path)
+    assert summary["steps"] == 5 and summary["epochs"] == 1  # 3 steps per epoch: epoch 1 done, 2 steps into 2
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [(s, e) for s, e, _ in series(rows, "test", "acc")] == [(0, 0), (3, 1), (5, 1)]
+
+
+def test_step_budget_min_with_epoch_budget(tmp_path):
+    summary = train(make_cfg(max_steps=100, max_epochs=2, stop_after_grok=False), tmp_path)
+    assert summary["steps"] == 6  # min(100, 2 × 3)
+
+
+def test_evaluation_every_k_steps(tmp_path):
+    train(make_cfg(max_steps=7, max_epochs=0, eval_unit="step", eval_every=2, stop_after_grok=False), tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [s for s, _, _ in series(rows, "test", "acc")] == [0, 2, 4, 6, 7]
+
+
+def test_evaluation_every_k_epochs(tmp_path):
+    train(make_cfg(max_epochs=5, eval_every=2, stop_after_grok=False), tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [e for _, e, _ in series(rows, "test", "acc")] == [0, 2, 4, 5]  # + the budget's end
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+
+
+RESUME_OPTIMIZERS = [
+    {"name": "egd", "lr": 0.1, "momentum": 0.9, "whiten": ["layers.0.weight"]},
+    {"name": "adamw", "lr": 3e-3, "weight_decay": 0.1},
+    {"name": "egd_adamw", "lr": 3e-3, "weight_decay": 0.1},
+]
+
+
+def _counting(calls):
+    return lambda step, metrics: calls.append(step)
+
+
+@pytest.mark.parametrize("optimizer", RESUME_OPTIMIZERS, ids=lambda o: o["name"])
+def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path, optimizer):
+    n = 3
+    base = dict(batch_size=16, checkpoint_every=1, stop_after_grok=False)
+    one_go, split = tmp_path / "a", tmp_path / "b"
+    train(make_cfg(optimizer, max_epochs=2 * n, **base), one_go)
+    first = train(make_cfg(optimizer, max_epochs=n, **base), split, resume=True)  # nothing to resume yet
+    assert first["steps"] == 3 * n
+    calls: list[int] = []
+    second = train(make_cfg(optimizer, max_epochs=2 * n, **base), split, resume=True, on_eval=_counting(calls))
+    assert calls == [12, 15, 18]  # it continued: only epochs 4..6 were trained and evaluated
+    assert second["steps"] == 18 and second["epochs"] == 2 * n
+
+    a, b = load_ckpt(one_go), load_ckpt(split)
+    assert_same(a["model"], b["model"], "model")
+    assert_same(a["optimizer"], b["optimizer"], "optimizer")
+    assert len(a["optimizer"]["state"] if "state" in a["optimizer"] else a["optimizer"]["base"]["state"]) > 0
+    assert read_rows(one_go / "metrics.csv") == read_rows(split / "metrics.csv")
+
+
+def test_resume_comparison_is_sensitive_to_data_order(tmp_path):
+    """The check above would notice a wrong data order: another shuffle seed gives other parameters."""
+    opt = RESUME_OPTIMIZERS[0]
+    train(make_cfg(opt, max_epochs=2, stop_after_grok=False), tmp_path / "a")
+    train(make_cfg(opt, max_epochs=2, shuffle_seed=1, stop_after_grok=False), tmp_path / "b")
+    wa, wb = load_ckpt(tmp_path / "a")["model"], load_ckpt(tmp_path / "b")["model"]
+    assert not torch.equal(wa["layers.0.weight"], wb["layers.0.weight"])
+
+
+@pytest.mark.parametrize("optimizer", RESUME_OPTIMIZERS[:2], ids=lambda o: o["name"])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, optimizer):
+    base = dict(batch_size=16, stop_after_grok=False)
+    one_go, split = tmp_path / "a", tmp_path / "b"
+    train(make_cfg(optimizer, max_epochs=6, **base), one_go)
+    first = train(make_cfg(optimizer, max_steps=7, max_epochs=6, **base), split)
+    assert (first["steps"], first["epochs"]) == (7, 2)  # one batch into epoch 3 (3 steps per epoch)
+    assert load_ckpt(split)["loop"]["batch"] == 1
+    calls: list[int] = []
+    train(make_cfg(optimizer, max_epochs=6, **base), split, resume=True, on_eval=_counting(calls))
+    assert calls == [9, 12, 15, 18]
+
+    a, b = load_ckpt(one_go), load_ckpt(split)
+    assert_same(a["model"], b["model"], "model")
+    assert_same(a["optimizer"], b["optimizer"], "optimizer")
+    rows_a, rows_b = read_rows(one_go / "metrics.csv"), read_rows(split / "metrics.csv")
+    # the split run has one extra evaluation, where its first budget ended (step 7); otherwise identical
+    extra = [r for r in rows_b if r[0] == 7]
+    assert sorted((sp, m) for _, _, sp, m, _ in extra) == [
+        ("test", "acc"),
+        ("test", "loss"),
+        ("train", "acc"),
+        ("train", "loss"),
+    ]
+    assert [r for r in rows_b if r[0] != 7] == rows_a
+
+
+def test_resume_with_changed_math_is_refused(tmp_path):
+    train(make_cfg(max_epochs=1), tmp_path)
+    changed = make_cfg({"name": "egd", "lr": 0.25}, max_epochs=2)
+    with pytest.raises(ConfigError) as e:
+        train(changed, tmp_path, resume=True)
+    assert "optimizer" in str(e.value) and str(tmp_path) in str(e.value)
+    with pytest.raises(ConfigError, match=r"train\.seed"):
+        train(make_cfg(max_epochs=2, seed=1), tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        train(make_cfg(max_epochs=2, batch_size=8), tmp_path, resume=True)
+    # budget and bookkeeping may change
+    assert train(make_cfg(max_epochs=2, checkpoint_seconds=5.0), tmp_path, resume=True)["epochs"] == 2
+
+
+def test_resume_refusal_names_the_changed_field(tmp_path):
+    train(make_cfg(max_epochs=1), tmp_path)
+    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
+        train(make_cfg({"name": "egd", "lr": 0.25}, max_epochs=2), tmp_path, resume=True)
+
+
+def test_resuming_a_finished_budget_run_trains_nothing(tmp_path):
+    train(make_cfg(max_epochs=2, stop_after_grok=False), tmp_path)
+    before = load_ckpt(tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    calls: list[int] = []
+    s = train(make_cfg(max_epochs=2, stop_after_grok=False), tmp_path, resume=True, on_eval=_counting(calls))
+    assert calls == [] and s["steps"] == 6 and s["status"] == "budget"
+    assert_same(before["model"], load_ckpt(tmp_path)["model"])
+    assert read_rows(tmp_path / "metrics.csv") == rows
+
+
+def test_resuming_a_run_that_stopped_after_grokking_trains_nothing(tmp_path):
+    cfg = parity_cfg(max_epochs=50)
+    first = train(cfg, tmp_path)
+    assert first["status"] == "grokked" and first["epochs"] < 50
+    before = load_ckpt(tmp_path)["model"]
+    again = train(cfg, tmp_path, resume=True)
+    assert again["status"] == "grokked"
+    assert again["steps"] == first["steps"]
+    assert_same(before, load_ckpt(tmp_path)["model"])
+
+
+# ----------------------------------------------------------------------------------------- stop after grok
+
+
+def _first(values, threshold):
+    return next(e for _, e, v in values if v >= threshold)
+
+
+def test_stop_after_grok_with_patience(tmp_path):
+    budget = 50
+    runs = {}
+    for k in (0, 2):
+        summary = train(parity_cfg(max_epochs=budget, patience=k), tmp_path / f"k{k}")
+        runs[k] = (summary, read_rows(tmp_path / f"k{k}" / "metrics.csv"))
+    s0, rows0 = runs[0]
+    g = _first(series(rows0, "test", "acc"), 0.95)  # first evaluation at or above grok_threshold
+    assert 0 < g < budget - 5
+    for k, (summary, rows) in runs.items():
+        assert summary["status"] == "grokked" and summary["grokked"] is True
+        assert summary["grok"]["epoch"] == g
+        assert summary["epochs"] == g + k  # k more evaluations (one per epoch) after the grokking one
+        assert len(series(rows, "test", "acc")) == g + 1 + k
+        m = _first(series(rows, "train", "acc"), 0.99)
+        assert summary["memorized"]["epoch"] == m
+        assert summary["delay_epochs"] == g - m
+    assert runs[2][1][: len(rows0)] == rows0  # same trajectory, just longer
+
+
+def test_grokked_at_the_initial_evaluation_trains_nothing(tmp_path):
+    summary = train(parity_cfg(max_epochs=5, grok_threshold=0.01), tmp_path)
+    assert summary["status"] == "grokked" and summary["steps"] == 0
+    assert summary["grok"]["step"] == 0
+    assert len(series(read_rows(tmp_path / "metrics.csv"), "test", "acc")) == 1
+
+
+def test_grokked_without_stopping_runs_the_budget(tmp_path):
+    summary = train(parity_cfg(max_epochs=10, stop_after_grok=False), tmp_path)
+    assert summary["epochs"] == 10 and summary["grokked"] is True and summary["status"] == "grokked"
+
+
+# ------------------------------------------------------------------------------------------------ switch-off
+
+
+def test_switch_off_at_step_zero_turns_egd_into_sgd(tmp_path):
+    lr = 0.05
+    common = dict(max_epochs=4, stop_after_grok=False)
+    on = train(parity_cfg({"name": "egd", "lr": lr}, **common), tmp_path / "egd")
+    off = train(
+        parity_cfg({"name": "egd", "lr": lr}, switch_off_threshold=0.05, switch_off_split="test", **common),
+        tmp_path / "off",
+    )
+    sgd = train(parity_cfg({"name": "sgd", "lr": lr}, **common), tmp_path / "sgd")
+    assert on["switched_off"] is None and sgd["switched_off"] is None
+    assert off["switched_off"] == {"step": 0, "epoch": 0, "seconds": off["switched_off"]["seconds"]}
+    groups = load_ckpt(tmp_path / "off")["optimizer"]["param_groups"]
+    assert groups and all(g["whiten"] is False for g in groups)
+    assert any(g["whiten"] is True for g in load_ckpt(tmp_path / "egd")["optimizer"]["param_groups"])
+    w_off = load_ckpt(tmp_path / "off")["model"]
+    w_sgd = load_ckpt(tmp_path / "sgd")["model"]
+    w_on = load_ckpt(tmp_path / "egd")["model"]
+    for k in w_sgd:
+        torch.testing.assert_close(w_off[k], w_sgd[k], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(w_on["layers.0.weight"], w_sgd["layers.0.weight"], atol=1e-3)
+
+
+def test_switch_off_on_the_validation_split(tmp_path):
+    task = {**PARITY, "val_frac": 0.25}
+    cfg = make_cfg(
+        {"name": "egd", "lr": 0.05},
+        task=task,
+        loss="mse",
+        hidden=16,
+        max_epochs=2,
+        stop_after_grok=False,
+        switch_off_threshold=0.05,
+        switch_off_split="val",
+    )
+    summary = train(cfg, tmp_path)
+    assert summary["switched_off"]["step"] == 0
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert len(series(rows, "val", "acc")) == 3
+    assert summary["steps_per_epoch"] == 48 // 16  # 64 − int(64 · 0.25) training samples
+
+
+def test_switch_off_on_val_without_a_validation_split_is_a_config_error(tmp_path):
+    cfg = parity_cfg(switch_off_threshold=0.5, switch_off_split="val")
+    with pytest.raises(ConfigError, match="switch_off_split"):
+        train(cfg, tmp_path)
+
+
+def test_switch_off_mid_run(tmp_path):
+    cfg = parity_cfg(max_epochs=6, stop_after_grok=False, switch_off_threshold=0.85, switch_off_split="test")
+    summary = train(cfg, tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    e = _first(series(rows, "test", "acc"), 0.85)
+    assert e > 0
+    assert summary["switched_off"]["epoch"] == e
+    assert all(g["whiten"] is False for g in load_ckpt(tmp_path)["optimizer"]["param_groups"])
+
+
+# ------------------------------------------------------------------------------------------------ non-finite
+
+
+def test_nonfinite_loss_stops_with_the_last_good_state(tmp_path):
+    sgd = {"name": "sgd", "lr": 1e30}
+    with pytest.raises(RunStopped) as e:
+        train(make_cfg(sgd, max_epochs=5), tmp_path / "nan")
+    s = e.value.summary
+    assert s["status"] == "nonfinite" and s["steps"] == 1  # step 1 blew the weights up; step 2's loss is inf
+    assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "nonfinite"
+    ck = load_ckpt(tmp_path / "nan")
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    # the saved state is the one after that single good step
+    train(make_cfg(sgd, max_steps=1, max_epochs=5), tmp_path / "one")
+    assert_same(ck["model"], load_ckpt(tmp_path / "one")["model"])
+
+
+def test_nonfinite_at_the_first_step_keeps_the_initial_weights(tmp_path):
+    cfg = make_cfg({"name": "sgd", "lr": 0.1}, max_epochs=2)
+    cfg["model"]["init_scale"] = 1e30
+    with pytest.raises(RunStopped) as e:
+        train(cfg, tmp_path)
+    assert e.value.summary["steps"] == 0
+    torch.manual_seed(0)
+    initial = MLP(2 * P, 32, P, init_scale=1e30).state_dict()
+    assert_same(load_ckpt(tmp_path)["model"], initial)
+
+
+def test_nonfinite_skip_completes_the_run(tmp_path):
+    sgd = {"name": "sgd", "lr": 1e30}
+    summary = train(make_cfg(sgd, max_epochs=5, nonfinite="skip"), tmp_path / "skip")
+    assert summary["status"] == "budget" and summary["steps"] == 15
+    # after the first step every loss is inf, every later step is skipped and the weights stay put
+    assert summary["skipped_steps"] == 14
+    train(make_cfg(sgd, max_steps=1, max_epochs=5), tmp_path / "one")
+    assert_same(load_ckpt(tmp_path / "skip")["model"], load_ckpt(tmp_path / "one")["model"])
+
+
+# ----------------------------------------------------------------------------------------- determinism, device
+
+
+def test_same_config_twice_is_bitwise_identical(tmp_path):
+    cfg = make_cfg({"name": "egd", "lr": 0.3, "momentum": 0.5}, max_epochs=3, stop_after_grok=False)
+    s1 = train(copy.deepcopy(cfg), tmp_path / "1")
+    s2 = train(copy.deepcopy(cfg), tmp_path / "2")
+    assert (tmp_path / "1" / "metrics.csv").read_bytes() == (tmp_path / "2" / "metrics.csv").read_bytes()
+    timeless = lambda s: {k: v for k, v in s.items() if "seconds" not in k and k not in ("memorized", "grok")}
+    assert timeless(s1) == timeless(s2)
+    assert_same(load_ckpt(tmp_path / "1")["model"], load_ckpt(tmp_path / "2")["model"])
+
+
+def test_run_without_a_directory_returns_the_summary():
+    summary = train(make_cfg(max_epochs=1, stop_after_grok=False))
+    assert summary["steps"] == 3 and math.isfinite(summary["final_test_loss"])
+
+
+def test_pick_device():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: 'auto' picks it")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        pytest.skip("MPS present")
+    assert pick_device("auto") == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="train.device"):
+        pick_device("cuda")
+    with pytest.raises(ConfigError, match="train.device"):
+        pick_device("cuda:1")
+    with pytest.raises(ConfigError, match="'tpu9'"):
+        pick_device("tpu9")
+
+
+def test_unavailable_device_in_a_config(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ConfigError, match="train.device"):
+        train(make_cfg(device="cuda"), tmp_path)
