@@ -237,35 +237,15 @@ def _preconditioned(
     return Preconditioned(groups, base, transform, **base_kwargs)
 
 
-def _whitened_base(
-    named_params: NamedParams,
-    base: type[Optimizer],
-    whiten: str | list[str],
-    backend: str,
-    rtol: float,
-    clamp_eps: float,
-    rank: int,
-    power_iters: int,
-    seed: int,
-    weight_decay: float,
-    decay: str,
-    **base_kwargs: Any,
-) -> Optimizer:
-    transform = whiten_transform(
-        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
-    )
-    opt = _preconditioned(named_params, base, transform, whiten, weight_decay, decay, **base_kwargs)
-    opt.whitens = True  # its transform is whitening alone, so the switch-off rule may turn it off
-    return opt
-
-
 @register("egd_adam")
 def egd_adam(
     named_params: NamedParams,
     *,
+    base: str = "adam",
     lr: float = 1e-3,
     betas: tuple[float, float] | list[float] = (0.9, 0.999),
     eps: float = 1e-8,
+    momentum: float = 0.0,
     weight_decay: float = 0.0,
     decay: str = "all",
     whiten: str | list[str] = "all",
@@ -277,58 +257,20 @@ def egd_adam(
     seed: int = 0,
 ) -> Optimizer:
     """EGD+Adam: whiten the selected matrices' gradients, then torch.optim.Adam (coupled L2 after whitening)."""
-    return _whitened_base(
+    transform = whiten_transform(
+        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
+    )
+    opt = _preconditioned(
         named_params,
-        torch.optim.Adam,
+        _base(base),
+        transform,
         whiten,
-        backend,
-        rtol,
-        clamp_eps,
-        rank,
-        power_iters,
-        seed,
         weight_decay,
         decay,
-        lr=lr,
-        betas=tuple(betas),
-        eps=eps,
+        **_base_kwargs(base, lr, betas, eps, momentum),
     )
-
-
-@register("egd_adamw")
-def egd_adamw(
-    named_params: NamedParams,
-    *,
-    lr: float = 1e-3,
-    betas: tuple[float, float] | list[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    decay: str = "all",
-    whiten: str | list[str] = "all",
-    backend: str = "auto",
-    rtol: float = 0.0,
-    clamp_eps: float = 0.0,
-    rank: int = 64,
-    power_iters: int = 2,
-    seed: int = 0,
-) -> Optimizer:
-    """EGD+AdamW: whiten the selected matrices' gradients, then torch.optim.AdamW (decoupled decay)."""
-    return _whitened_base(
-        named_params,
-        torch.optim.AdamW,
-        whiten,
-        backend,
-        rtol,
-        clamp_eps,
-        rank,
-        power_iters,
-        seed,
-        weight_decay,
-        decay,
-        lr=lr,
-        betas=tuple(betas),
-        eps=eps,
-    )
+    opt.whitens = True  # its transform is whitening alone, so the switch-off rule may turn it off
+    return opt
 
 
 _BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -518,11 +460,18 @@ def muon(
     )
 
 
-def _variant(name: str, base: str, summary: str, **fixed: Any) -> None:
-    """Register ``name`` as method ``base`` with other defaults (e.g. an EGD backend)."""
-    OPTIMIZERS[name] = Method(name, functools.partial(OPTIMIZERS[base].build, **fixed), summary)
+def _variant(name: str, of: str, summary: str, **fixed: Any) -> None:
+    """Register ``name`` as method ``of`` with other defaults (e.g. an EGD backend)."""
+    OPTIMIZERS[name] = Method(name, functools.partial(OPTIMIZERS[of].build, **fixed), summary)
 
 
+_variant(
+    "egd_adamw",
+    "egd_adam",
+    "EGD+AdamW: whiten the selected matrices' gradients, then torch.optim.AdamW (decoupled decay).",
+    base="adamw",
+    weight_decay=0.01,
+)
 _variant("egd_svd", "egd", "EGD with the exact fp64 SVD backend (the reference).", backend="svd")
 _variant("egd_rsvd", "egd", "EGD-RSVD (paper App. C): rank-r randomized polar factor; drops the rest.", backend="rsvd")
 _variant(

@@ -32,6 +32,14 @@ __all__ = ["EGD", "MuonWithAdamW", "Preconditioned"]
 _WD_MODES = ("decoupled", "l2")
 
 
+def _evaluate_closure(closure: Callable[[], float] | None) -> float | None:
+    """``torch.optim``'s closure convention: re-evaluate the loss with gradients enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{name} = {value!r}: {allowed}")
@@ -112,8 +120,12 @@ class EGD(Optimizer):
         _check("momentum", g["momentum"], 0 <= g["momentum"] < 1, "must be in [0, 1)")
         _check("nesterov", g["nesterov"], not g["nesterov"] or g["momentum"] > 0, "needs momentum > 0")
         _check("weight_decay", g["weight_decay"], g["weight_decay"] >= 0, "must be >= 0")
-        _check("weight_decay_mode", g["weight_decay_mode"], g["weight_decay_mode"] in _WD_MODES,
-               f"must be one of {', '.join(_WD_MODES)}")
+        _check(
+            "weight_decay_mode",
+            g["weight_decay_mode"],
+            g["weight_decay_mode"] in _WD_MODES,
+            f"must be one of {', '.join(_WD_MODES)}",
+        )
         _check("whiten", g["whiten"], isinstance(g["whiten"], bool), "must be True or False")
         _check("method", g["method"], g["method"] in METHODS, f"must be one of {', '.join(METHODS)}")
 
@@ -132,26 +144,25 @@ class EGD(Optimizer):
         if group["weight_decay_mode"] == "l2":
             stages.append(("l2", add_decayed_weights(group["weight_decay"])))
         if group["whiten"]:
-            stages.append((
-                "whiten",
-                whiten(
-                    group["method"],
-                    rtol=group["rtol"],
-                    eps=group["eps"],
-                    seed=group["seed"],
-                    rank=group["rank"],
-                    power_iters=group["power_iters"],
-                ),
-            ))
+            stages.append(
+                (
+                    "whiten",
+                    whiten(
+                        group["method"],
+                        rtol=group["rtol"],
+                        eps=group["eps"],
+                        seed=group["seed"],
+                        rank=group["rank"],
+                        power_iters=group["power_iters"],
+                    ),
+                )
+            )
         stages.append(("momentum", trace(group["momentum"], group["nesterov"])))
         return stages
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate_closure(closure)
         for group in self.param_groups:
             stages = self.transforms_for(group)
             lr, wd = group["lr"], group["weight_decay"]
@@ -213,10 +224,7 @@ class Preconditioned(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate_closure(closure)
         raw: list[tuple[Tensor, Tensor]] = []
         for group in self.param_groups:
             if not group.get("precondition", True):
@@ -364,20 +372,32 @@ class MuonWithAdamW(Optimizer):
         _check("momentum", momentum, 0 <= momentum < 1, "must be in [0, 1)")
         _check("ns_steps", ns_steps, isinstance(ns_steps, int) and 1 <= ns_steps < 100, "must be an int in [1, 100)")
         _check("weight_decay", weight_decay, weight_decay >= 0, "must be >= 0")
-        _check("adjust_lr_fn", adjust_lr_fn, adjust_lr_fn in _ADJUST_LR_FNS,
-               "must be None, 'original' or 'match_rms_adamw'")
+        _check(
+            "adjust_lr_fn",
+            adjust_lr_fn,
+            adjust_lr_fn in _ADJUST_LR_FNS,
+            "must be None, 'original' or 'match_rms_adamw'",
+        )
         _check("adamw_lr", adamw_lr, isinstance(adamw_lr, (int, float)) and adamw_lr > 0, "must be a number > 0")
-        _check("adamw_betas", adamw_betas, len(adamw_betas) == 2 and all(0 <= b < 1 for b in adamw_betas),
-               "must be two numbers in [0, 1)")
+        _check(
+            "adamw_betas",
+            adamw_betas,
+            len(adamw_betas) == 2 and all(0 <= b < 1 for b in adamw_betas),
+            "must be two numbers in [0, 1)",
+        )
         _check("adamw_eps", adamw_eps, adamw_eps >= 0, "must be >= 0")
         _check("adamw_weight_decay", adamw_weight_decay, adamw_weight_decay >= 0, "must be >= 0")
 
         muon_groups, muon_ps = _as_groups(muon_params)
         adamw_groups, adamw_ps = _as_groups(adamw_params)
         for i, p in enumerate(muon_ps):
-            _check("muon_params", f"[{i}] of shape {tuple(p.shape)}", p.ndim == 2,
-                   "torch.optim.Muon takes 2-D matrices only; put biases, gains and other non-2-D "
-                   "parameters in adamw_params")
+            _check(
+                "muon_params",
+                f"[{i}] of shape {tuple(p.shape)}",
+                p.ndim == 2,
+                "torch.optim.Muon takes 2-D matrices only; put biases, gains and other non-2-D "
+                "parameters in adamw_params",
+            )
         if not muon_ps and not adamw_ps:
             raise ValueError("muon_params and adamw_params are both empty: nothing to optimize")
         adamw_ids = {id(p) for p in adamw_ps}
@@ -388,17 +408,38 @@ class MuonWithAdamW(Optimizer):
         self.adamw: torch.optim.AdamW | None = None
         if muon_ps:
             self.muon = torch.optim.Muon(
-                muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                ns_coefficients=tuple(ns_coefficients), eps=ns_eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
+                muon_groups,
+                lr=lr,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                nesterov=nesterov,
+                ns_coefficients=tuple(ns_coefficients),
+                eps=ns_eps,
+                ns_steps=ns_steps,
+                adjust_lr_fn=adjust_lr_fn,
             )
         if adamw_ps:
             self.adamw = torch.optim.AdamW(
-                adamw_groups, lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay,
+                adamw_groups,
+                lr=adamw_lr,
+                betas=tuple(adamw_betas),
+                eps=adamw_eps,
+                weight_decay=adamw_weight_decay,
             )
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-                        adjust_lr_fn=adjust_lr_fn, adamw_lr=adamw_lr, adamw_betas=tuple(adamw_betas),
-                        adamw_eps=adamw_eps, adamw_weight_decay=adamw_weight_decay,
-                        ns_coefficients=tuple(ns_coefficients), ns_eps=ns_eps)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            weight_decay=weight_decay,
+            adjust_lr_fn=adjust_lr_fn,
+            adamw_lr=adamw_lr,
+            adamw_betas=tuple(adamw_betas),
+            adamw_eps=adamw_eps,
+            adamw_weight_decay=adamw_weight_decay,
+            ns_coefficients=tuple(ns_coefficients),
+            ns_eps=ns_eps,
+        )
         super().__init__(muon_ps + adamw_ps, defaults)
         self._built = True
         self._sync()
@@ -430,20 +471,33 @@ class MuonWithAdamW(Optimizer):
         param_group["params"] = params
         if use_muon:
             for i, p in enumerate(params):
-                _check("params", f"[{i}] of shape {tuple(p.shape)}", p.ndim == 2,
-                       "a use_muon=True group takes 2-D matrices only")
+                _check(
+                    "params",
+                    f"[{i}] of shape {tuple(p.shape)}",
+                    p.ndim == 2,
+                    "a use_muon=True group takes 2-D matrices only",
+                )
         opt = self.muon if use_muon else self.adamw
         if opt is None:
             d = self.defaults
             if use_muon:
                 opt = self.muon = torch.optim.Muon(
-                    [param_group], lr=d["lr"], weight_decay=d["weight_decay"], momentum=d["momentum"],
-                    nesterov=d["nesterov"], ns_coefficients=d["ns_coefficients"], eps=d["ns_eps"],
-                    ns_steps=d["ns_steps"], adjust_lr_fn=d["adjust_lr_fn"],
+                    [param_group],
+                    lr=d["lr"],
+                    weight_decay=d["weight_decay"],
+                    momentum=d["momentum"],
+                    nesterov=d["nesterov"],
+                    ns_coefficients=d["ns_coefficients"],
+                    eps=d["ns_eps"],
+                    ns_steps=d["ns_steps"],
+                    adjust_lr_fn=d["adjust_lr_fn"],
                 )
             else:
                 opt = self.adamw = torch.optim.AdamW(
-                    [param_group], lr=d["adamw_lr"], betas=d["adamw_betas"], eps=d["adamw_eps"],
+                    [param_group],
+                    lr=d["adamw_lr"],
+                    betas=d["adamw_betas"],
+                    eps=d["adamw_eps"],
                     weight_decay=d["adamw_weight_decay"],
                 )
         else:
@@ -452,10 +506,7 @@ class MuonWithAdamW(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate_closure(closure)
         for opt in self._subs():
             opt.step()
         return loss
@@ -475,8 +526,10 @@ class MuonWithAdamW(Optimizer):
         for key, opt in (("muon", self.muon), ("adamw", self.adamw)):
             saved = state_dict.get(key)
             if (saved is None) != (opt is None):
-                raise ValueError(f"load_state_dict: the saved {key} part is "
-                                 f"{'empty' if saved is None else 'present'} but this optimizer's is not")
+                raise ValueError(
+                    f"load_state_dict: the saved {key} part is "
+                    f"{'empty' if saved is None else 'present'} but this optimizer's is not"
+                )
             if opt is not None:
                 opt.load_state_dict(saved)
         self._sync()
