@@ -287,3 +287,27 @@ def test_set_whitening_is_a_no_op_for_grokfast():
     # grokfast does not whiten: the docstring promises False, and the filter must stay on
     assert set_whitening(opt, False) is False
     assert all(g["precondition"] for g in opt.param_groups)
+
+
+def _one_param_step(method: str, p0: torch.Tensor, g: torch.Tensor, **hyper) -> torch.Tensor:
+    p = torch.nn.Parameter(p0.clone())
+    opt = build_optimizer([("w", p)], method, **hyper)
+    p.grad = g.clone()
+    opt.step()
+    return p.detach()
+
+
+def test_sgd_adam_adamw_first_step_by_hand():
+    """Closed forms of one step from zero state (Adam's bias-corrected m̂ = g, v̂ = g² on step 1)."""
+    p0 = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)
+    g = torch.tensor([[0.2, -0.1], [0.0, 4.0]], dtype=torch.float64)
+    lr, wd, eps = 0.1, 0.01, 1e-8
+    torch.testing.assert_close(_one_param_step("sgd", p0, g, lr=lr, weight_decay=wd), p0 - lr * (g + wd * p0))
+    adam_dir = g / (g.abs() + eps)
+    torch.testing.assert_close(
+        _one_param_step("adam", p0, g, lr=lr, weight_decay=wd, eps=eps),
+        p0 - lr * (g + wd * p0) / ((g + wd * p0).abs() + eps),  # Adam's L2 is added to g before the moments
+    )
+    torch.testing.assert_close(
+        _one_param_step("adamw", p0, g, lr=lr, weight_decay=wd, eps=eps), p0 * (1 - lr * wd) - lr * adam_dir
+    )
