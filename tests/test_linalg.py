@@ -4,7 +4,7 @@ Stated tolerances (relative Frobenius error against the fp64 SVD polar factor on
 
 | backend                    | random fp32 | κ = 1e6, fp32 input | κ = 1e6, fp64 input |
 |----------------------------|-------------|---------------------|---------------------|
-| svd (fp64 compute)         | 1e-6        | 1e-6                | 1e-12               |
+| svd (fp64 compute)         | 1e-6        | 1e-6                | 1e-10               |
 | svd, dtype=float32         | 1e-5        | 1e-2 (fp32 SVD)     | -                   |
 | gram-eigh (fp64 Gram)      | 1e-6        | 1e-6                | 1e-5                |
 | newton-schulz ("polar")    | 1e-5        | spectral test only  | -                   |
@@ -104,7 +104,7 @@ def test_agrees_with_reference_ill_conditioned_fp64(shape):
     G = ill(*shape)
     R = reference(G)  # fp64 cutoff keeps every direction down to 1e-6
     assert R.shape == G.shape and torch.linalg.matrix_rank(R) == min(shape)
-    assert rel_err(polar(G, "svd"), R) < 1e-12
+    assert rel_err(polar(G, "svd"), R) < 1e-10
     assert rel_err(polar(G, "gram-eigh"), R) < 1e-5
     assert resolve_method("auto", G) == "svd"
 

@@ -5,13 +5,15 @@
     egd list tasks|optimizers|recipes
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
-by a non-finite loss exits 3, by SIGINT/SIGTERM 130 (its state saved for ``--resume``).
+by a non-finite loss exits 3, by SIGINT/SIGTERM 130 (its state saved for ``--resume``); any other failure
+exits 1 with one line (``EGD_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -130,9 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"egd: {e}", file=sys.stderr)
         return 130 if e.summary["status"] == "interrupted" else 3
-    except OSError as e:
+    except OSError as e:  # missing or unwritable paths, a full disk: the message names the path
         print(f"egd: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # anything else is a bug or a library failure: one line, traceback on request
+        if os.environ.get("EGD_DEBUG"):
+            raise
+        print(f"egd: error: {type(e).__name__}: {e} (set EGD_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ Backends (``method=``)
                     fp32/fp16/bf16 inputs, ``svd`` for fp64 inputs (the fp64 Gram cannot resolve an fp64
                     input's whole range).
 
+Scale: with the cutoff (the default) every backend first divides ``G`` by ``max|G|``, which leaves ``U Vᵀ``
+unchanged and keeps gradients as large as 1e30 or as small as 1e-30 (fp32) free of overflow and underflow.
+
 Non-finite input: ``nonfinite="raise"`` (default) raises ``FloatingPointError`` naming the problem;
 ``"propagate"`` skips the check (one reduction and, on CUDA, a device sync) and lets NaN flow to the output.
 """
@@ -235,6 +238,12 @@ def polar(
         else:
             dtype = _work_dtype(G.dtype)
     X = G.to(dtype)
+    if eps is None or method == "newton-schulz":
+        # U Vᵀ is scale-invariant; dividing by max|G| first keeps 1e-30 or 1e30 gradients clear of under- and
+        # overflow in squared quantities (Gram matrices, Frobenius norms).  The paper's clamp uses an absolute
+        # eps, so it is not rescaled (except for Newton-Schulz, which ignores eps).
+        peak = X.abs().amax(dim=(-2, -1), keepdim=True)
+        X = X / torch.where(peak > 0, peak, torch.ones_like(peak))
 
     if method == "svd":
         out = _svd(X, rtol, eps)

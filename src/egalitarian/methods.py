@@ -73,6 +73,11 @@ def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optim
             raise ConfigError(
                 f"optimizer.{key} = {value!r}: not a hyperparameter of {name!r}; allowed: {', '.join(allowed)}"
             )
+    for key, value in hyper.items():
+        default = allowed[key]
+        if not _same_kind(default, value):
+            kind = "a list of numbers" if isinstance(default, (tuple, list)) else type(default).__name__
+            raise ConfigError(f"optimizer.{key} = {value!r}: must be {kind} (like the default {default!r})")
     named_params = [(n, p) for n, p in named_params if p.requires_grad]
     try:
         return method.build(named_params, **hyper)
@@ -80,6 +85,23 @@ def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optim
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"optimizer ({name}): {e}") from None
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Config values must have the default's kind; ints count as floats; strings also allow name lists."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            isinstance(default, float) or isinstance(value, int)
+        )
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+    if isinstance(default, str):
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- groups

@@ -90,11 +90,20 @@ def build_model(cfg: dict[str, Any], data: TaskData) -> nn.Module:
         if data.vocab_size is None:
             raise ConfigError("model.name = 'transformer' needs a token task, e.g. task.encoding = 'tokens'")
         fixed = {"vocab_size": data.vocab_size, "seq_len": data.input_dim, "num_outputs": data.num_outputs}
-    allowed = [k for k in inspect.signature(MODELS[name]).parameters if k not in fixed]
+    params = inspect.signature(MODELS[name]).parameters
+    allowed = [k for k in params if k not in fixed]
     for key, value in kwargs.items():
         if key not in allowed:
             raise ConfigError(f"model.{key} = {value!r}: unknown parameter for {name!r}; allowed: {', '.join(allowed)}")
-    return MODELS[name](**fixed, **kwargs)
+    missing = [k for k in allowed if params[k].default is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise ConfigError(f"model.{missing[0]} is missing: model {name!r} needs {', '.join(missing)}")
+    try:
+        return MODELS[name](**fixed, **kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"model ({name}): {e}") from None
 
 
 def make_loss(cfg: dict[str, Any]):
