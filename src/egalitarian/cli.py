@@ -3,6 +3,7 @@
     egd demo                                   SGD memorizes, EGD groks (mod-add p=97), table + plot
     egd run --config RECIPE|FILE [--method M] [--set field=value ...] [--out DIR] [--resume]
     egd list tasks|optimizers|recipes
+    egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
 by a non-finite loss exits 3, by SIGINT/SIGTERM 130 (its state saved for ``--resume``); any other failure
@@ -90,6 +91,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = Path(args.path)
+    out = args.out or (str(path.with_suffix("")) + "-report" if path.is_file() else str(path / "report"))
+    print(f"report: {write_report(path, out)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
@@ -113,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<config>[-<method>])")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="plots, tables and a self-contained HTML report")
+    p.add_argument("path", help="a run directory, a folder of runs, or a sweep store (.sqlite)")
+    p.add_argument("--out", help="output directory (default: PATH/report, or STORE-report/)")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("list", help="list tasks, optimizers or recipes")
     p.add_argument("what", choices=["tasks", "optimizers", "recipes"])

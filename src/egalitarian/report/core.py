@@ -1,0 +1,207 @@
+"""Loading runs, plotting them and writing the report files (see the package docstring)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import sqlite3
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import io as fio
+from ..errors import ConfigError
+from ..train import read_metrics
+
+
+@dataclass
+class Run:
+    label: str
+    seed: int | None
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]] = field(repr=False)
+
+    def series(self, split: str, metric: str) -> dict[int, float]:
+        return {r["step"]: r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric}
+
+
+def _run_from_dir(d: Path, label: str | None = None) -> Run:
+    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    cfg = json.loads((d / "config.json").read_text())["config"] if (d / "config.json").exists() else {}
+    seed = cfg.get("train", {}).get("seed")
+    return Run(label or summary.get("name") or d.name, seed, summary, read_metrics(d / "metrics.csv"))
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    """Runs from a run directory, a folder of run directories, or a sweep store (``.sqlite``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"report path {str(path)!r} does not exist")
+    if path.is_file():
+        return _runs_from_store(path)
+    if (path / "metrics.csv").exists():
+        return [_run_from_dir(path)]
+    runs = [_run_from_dir(d) for d in sorted(path.iterdir()) if (d / "metrics.csv").exists()]
+    if not runs:
+        raise ConfigError(f"report path {str(path)!r} holds no run (no metrics.csv in it or its subfolders)")
+    return runs
+
+
+def _runs_from_store(path: Path) -> list[Run]:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        runs_rows = con.execute("SELECT id, group_key, config, summary FROM runs WHERE status = 'done'").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise ConfigError(f"report path {str(path)!r} is not a sweep store: {e}") from None
+    runs = []
+    for run_id, group, cfg_json, summary_json in runs_rows:
+        rows = [
+            {"step": s, "epoch": e, "split": sp, "metric": m, "value": v}
+            for s, e, sp, m, v in con.execute(
+                "SELECT step, epoch, split, metric, value FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
+            )
+        ]
+        cfg = json.loads(cfg_json)
+        runs.append(Run(group, cfg.get("train", {}).get("seed"), json.loads(summary_json or "{}"), rows))
+    con.close()
+    if not runs:
+        raise ConfigError(f"sweep store {str(path)!r} has no finished run yet")
+    return runs
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[r.label].append(r)
+    return dict(groups)
+
+
+def band(runs: list[Run], split: str, metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps and the median, min and max over the runs that logged each step."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for r in runs:
+        for step, v in r.series(split, metric).items():
+            by_step[step].append(v)
+    steps = sorted(by_step)
+    return (
+        steps,
+        [statistics.median(by_step[s]) for s in steps],
+        [min(by_step[s]) for s in steps],
+        [max(by_step[s]) for s in steps],
+    )
+
+
+def _figure(groups: dict[str, list[Run]], panels: list[tuple[str, str, str]], ylabel: str, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (label, runs) in enumerate(groups.items()):
+        for split, metric, style in panels:
+            steps, med, lo, hi = band(runs, split, metric)
+            if not steps:
+                continue
+            x = [s + 1 for s in steps]
+            ax.plot(x, med, style, color=f"C{i % 10}", label=f"{label} {split} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(x, lo, hi, color=f"C{i % 10}", alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("step + 1")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _diagnostic_metrics(runs: list[Run]) -> list[str]:
+    names = sorted({r["metric"] for run in runs for r in run.rows if r["split"] == "diag"})
+    return names[:6]  # the first few, one figure each would be too many
+
+
+def summary_table(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
+    """Per group: n, success rate, median (min–max) steps/epochs/seconds to grok, median final test accuracy."""
+    out = []
+    for label, runs in groups.items():
+        grok = [r.summary["grok"] for r in runs if r.summary.get("grok")]
+
+        def med(key: str, grok: list[dict] = grok) -> str:
+            vals = [g[key] for g in grok]
+            if not vals:
+                return "-"
+            fmt = (lambda v: f"{v:.1f}") if key == "seconds" else (lambda v: f"{v:g}")
+            return f"{fmt(statistics.median(vals))} [{fmt(min(vals))}, {fmt(max(vals))}]"
+
+        finals = [r.summary["final_test_acc"] for r in runs if "final_test_acc" in r.summary]
+        out.append({
+            "group": label,
+            "n": len(runs),
+            "grokked": f"{len(grok)}/{len(runs)}",
+            "steps to grok": med("step"),
+            "epochs to grok": med("epoch"),
+            "seconds to grok": med("seconds"),
+            "final test acc": f"{statistics.median(finals):.4f}" if finals else "-",
+        })
+    return out
+
+
+def write_report(path: str | Path, out_dir: str | Path) -> Path:
+    """Write the plots, tables and ``report.html`` for the runs at ``path``; returns the HTML path."""
+    runs = load_runs(path)
+    groups = group_runs(runs)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"report output directory {str(out_dir)!r} cannot be created: {e.strerror}") from None
+    images = {
+        "accuracy.png": _figure(groups, [("train", "acc", "--"), ("test", "acc", "-")], "accuracy", "Accuracy"),
+        "loss.png": _figure(groups, [("train", "loss", "--"), ("test", "loss", "-")], "loss", "Loss"),
+    }
+    for name in _diagnostic_metrics(runs):
+        safe = "".join(c if c.isalnum() else "_" for c in name)
+        images[f"diag_{safe}.png"] = _figure(groups, [("diag", name, "-")], name, f"Diagnostic: {name}")
+    for name, data in images.items():
+        fio.atomic_write(out_dir / name, lambda f, data=data: f.write(data))
+
+    table = summary_table(groups)
+    cols = list(table[0])
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in table]
+    fio.write_text(out_dir / "summary.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(table)
+    fio.write_text(out_dir / "summary.csv", buf.getvalue())
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in cols) + "</tr>" for row in table
+    )
+    figs = "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, data in images.items()
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>egalitarian report</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em}img{max-width:100%}</style></head><body>"
+        f"<h1>egalitarian report</h1><p>Source: {html.escape(str(path))}; {len(runs)} runs in "
+        f"{len(groups)} groups. Bands: min–max over seeds around the median.</p>"
+        f"<table><tr>{head}</tr>{body}</table>{figs}</body></html>\n"
+    )
+    fio.write_text(out_dir / "report.html", page)
+    return out_dir / "report.html"
