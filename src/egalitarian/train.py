@@ -335,6 +335,11 @@ def train(
             "device": str(device),
             **{f"final_{k}": v for k, v in st["last"].items()},
         }
+        from .diagnostics import grok_status  # memorizing / progressing / grokked / stalled, rules documented there
+
+        out["grok_status"], out["grok_status_reason"] = grok_status(
+            rows, tc["memorize_threshold"], tc["grok_threshold"]
+        )
         if run_dir is not None:
             fio.write_json(run_dir / "summary.json", out)
         return out
