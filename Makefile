@@ -23,6 +23,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/whiten.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/train_cost.py overhead
+	OMP_NUM_THREADS=1 $(BIN)/python bench/sweep.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -3,6 +3,10 @@
     egd demo                                   SGD memorizes, EGD groks (mod-add p=97), table + plot
     egd run --config RECIPE|FILE [--method M] [--set field=value ...] [--out DIR] [--resume]
     egd list tasks|optimizers|recipes
+    egd sweep FILE [--workers N] [--backend local|ray] [--address ADDR] [--dry-run]
+    egd sweep status FILE|STORE
+    egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F]
+    egd reproduce TABLE [--seeds N] [--quick]  one of the EGD paper's tables, ours next to the paper's
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
@@ -91,6 +95,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.table, seeds=args.seeds, quick=args.quick, workers=args.workers, root=args.out)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -105,6 +116,85 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     demo(out_dir=args.out, epochs=args.epochs)
     return 0
+
+
+def _open_results(target: str) -> tuple[Any, list[str] | None, Any]:
+    """A sweep file (``.toml``) or a results store -> (store, the sweep's run ids or None for all, sweep)."""
+    from .sweep import Store, load_sweep
+
+    if target.endswith(".toml"):
+        sweep = load_sweep(target)
+        return Store(sweep.store, create=False), [r.id for r in sweep.runs], sweep
+    return Store(target, create=False), None, None
+
+
+def _sweep_report(target: str, baseline: str | None = None, metric: str = "epochs", csv: str | None = None,
+            json_path: str | None = None) -> int:
+    """Print the run counts and the group statistics of a sweep or store; optionally export them."""
+    from .sweep import group_stats, stats_table, write_csv, write_json
+    from .sweep.stats import run_rows
+
+    store, ids, sweep = _open_results(target)
+    with store:
+        runs = store.runs(ids)
+        default = sweep.baseline if sweep else store.get_meta("baseline")
+    baseline = baseline or default
+    groups = group_stats(runs, baseline)
+    counts = {s: sum(r["status"] == s for r in runs) for s in ("done", "failed", "running", "pending")}
+    print(f"store: {store.path}" + (f"  (sweep {sweep.name})" if sweep else ""))
+    new = len(ids) - len(runs) if ids is not None else 0  # in the sweep file, not yet in the store
+    print(f"runs:  {len(runs) + new}  " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + (f", not started {new}" if new else "") + (f"   baseline: {baseline}" if baseline else ""))
+    if groups:
+        print()
+        print(stats_table(groups, metric))
+    failed = [r for r in runs if r["status"] == "failed"]
+    if failed:
+        print("\nfailed runs:")
+        for r in failed[:10]:
+            print(f"  {r['id']}  {r['label']}  {json.dumps(r['params'])}: {r['error']}")
+    if csv:
+        write_csv(csv, groups)
+        print(f"\ncsv:  {csv}")
+    if json_path:
+        report = {"store": str(store.path), "sweep": sweep.name if sweep else None, "baseline": baseline,
+                  "counts": counts, "groups": groups, "runs": run_rows(runs)}
+        write_json(json_path, report)
+        print(f"json: {json_path}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import load_sweep, run_sweep
+    from .sweep.spec import format_value
+
+    target = args.target
+    if target[0] == "status":
+        if len(target) != 2:
+            raise ConfigError(f"sweep status {' '.join(target[1:])!r}: expected one sweep file or results store")
+        return _sweep_report(target[1])
+    if len(target) != 1:
+        raise ConfigError(f"sweep {' '.join(target)!r}: expected one sweep file (or: status FILE|STORE)")
+    if args.address and args.backend != "ray":
+        raise ConfigError(f"--address {args.address!r}: only for --backend ray")
+    sweep = load_sweep(target[0])
+    if args.dry_run:
+        print(f"{len(sweep.runs)} runs -> {sweep.store}")
+        for r in sweep.runs:
+            print(f"  {r.id}  {' '.join(f'{k}={format_value(v)}' for k, v in r.params.items())}")
+        return 0
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {sweep.store}", file=sys.stderr)
+    try:
+        counts = run_sweep(sweep, workers=args.workers, backend=args.backend, address=args.address)
+    except KeyboardInterrupt:
+        print(f"\negd: sweep interrupted; run `egd sweep {target[0]}` again to continue", file=sys.stderr)
+        return 130
+    _sweep_report(target[0])
+    return 1 if counts["failed"] else 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.set_defaults(func=_cmd_run)
 
+    p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
+    p.add_argument("table", help="table2 | table3 | table4 | table6 | table7")
+    p.add_argument("--seeds", type=int, help="seeds per setting and method (default 5; 2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a smoke version that finishes in minutes")
+    p.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
+    p.add_argument("--out", default="reproduce", help="directory for the store and report (default: reproduce)")
+    p.set_defaults(func=_cmd_reproduce)
+
     p = sub.add_parser("report", help="plots, tables and a self-contained HTML report")
     p.add_argument("path", help="a run directory, a folder of runs, or a sweep store (.sqlite)")
     p.add_argument("--out", help="output directory (default: PATH/report, or STORE-report/)")
@@ -132,6 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list tasks, optimizers or recipes")
     p.add_argument("what", choices=["tasks", "optimizers", "recipes"])
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a sweep file (grid of settings x seeds) into a results store; `egd sweep status FILE|STORE`",
+        usage="egd sweep [--workers N] [--backend local|ray] [--address ADDR] [--dry-run] FILE\n"
+        "       egd sweep status FILE|STORE",
+    )
+    p.add_argument("target", nargs="+", metavar="FILE", help="sweep TOML file; or `status` and a file or store")
+    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their ids, run nothing")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("results", help="statistics per group of a sweep: table, CSV, JSON")
+    p.add_argument("target", metavar="FILE|STORE", help="sweep TOML file or results store (.sqlite)")
+    p.add_argument("--baseline", metavar="GROUP", help="e.g. method=sgd (default: the sweep's baseline)")
+    p.add_argument("--metric", choices=["epochs", "steps", "seconds"], default="epochs",
+                   help="time to grok shown in the table (all three are exported)")
+    p.add_argument("--csv", metavar="FILE", help="write the group statistics as CSV")
+    p.add_argument("--json", metavar="FILE", help="write the group statistics and every run as JSON")
+    p.set_defaults(func=_cmd_results)
     return parser
 
 

@@ -27,9 +27,9 @@ class Progress:
         frac = min(done / self.total, 1.0) if self.total else 0.0
         bar = "#" * int(24 * frac)
         elapsed = now - self.start
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        eta = f"{elapsed * (1 - frac) / frac:4.0f}s" if frac > 0 else "   ?"
         extra = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-        line = f"\r{self.label} [{bar:<24}] {done}/{self.total}  {elapsed:5.0f}s<{eta:4.0f}s  {extra}"
+        line = f"\r{self.label} [{bar:<24}] {done}/{self.total}  {elapsed:5.0f}s<{eta}  {extra}"
         self.stream.write(line[:160].ljust(100))
         self.stream.flush()
 

@@ -7,7 +7,6 @@ import csv
 import html
 import io
 import json
-import sqlite3
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -53,22 +52,14 @@ def load_runs(path: str | Path) -> list[Run]:
 
 
 def _runs_from_store(path: Path) -> list[Run]:
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        runs_rows = con.execute("SELECT id, group_key, config, summary FROM runs WHERE status = 'done'").fetchall()
-    except sqlite3.DatabaseError as e:
-        raise ConfigError(f"report path {str(path)!r} is not a sweep store: {e}") from None
-    runs = []
-    for run_id, group, cfg_json, summary_json in runs_rows:
-        rows = [
-            {"step": s, "epoch": e, "split": sp, "metric": m, "value": v}
-            for s, e, sp, m, v in con.execute(
-                "SELECT step, epoch, split, metric, value FROM metrics WHERE run_id = ? ORDER BY rowid", (run_id,)
-            )
+    from ..sweep.store import Store  # the report layer reads the sweep layer's store, never the reverse
+
+    with Store(path, create=False) as store:
+        runs = [
+            Run(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]))
+            for r in store.runs()
+            if r["status"] == "done"
         ]
-        cfg = json.loads(cfg_json)
-        runs.append(Run(group, cfg.get("train", {}).get("seed"), json.loads(summary_json or "{}"), rows))
-    con.close()
     if not runs:
         raise ConfigError(f"sweep store {str(path)!r} has no finished run yet")
     return runs

@@ -1,0 +1,175 @@
+"""``egd reproduce TABLE``: the EGD paper's tables, with seeds and error bars, next to the paper's numbers.
+
+Each table is a sweep over the paper's recipes (:mod:`egalitarian.recipes`): settings × methods × seeds,
+run with the local executor into ``reproduce/TABLE.sqlite`` (resumable: rerun the command to continue). It
+prints, per setting and method, our median [IQR] over the seeds that grokked, how many grokked, and the
+paper's single-run number; then writes the report (``reproduce/TABLE-report/``).
+
+Tables (arXiv 2510.04930):
+
+* ``table2`` modular addition, p ∈ {79, 97, 127}, epochs to 95% test accuracy
+* ``table3`` modular multiplication, p ∈ {79, 97, 127}
+* ``table4`` sparse parity, k ∈ {2, 3, 4}
+* ``table6`` MNIST-1k MLP, steps to 85% (without MNIST files: the sklearn-digits stand-in, not comparable)
+* ``table7`` the Grokfast transformer, a·b mod 97, steps to 95%
+
+``--quick`` is a smoke version that finishes in minutes on 2 cores: 2 seeds, the smallest setting, EGD and
+SGD (or the table's baseline) only, and a capped budget, so slow baselines end censored (``> budget``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cli import load_config
+from .errors import ConfigError
+from .sweep import Store, Sweep, expand, group_stats, run_sweep
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    unit: str  # "epochs" or "steps"
+    settings: dict[str, str]  # setting label -> recipe
+    paper: dict[tuple[str, str], int | None]  # (setting, method) -> the paper's number (None: never)
+    quick_settings: list[str]
+    quick_methods: list[str]
+    quick_set: dict[str, Any] = field(default_factory=dict)
+    baseline: str = "sgd"
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(m for _, m in self.paper))
+
+
+def _modular(op: str, numbers: dict[int, tuple[int, int, int, int, int]]) -> Table:
+    methods = ("sgd", "egd", "egd_rsvd128", "egd_rsvd64", "column_norm")
+    return Table(
+        title=f"modular {'addition' if op == 'add' else 'multiplication'}, paper MLP, SGD lr 0.7",
+        unit="epochs",
+        settings={f"p={p}": f"mod-{op}-p{p}" for p in numbers},
+        paper={(f"p={p}", m): v for p, row in numbers.items() for m, v in zip(methods, row, strict=True)},
+        quick_settings=["p=97"],
+        quick_methods=["egd", "sgd"],
+        quick_set={"train.max_epochs": 300},
+    )
+
+
+TABLES: dict[str, Table] = {
+    "table2": _modular(
+        "add", {79: (10099, 222, 224, 397, 863), 97: (5392, 116, 139, 237, 328), 127: (3293, 62, 76, 146, 133)}
+    ),
+    "table3": _modular(
+        "mult", {79: (10116, 221, 233, 371, 814), 97: (5715, 107, 126, 233, 328), 127: (3261, 65, 74, 142, 142)}
+    ),
+    "table4": Table(
+        title="sparse parity, MLP, SGD, batch 32",
+        unit="epochs",
+        settings={"k=2 (n=400)": "parity-k2", "k=3 (n=100)": "parity-k3", "k=4 (n=50)": "parity-k4"},
+        paper={
+            ("k=2 (n=400)", "sgd"): 7873, ("k=2 (n=400)", "egd"): 109, ("k=2 (n=400)", "egd_rsvd30"): 424,
+            ("k=3 (n=100)", "sgd"): 1784, ("k=3 (n=100)", "egd"): 115, ("k=3 (n=100)", "egd_rsvd30"): 76,
+            ("k=4 (n=50)", "sgd"): 5273, ("k=4 (n=50)", "egd"): 254, ("k=4 (n=50)", "egd_rsvd30"): 176,
+        },
+        quick_settings=["k=3 (n=100)"],
+        quick_methods=["egd", "sgd"],
+        quick_set={"train.max_epochs": 150},
+    ),
+    "table6": Table(
+        title="MNIST-1k MLP, AdamW, steps to 85% (digits stand-in unless task.path is set)",
+        unit="steps",
+        settings={"1k train": "mnist-1k-mlp"},
+        paper={("1k train", "adamw"): 43100, ("1k train", "grokfast"): 1800, ("1k train", "egd_adamw"): 700},
+        quick_settings=["1k train"],
+        quick_methods=["egd_adamw", "adamw"],
+        quick_set={"train.max_steps": 1000},
+        baseline="adamw",
+    ),
+    "table7": Table(
+        title="transformer, a·b mod 97, Adam, steps to 95%",
+        unit="steps",
+        settings={"a*b mod 97": "transformer-modmult-p97"},
+        paper={
+            ("a*b mod 97", "adam"): 55780, ("a*b mod 97", "grokfast"): 910,
+            ("a*b mod 97", "egd_adam"): 1170, ("a*b mod 97", "egd_rsvd36_adam"): 980,
+        },
+        quick_settings=["a*b mod 97"],
+        quick_methods=["egd_adam", "adam"],
+        quick_set={"train.max_steps": 300},
+        baseline="adam",
+    ),
+}
+
+
+def build_sweep(name: str, seeds: int, quick: bool, root: Path) -> tuple[Sweep, dict[str, tuple[str, str]]]:
+    """The table's sweep, and for each run id its (setting, method)."""
+    table = TABLES[name]
+    settings = table.quick_settings if quick else list(table.settings)
+    methods = table.quick_methods if quick else table.methods
+    fixed = dict(table.quick_set) if quick else {}
+    runs, where_of = [], {}
+    for setting in settings:
+        base = load_config(table.settings[setting])
+        for method in methods:
+            expanded = expand(base, {"seed": list(range(seeds))}, [{"method": method}], fixed,
+                              where=f"reproduce {name}")
+            for r in expanded:
+                where_of[r.id] = (setting, method)
+            runs += expanded
+    store = root / f"{name}{'-quick' if quick else ''}.sqlite"
+    return Sweep(name=name, store=store, baseline=f"method={table.baseline}", runs=runs), where_of
+
+
+def reproduce(name: str, *, seeds: int | None = None, quick: bool = False, workers: int | None = None,
+              root: str | Path = "reproduce") -> list[dict[str, Any]]:
+    """Run (or continue) the table's sweep, print ours next to the paper's, write the report."""
+    if name not in TABLES:
+        raise ConfigError(f"TABLE = {name!r}: allowed: {', '.join(TABLES)}")
+    seeds = seeds if seeds is not None else (2 if quick else 5)
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    table = TABLES[name]
+    sweep, where_of = build_sweep(name, seeds, quick, Path(root))
+    print(f"{name}: {table.title}; {len(sweep.runs)} runs ({seeds} seeds){' [quick]' if quick else ''}", flush=True)
+    counts = run_sweep(sweep, workers=workers)
+    with Store(sweep.store, create=False) as store:
+        runs = [r for r in store.runs([r.id for r in sweep.runs])]
+    stats = group_stats(runs, sweep.baseline)
+    key = table.unit  # "epochs" or "steps"
+    rows = []
+    by_group = {g["group"]: g for g in stats}
+    for r in sweep.runs:
+        g = by_group[r.group]
+        setting, method = where_of[r.id]
+        if any(x["setting"] == setting and x["method"] == method for x in rows):
+            continue
+        budget = max((x["summary"] or {}).get(key, 0) for x in runs if x["group_key"] == r.group)
+        rows.append({
+            "setting": setting,
+            "method": method,
+            "n": g["n"],
+            "grokked": g["grokked"],
+            "ours": _cell(g.get(key), g["grokked"], g["n"], budget),
+            "paper": table.paper.get((setting, method)),
+        })
+    print(f"\n{table.unit} to the accuracy threshold: median [IQR] over seeds that grokked (grokked/run)\n")
+    print("| setting | method | ours | grokked | paper (1 run) |\n|---|---|---|---|---|")
+    for x in rows:
+        paper = "never" if x["paper"] is None and (x["setting"], x["method"]) in table.paper else x["paper"] or "–"
+        print(f"| {x['setting']} | {x['method']} | {x['ours']} | {x['grokked']}/{x['n']} | {paper} |")
+    if counts.get("failed"):
+        print(f"\n{counts['failed']} runs failed: see `egd sweep status {sweep.store}`")
+    from .report import write_report
+
+    report = write_report(sweep.store, sweep.store.with_suffix("").as_posix() + "-report")
+    print(f"\nstore: {sweep.store}\nreport: {report}")
+    return rows
+
+
+def _cell(m: dict[str, Any] | None, grokked: int, n: int, budget: int) -> str:
+    if not m:
+        return f"> {budget}" if n else "-"
+    text = f"{m['median']:g} [{m['q25']:g}, {m['q75']:g}]"
+    return text if grokked == n else f"{text}; {n - grokked} > {budget}"
