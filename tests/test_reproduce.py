@@ -18,6 +18,8 @@ def test_every_table_expands(tmp_path, name, quick):
     assert len(sweep.runs) == len(settings) * len(methods) * 2  # settings × methods × seeds
     assert set(where.values()) == {(s, m) for s in settings for m in methods}
     assert len({r.id for r in sweep.runs}) == len(sweep.runs)
+    labels = {where[r.id]: r.label for r in sweep.runs}
+    assert len(set(labels.values())) == len(labels)  # one label per (setting, method), seeds excluded
     assert table.baseline in methods
     for r in sweep.runs:
         assert r.config["train"]["threads"] == 1

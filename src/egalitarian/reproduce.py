@@ -19,13 +19,14 @@ SGD (or the table's baseline) only, and a capped budget, so slow baselines end c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .cli import load_config
 from .errors import ConfigError
 from .sweep import Store, Sweep, expand, group_stats, run_sweep
+from .sweep.spec import group_label
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,11 @@ def build_sweep(name: str, seeds: int, quick: bool, root: Path) -> tuple[Sweep, 
             expanded = expand(base, {"seed": list(range(seeds))}, [{"method": method}], fixed,
                               where=f"reproduce {name}")
             for r in expanded:
+                # the setting joins the params: labels stay distinct across settings, and each method is
+                # compared with the baseline of its own setting
+                params = {"setting": setting, **r.params}
+                runs.append(replace(r, params=params, label=group_label(params)))
                 where_of[r.id] = (setting, method)
-            runs += expanded
     store = root / f"{name}{'-quick' if quick else ''}.sqlite"
     return Sweep(name=name, store=store, baseline=f"method={table.baseline}", runs=runs), where_of
 
