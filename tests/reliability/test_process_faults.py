@@ -67,7 +67,8 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     deadline = time.time() + 60
     while not (out / "checkpoint.pt").exists():  # training has started and checkpointed at least once
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "the run never checkpointed"
+        if time.time() > deadline:  # a hang guard, not a performance check
+            pytest.fail("the run never checkpointed")
         time.sleep(0.05)
     time.sleep(0.5)
     return proc, out

@@ -52,7 +52,8 @@ def test_signal_stops_the_sweep_cleanly_and_a_rerun_completes(tmp_path, sig):
     while not any((tmp_path / "sweeps" / "sig" / rid / "checkpoint.pt").exists()
                   for (rid,) in _query(store, "SELECT id FROM runs WHERE status='running'")):
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no run ever got going"
+        if time.time() > deadline:  # a hang guard, not a performance check
+            pytest.fail("no run ever got going")
         time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=90)
