@@ -284,6 +284,17 @@ def test_every_recipe_method_builds_and_steps(path, method):
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, after, strict=True))
 
 
+@pytest.mark.parametrize(
+    "model,encoding,message",
+    [("mlp", "tokens", "model.name = 'mlp' needs feature inputs"), ("transformer", "index", "needs a token task")],
+)
+def test_model_and_encoding_must_match(model, encoding, message):
+    data = make_task("modular", p=7, encoding=encoding)
+    cfg = {"model": {"name": model, "hidden": 8} if model == "mlp" else {"name": model}}
+    with pytest.raises(ConfigError, match=message):
+        build_model(cfg, data)
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 
 

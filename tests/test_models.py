@@ -52,6 +52,32 @@ def test_mlp_linear_model_when_hidden_empty():
     assert torch.allclose(model(x), x @ w.T + b)
 
 
+@pytest.mark.parametrize("hidden,bias", [(16, True), ([8, 6], False), ([], True)])
+def test_mlp_index_input_equals_multi_hot_input(hidden, bias):
+    """Integer (N, k) input = the positions of the ones of a float multi-hot input: same outputs and gradients."""
+    torch.manual_seed(0)
+    model = MLP(10, hidden, 4, bias=bias, out_bias=bias)
+    idx = torch.stack([torch.randint(0, 5, (12,)), torch.randint(5, 10, (12,))], dim=1)
+    idx[0] = torch.tensor([3, 3])  # a repeated index counts twice, as in the multi-hot sum
+    dense = torch.zeros(12, 10).scatter_add_(1, idx, torch.ones(12, 2))
+    grads = []
+    for x in (dense, idx):
+        model.zero_grad()
+        out = model(x)
+        (out * torch.arange(4.0)).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if x is dense:
+            ref = out.detach()
+    torch.testing.assert_close(out.detach(), ref, rtol=0, atol=1e-6)
+    for g_dense, g_index in zip(*grads, strict=True):
+        torch.testing.assert_close(g_index, g_dense, rtol=1e-6, atol=1e-6)
+
+
+def test_mlp_index_input_must_be_2d():
+    with pytest.raises(ValueError, match=r"\(N, k\) feature indices"):
+        MLP(10, 4, 2)(torch.tensor([1, 2]))
+
+
 def test_he_normal_init_statistics_and_zero_biases():
     torch.manual_seed(0)
     model = MLP(1000, 1000, 10, bias=True, out_bias=True, init="he_normal")

@@ -112,6 +112,19 @@ def test_onehot_encoding_decodes_to_pairs() -> None:
         assert [tuple(r) for r in decoded.tolist()] == pairs
 
 
+def test_index_encoding_is_the_positions_of_the_onehot_ones() -> None:
+    p = 11
+    dense, index = modular(p=p, op="add", val_frac=0.2), modular(p=p, op="add", val_frac=0.2, encoding="index")
+    assert (index.input_dim, index.vocab_size) == (2 * p, None)
+    for split, pairs in split_pairs(index).items():
+        x = getattr(index, f"x_{split}")
+        assert x.dtype == torch.int64 and x.shape == (len(pairs), 2)
+        assert [(a, pb - p) for a, pb in x.tolist()] == pairs  # [a, p + b]
+        hot = torch.zeros(len(x), 2 * p).scatter_(1, x, 1.0)
+        assert torch.equal(hot, getattr(dense, f"x_{split}"))
+        assert torch.equal(getattr(index, f"y_{split}"), getattr(dense, f"y_{split}"))
+
+
 def test_token_encoding() -> None:
     p = 7
     data = modular(p=p, op="mul", encoding="tokens", val_frac=0.2)

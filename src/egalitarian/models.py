@@ -62,7 +62,12 @@ class MLP(nn.Module):
     ``layers.0.weight``, ``layers.0.bias``, …, ``layers.{L}.weight`` where ``L = len(hidden)``.
 
     Args:
-        in_dim: input features; the input is a float tensor of shape ``(N, in_dim)``.
+        in_dim: input features.  The input is either a float tensor ``(N, in_dim)``, or an integer tensor
+            ``(N, k)`` holding, per row, the positions of the ``k`` features that are 1 in a multi-hot input
+            (e.g. ``[a, p + b]`` for the concatenated one-hot of the modular task, ``encoding="index"``).
+            Both give the same function and the same gradients: the first layer is then computed as the
+            sum of ``k`` weight columns (``embedding_bag``) instead of a dense matmul with mostly zeros,
+            which makes a step of the paper's MLP about 1.7× cheaper on CPU (docs/RESULTS.md §3).
         hidden: one width (one hidden layer) or a sequence of widths; ``[]`` gives a linear model.
         out_dim: outputs (classes, or 1 for a scalar output such as sparse parity).
         activation: one of ``relu, gelu, tanh, silu, identity``.
@@ -125,11 +130,22 @@ class MLP(nn.Module):
                 p.mul_(init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, in_dim)`` floats to ``(N, out_dim)`` outputs (logits; no output activation)."""
-        *hidden_layers, last = self.layers
-        for layer in hidden_layers:
-            x = self.act(layer(x))
-        return last(x)
+        """Map ``(N, in_dim)`` floats, or ``(N, k)`` multi-hot indices, to ``(N, out_dim)`` logits."""
+        first, *rest = self.layers
+        assert isinstance(first, nn.Linear)
+        if x.is_floating_point():
+            x = first(x)
+        else:
+            if x.ndim != 2:
+                raise ValueError(f"MLP: integer input must be (N, k) feature indices, got shape {tuple(x.shape)}")
+            # x @ W1ᵀ for the multi-hot x: the sum of the k selected columns of W1 (exact: the dense
+            # product only adds zeros); backward scatters into those columns.
+            x = F.embedding_bag(x, first.weight.t(), mode="sum", per_sample_weights=None)
+            if first.bias is not None:
+                x = x + first.bias
+        for layer in rest:
+            x = layer(self.act(x))
+        return x
 
 
 class CausalSelfAttention(nn.Module):

@@ -85,6 +85,9 @@ def build_model(cfg: dict[str, Any], data: TaskData) -> nn.Module:
         raise ConfigError(f"model.name = {name!r}: unknown model; allowed: {', '.join(MODELS)}")
     kwargs = section_kwargs(cfg, "model")
     if name == "mlp":
+        if data.vocab_size is not None:
+            raise ConfigError("model.name = 'mlp' needs feature inputs, not tokens: set task.encoding = 'onehot' "
+                              "or 'index'")
         fixed = {"in_dim": data.input_dim, "out_dim": data.num_outputs}
     else:
         if data.vocab_size is None:

@@ -11,6 +11,8 @@ Conventions
   All splits are disjoint and together cover every pair exactly once.
 * Encodings:
   - ``"onehot"``: float32 ``(N, 2p)`` = one-hot(a) ‖ one-hot(b), the input of the EGD paper's 2-layer MLP.
+  - ``"index"``: int64 ``(N, 2)`` = ``[a, p + b]``, the positions of the two ones of that vector.  The MLP
+    computes exactly the same function from it, without multiplying by 2p − 2 zeros (the paper recipes use it).
   - ``"tokens"``: int64 ``(N, 4)`` = ``[a, OP, b, EQ]`` with ``OP = p`` and ``EQ = p + 1`` (vocabulary p + 2),
     the Power et al. / Grokfast decoder input; the model predicts ``c`` from the last position.
 * Labels are int64 classes ``c ∈ [0, p)``; ``info["pairs_train"]`` etc. hold the int64 ``(n, 2)`` pairs.
@@ -47,7 +49,7 @@ OPS: dict[str, Op] = {
     "x2-y2": lambda a, b, p: (a * a - b * b) % p,
 }
 
-ENCODINGS = ("onehot", "tokens")
+ENCODINGS = ("onehot", "index", "tokens")
 
 
 def is_prime(n: int) -> bool:
@@ -63,12 +65,14 @@ def is_prime(n: int) -> bool:
 
 
 def encode(pairs: Tensor, p: int, encoding: str) -> Tensor:
-    """Encode int64 ``(n, 2)`` pairs ``(a, b)`` as one-hot features or ``[a, OP, b, EQ]`` tokens."""
+    """Encode int64 ``(n, 2)`` pairs ``(a, b)``: one-hot features, their indices, or ``[a, OP, b, EQ]`` tokens."""
     a, b = pairs[:, 0], pairs[:, 1]
     if encoding == "onehot":
         return torch.cat(
             [torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], dim=1
         ).float()
+    if encoding == "index":
+        return torch.stack([a, p + b], dim=1)
     op_token = torch.full_like(a, p)
     eq_token = torch.full_like(a, p + 1)
     return torch.stack([a, op_token, b, eq_token], dim=1)
@@ -90,7 +94,9 @@ def modular(
         op: one of `OPS`.
         train_frac: fraction of the table used for training, in (0, 1); ``n_train = int(N * train_frac)``.
         split_seed: seed of the split permutation.
-        encoding: ``"onehot"`` (MLP input, dim 2p) or ``"tokens"`` (``[a, p, b, p+1]``, vocabulary p + 2).
+        encoding: ``"onehot"`` (MLP input, dim 2p), ``"index"`` (the same input as int64 ``[a, p + b]``, the
+            positions of its two ones: :class:`~egalitarian.models.MLP` computes the identical function
+            faster) or ``"tokens"`` (``[a, p, b, p+1]``, vocabulary p + 2).
         val_frac: fraction of the training part moved to a validation split, in [0, 1).
         b_min: 0 or 1, the smallest right operand (division always uses 1).
     """
