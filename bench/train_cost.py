@@ -1,7 +1,7 @@
 """What a training run costs: evaluation overhead, and wall-clock seconds to grok.
 
     python bench/train_cost.py overhead [--epochs 60] [--threads 1]
-    python bench/train_cost.py grok [--seeds 3] [--threads 2] [--recipe mod-add-p127]
+    python bench/train_cost.py grok [--seeds 3] [--threads 2] [--recipe mod-add-p127] [--encoding onehot|index]
 
 ``overhead``: the paper's MLP recipe (mod-add p=127, EGD) for a fixed number of epochs, no early stop.  The
 trainer times the bare steps (forward + backward + optimizer) and the whole loop (steps + evaluation +
@@ -48,13 +48,15 @@ def overhead(args: argparse.Namespace) -> None:
 
 
 def grok(args: argparse.Namespace) -> None:
-    print(f"\n{args.recipe}, method egd, {args.threads} threads")
+    print(f"\n{args.recipe}, method egd, {args.threads} threads, encoding {args.encoding or 'as in the recipe'}")
     print("\n| seed | epochs to 95% | steps | seconds to 95% | ms/step |")
     print("|---|---|---|---|---|")
     secs = []
     for seed in range(args.seeds):
         cfg = dict(load_config(args.recipe), method="egd")
         cfg["task"] = {**cfg["task"], "split_seed": seed}
+        if args.encoding:
+            cfg["task"]["encoding"] = args.encoding
         cfg["train"] = {**cfg["train"], "seed": seed, "shuffle_seed": seed, "threads": args.threads,
                         "progress": "off"}
         with tempfile.TemporaryDirectory() as d:
@@ -76,6 +78,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--encoding", choices=["onehot", "index"], help="override the recipe's task.encoding")
     args = ap.parse_args()
     header()
     overhead(args) if args.what == "overhead" else grok(args)

@@ -221,12 +221,15 @@ def polar(
             raise ValueError(f"polar: ns_steps = {ns_steps}, ns_polish = {ns_polish} must be >= 0")
     if nonfinite not in ("raise", "propagate"):
         raise ValueError(f"polar: nonfinite = {nonfinite!r} must be 'raise' or 'propagate'")
-    if nonfinite == "raise" and not bool(torch.isfinite(G).all()):
+    if G.numel() == 0:
+        return G.clone()
+    # max|G| per matrix: one reduction serves the finiteness check (it is NaN or inf exactly when G has a NaN
+    # or inf) and the rescaling below
+    peak = G.abs().amax(dim=(-2, -1), keepdim=True)
+    if nonfinite == "raise" and not bool(torch.isfinite(peak).all()):
         raise FloatingPointError(
             f"polar: G (shape {tuple(G.shape)}) contains NaN or inf; pass nonfinite='propagate' to let it through"
         )
-    if G.numel() == 0:
-        return G.clone()
 
     if rtol is None:
         rtol = default_rtol(G.shape, G.dtype)
@@ -242,7 +245,7 @@ def polar(
         # U Vᵀ is scale-invariant; dividing by max|G| first keeps 1e-30 or 1e30 gradients clear of under- and
         # overflow in squared quantities (Gram matrices, Frobenius norms).  The paper's clamp uses an absolute
         # eps, so it is not rescaled (except for Newton-Schulz, which ignores eps).
-        peak = X.abs().amax(dim=(-2, -1), keepdim=True)
+        peak = peak.to(dtype)
         X = X / torch.where(peak > 0, peak, torch.ones_like(peak))
 
     if method == "svd":
