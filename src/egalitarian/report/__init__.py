@@ -4,9 +4,11 @@
 
 PATH is one run directory (``metrics.csv`` + ``summary.json``), a folder whose subfolders are run directories,
 or a sweep store (``*.sqlite``).  Runs are grouped by their label (the run's name, or the sweep group), so
-seeds of one setting become one curve with a band (the min–max over seeds around the median).
+seeds of one setting become one curve with a band (the min–max over seeds around the median).  When the runs
+carry a ``setting`` parameter (``egd reproduce`` tables: p = 79/97/127, k = 2/3/4), each figure has one panel per
+setting and one colour per method.
 
-Outputs in DIR: ``accuracy.png``, ``loss.png``, ``diagnostics.png`` (when runs logged diagnostics),
+Outputs in DIR: ``accuracy.png``, ``loss.png``, ``diag_*.png`` (up to six diagnostics, when runs logged them),
 ``summary.md``, ``summary.csv`` and ``report.html`` with every image embedded as base64 (it opens from disk).
 """
 

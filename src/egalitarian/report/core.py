@@ -24,6 +24,7 @@ class Run:
     seed: int | None
     summary: dict[str, Any]
     rows: list[dict[str, Any]] = field(repr=False)
+    params: dict[str, Any] = field(default_factory=dict)  # a sweep run's grid point (empty for run dirs)
 
     def series(self, split: str, metric: str) -> dict[int, float]:
         return {r["step"]: r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric}
@@ -56,7 +57,8 @@ def _runs_from_store(path: Path) -> list[Run]:
 
     with Store(path, create=False) as store:
         runs = [
-            Run(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]))
+            Run(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]),
+                r["params"] or {})
             for r in store.runs()
             if r["status"] == "done"
         ]
@@ -87,28 +89,56 @@ def band(runs: list[Run], split: str, metric: str) -> tuple[list[int], list[floa
     )
 
 
+def facets(groups: dict[str, list[Run]]) -> dict[str, dict[str, list[Run]]]:
+    """One panel per ``setting`` (``egd reproduce`` tables: p, k, …), each group labelled without it.
+
+    Runs without a ``setting`` parameter (run directories, plain sweeps), or with only one, give a single
+    panel ``""`` holding every group.
+    """
+    settings = {r.params.get("setting") for runs in groups.values() for r in runs}
+    if len(settings) < 2 or None in settings:
+        return {"": groups}
+    panels: dict[str, dict[str, list[Run]]] = defaultdict(dict)
+    for label, runs in groups.items():
+        setting = str(runs[0].params["setting"])
+        short = " ".join(label.replace(f"setting={setting}", "").split()) or label
+        panels[setting][short] = runs
+    return dict(panels)
+
+
 def _figure(groups: dict[str, list[Run]], panels: list[tuple[str, str, str]], ylabel: str, title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for i, (label, runs) in enumerate(groups.items()):
-        for split, metric, style in panels:
-            steps, med, lo, hi = band(runs, split, metric)
-            if not steps:
-                continue
-            x = [s + 1 for s in steps]
-            ax.plot(x, med, style, color=f"C{i % 10}", label=f"{label} {split} (n={len(runs)})")
-            if len(runs) > 1:
-                ax.fill_between(x, lo, hi, color=f"C{i % 10}", alpha=0.15, linewidth=0)
-    ax.set_xscale("log")
-    ax.set_xlabel("step + 1")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    by_facet = facets(groups)
+    # one colour per group label (per method, across the panels of a table)
+    colours = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(k for g in by_facet.values() for k in g))}
+    n = len(by_facet)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 if n == 1 else 4.2 * cols, 4.2 * rows), squeeze=False,
+                             sharey=True)
+    for ax, (facet, facet_groups) in zip(axes.flat, by_facet.items(), strict=False):
+        for label, runs in facet_groups.items():
+            for split, metric, style in panels:
+                steps, med, lo, hi = band(runs, split, metric)
+                if not steps:
+                    continue
+                x = [s + 1 for s in steps]
+                ax.plot(x, med, style, color=colours[label], label=f"{label} {split} (n={len(runs)})")
+                if len(runs) > 1:
+                    ax.fill_between(x, lo, hi, color=colours[label], alpha=0.15, linewidth=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("step + 1")
+        ax.set_title(f"{title}: {facet}" if facet else title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -191,7 +221,8 @@ def write_report(path: str | Path, out_dir: str | Path) -> Path:
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:.3em .6em}img{max-width:100%}</style></head><body>"
         f"<h1>egalitarian report</h1><p>Source: {html.escape(str(path))}; {len(runs)} runs in "
-        f"{len(groups)} groups. Bands: min–max over seeds around the median.</p>"
+        f"{len(groups)} groups. Lines: the median over the runs that logged each step; bands: their min–max. "
+        "Runs stop once they grok, so late steps show only the slower runs.</p>"
         f"<table><tr>{head}</tr>{body}</table>{figs}</body></html>\n"
     )
     fio.write_text(out_dir / "report.html", page)
