@@ -91,7 +91,18 @@ def test_he_normal_init_statistics_and_zero_biases():
     assert torch.count_nonzero(model.layers[1].bias) == 0
 
 
-@pytest.mark.parametrize("init", ["he_normal", "torch"])
+def test_he_normal_bias_init_draws_biases_like_weights():
+    """The parity code's init: b ~ N(0, 2/fan_in) for every bias, weights as in he_normal."""
+    torch.manual_seed(0)
+    model = MLP(50, 20000, 4, bias=True, out_bias=True, init="he_normal_bias")
+    b0, b1 = model.layers[0].bias, model.layers[1].bias
+    assert abs(b0.std().item() / math.sqrt(2 / 50) - 1) < 0.03  # 20000 draws: std of the std ~0.5%
+    assert abs(b0.mean().item()) < 5 * math.sqrt(2 / 50) / math.sqrt(20000)
+    assert torch.count_nonzero(b1) == 4
+    assert abs(model.layers[0].weight.std().item() / math.sqrt(2 / 50) - 1) < 0.01
+
+
+@pytest.mark.parametrize("init", ["he_normal", "he_normal_bias", "torch"])
 def test_init_scale_multiplies_every_parameter(init):
     torch.manual_seed(3)
     scaled = MLP(20, [12, 12], 10, init=init, init_scale=8.0)

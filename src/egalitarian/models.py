@@ -28,7 +28,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
-INITS: tuple[str, ...] = ("he_normal", "torch")
+INITS: tuple[str, ...] = ("he_normal", "he_normal_bias", "torch")
 NORMS: tuple[str, ...] = ("pre", "grokfast", "post", "none")
 
 
@@ -74,8 +74,8 @@ class MLP(nn.Module):
         bias: biases on the hidden layers.
         out_bias: bias on the output layer. ``False`` is the EGD paper's MLP (``relu(X@W1+b1)@W2``).
         init: ``"he_normal"``: every weight ``W ~ N(0, 2/fan_in)`` and every bias 0, as in the EGD paper's
-            modular-arithmetic code (the parity code additionally draws ``b1 ~ N(0, 2/n)``, not reproduced
-            here). ``"torch"``: PyTorch's default ``nn.Linear`` init (Kaiming-uniform weights,
+            modular-arithmetic code. ``"he_normal_bias"``: the same, but every bias is also drawn from
+            ``N(0, 2/fan_in)``, as ``b1`` in the EGD paper's parity code. ``"torch"``: PyTorch's default ``nn.Linear`` init (Kaiming-uniform weights,
             ``U(±1/sqrt(fan_in))`` biases), as in Omnigrok/Grokfast MNIST.
         init_scale: every parameter is multiplied by this after init (Omnigrok/Grokfast MNIST: 8).
     """
@@ -119,12 +119,13 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def _init(self, init: str, init_scale: float) -> None:
-        if init == "he_normal":
+        if init in ("he_normal", "he_normal_bias"):
             for layer in self.layers:
                 assert isinstance(layer, nn.Linear)
-                layer.weight.normal_(0.0, math.sqrt(2.0 / layer.in_features))
+                std = math.sqrt(2.0 / layer.in_features)
+                layer.weight.normal_(0.0, std)
                 if layer.bias is not None:
-                    layer.bias.zero_()
+                    layer.bias.normal_(0.0, std) if init == "he_normal_bias" else layer.bias.zero_()
         if init_scale != 1.0:
             for p in self.parameters():
                 p.mul_(init_scale)
