@@ -75,8 +75,9 @@ class MLP(nn.Module):
         out_bias: bias on the output layer. ``False`` is the EGD paper's MLP (``relu(X@W1+b1)@W2``).
         init: ``"he_normal"``: every weight ``W ~ N(0, 2/fan_in)`` and every bias 0, as in the EGD paper's
             modular-arithmetic code. ``"he_normal_bias"``: the same, but every bias is also drawn from
-            ``N(0, 2/fan_in)``, as ``b1`` in the EGD paper's parity code. ``"torch"``: PyTorch's default ``nn.Linear`` init (Kaiming-uniform weights,
-            ``U(±1/sqrt(fan_in))`` biases), as in Omnigrok/Grokfast MNIST.
+            ``N(0, 2/fan_in)``, as ``b1`` in the EGD paper's parity code. ``"torch"``: PyTorch's default
+            ``nn.Linear`` init (Kaiming-uniform weights, ``U(±1/sqrt(fan_in))`` biases), as in Omnigrok/Grokfast
+            MNIST.
         init_scale: every parameter is multiplied by this after init (Omnigrok/Grokfast MNIST: 8).
     """
 
