@@ -9,33 +9,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from sweep_helpers import ENV, egd, modular_sweep, query, wait
 
 from egalitarian.sweep import Store, expand, load_sweep
 from egalitarian.sweep.execute import owner_name
 from egalitarian.train import train
 
 EPOCHS = 80  # p = 11: 60 training pairs, 7 batches of 8 per epoch; p = 13: 84 pairs, 10 batches
-KILL_SWEEP = f"""
-[base]
-task = {{name = "modular", p = 11}}
-model = {{name = "mlp", hidden = 32}}
-optimizer = {{name = "sgd", lr = 0.5}}
-train = {{batch_size = 8, max_epochs = {EPOCHS}, checkpoint_every = 1, stop_after_grok = false}}
-
-[sweep]
-name = "kill"
-
-[grid]
-"task.p" = [11, 13]
-seed = [0, 1]
-"""
+KILL_SWEEP = modular_sweep("kill", EPOCHS, '"task.p" = [11, 13]\nseed = [0, 1]')
 
 RAY_SWEEP = """
 [base]
@@ -55,39 +41,9 @@ seed = [0, 1]
 """
 
 
-def _egd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "egalitarian.cli", *args]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _query(store: Path, sql: str) -> list[tuple]:
-    """Read the store from outside (a plain sqlite3 connection); [] while it does not exist yet."""
-    if not store.exists():
-        return []
-    con = sqlite3.connect(store, timeout=30)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # the tables are being created
-        return []
-    finally:
-        con.close()
-
-
-def _wait(pred, what: str, proc: subprocess.Popen | None = None, timeout: float = 90.0):
-    deadline = time.time() + timeout
-    while not (value := pred()):
-        assert proc is None or proc.poll() is None, (what, proc.communicate())
-        if time.time() > deadline:  # a hang guard, not a performance check
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
-
-
 def _in_flight(store: Path, root: Path, exclude: set[int]) -> tuple[str, int] | None:
     """A run being trained (status running, a checkpoint on disk) by a worker not in ``exclude``."""
-    for rid, worker in _query(store, "SELECT id, worker FROM runs WHERE status='running'"):
+    for rid, worker in query(store, "SELECT id, worker FROM runs WHERE status='running'"):
         pid = int(worker.rsplit(":", 1)[1])
         if pid not in exclude and (root / rid / "checkpoint.pt").exists():
             return rid, pid
@@ -110,7 +66,7 @@ def test_kill_a_worker_and_the_sweep_then_rerun_finishes_every_run_exactly_once(
     sweep = load_sweep(tmp_path / "kill.toml")
     store, root = tmp_path / "sweeps" / "kill.sqlite", tmp_path / "sweeps" / "kill"
     proc = subprocess.Popen(
-        _egd("sweep", "kill.toml", "--workers", "2"),
+        egd("sweep", "kill.toml", "--workers", "2"),
         cwd=tmp_path,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -119,28 +75,28 @@ def test_kill_a_worker_and_the_sweep_then_rerun_finishes_every_run_exactly_once(
     )
     try:
         # 1. kill -9 a worker in the middle of a run; the sweep puts the run back and starts a new worker
-        first, worker = _wait(lambda: _in_flight(store, root, set()), "a run to checkpoint", proc)
+        first, worker = wait(lambda: _in_flight(store, root, set()), "a run to checkpoint", proc)
         os.kill(worker, signal.SIGKILL)
-        _wait(
-            lambda: _query(store, f"SELECT 1 FROM runs WHERE id='{first}' AND worker IS NOT '{owner_name(worker)}'"),
+        wait(
+            lambda: query(store, f"SELECT 1 FROM runs WHERE id='{first}' AND worker IS NOT '{owner_name(worker)}'"),
             "the sweep to release the killed worker's run",
             proc,
         )
         # 2. kill -9 the sweep itself while runs are in flight
-        _wait(lambda: _in_flight(store, root, {worker}), "another run in flight", proc)
+        wait(lambda: _in_flight(store, root, {worker}), "another run in flight", proc)
         proc.kill()
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     # its workers notice (SIGTERM from the kernel on Linux), checkpoint and put their runs back
-    _wait(lambda: not _query(store, "SELECT 1 FROM runs WHERE status='running'"), "the orphaned workers to stop")
-    left = _query(store, "SELECT count(*) FROM runs WHERE status!='done'")[0][0]
+    wait(lambda: not query(store, "SELECT 1 FROM runs WHERE status='running'"), "the orphaned workers to stop")
+    left = query(store, "SELECT count(*) FROM runs WHERE status!='done'")[0][0]
     assert left >= 1, "the sweep finished before it was killed: nothing was tested"
 
     # 3. rerun: everything finishes
     out = subprocess.run(
-        _egd("sweep", "kill.toml", "--workers", "2"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
+        egd("sweep", "kill.toml", "--workers", "2"), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
     assert "done 4, failed 0, running 0, pending 0" in out.stdout
@@ -166,8 +122,8 @@ def test_kill_a_worker_and_the_sweep_then_rerun_finishes_every_run_exactly_once(
         (first_run,) = [r for r in sweep.runs if r.id == first]
         got = [(m["step"], m["epoch"], m["split"], m["metric"], m["value"]) for m in st.metrics(first)]
         assert got == _reference(first_run.config, tmp_path / "reference")[1]
-    assert _query(store, "PRAGMA integrity_check") == [("ok",)]
-    assert _query(store, "SELECT count(*) FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)") == [(0,)]
+    assert query(store, "PRAGMA integrity_check") == [("ok",)]
+    assert query(store, "SELECT count(*) FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)") == [(0,)]
 
 
 @pytest.mark.slow
@@ -176,7 +132,7 @@ def test_ray_backend_end_to_end_on_a_local_instance(tmp_path):
     (tmp_path / "ray.toml").write_text(RAY_SWEEP)
     sweep = load_sweep(tmp_path / "ray.toml")
     out = subprocess.run(
-        _egd("sweep", "ray.toml", "--backend", "ray", "--workers", "2"),
+        egd("sweep", "ray.toml", "--backend", "ray", "--workers", "2"),
         cwd=tmp_path,
         env=ENV,
         capture_output=True,
@@ -198,7 +154,7 @@ def test_ray_backend_end_to_end_on_a_local_instance(tmp_path):
             assert rows == expected_rows
     # a second run has nothing to do and starts no Ray at all
     again = subprocess.run(
-        _egd("sweep", "ray.toml", "--backend", "ray"),
+        egd("sweep", "ray.toml", "--backend", "ray"),
         cwd=tmp_path,
         env=ENV,
         capture_output=True,
@@ -237,7 +193,7 @@ def test_concurrent_writers_claim_and_finish_each_run_once(tmp_path):
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(path), json.dumps(ids), f"w{i}"], env=ENV) for i in range(3)
     ]
-    _wait(lambda: len(list(tmp_path.glob("ready-*"))) == 3, "the writers to start")
+    wait(lambda: len(list(tmp_path.glob("ready-*"))) == 3, "the writers to start")
     (tmp_path / "go").touch()
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     with Store(path, create=False) as st:
@@ -245,5 +201,5 @@ def test_concurrent_writers_claim_and_finish_each_run_once(tmp_path):
         assert all(r["status"] == "done" and r["attempts"] == 1 and r["summary"]["by"] == r["worker"] for r in rows)
         assert all(len(st.metrics(i)) == 200 for i in ids)
         assert len({r["worker"] for r in rows}) >= 2  # they did write concurrently
-    assert _query(path, "SELECT count(*) FROM metrics") == [(40 * 200,)]
-    assert _query(path, "PRAGMA integrity_check") == [("ok",)]
+    assert query(path, "SELECT count(*) FROM metrics") == [(40 * 200,)]
+    assert query(path, "PRAGMA integrity_check") == [("ok",)]
