@@ -30,13 +30,12 @@ import time
 
 import torch
 
-from egalitarian.cli import load_config
-from egalitarian.config import resolve, section_kwargs
+from egalitarian.build import build_run
+from egalitarian.config import load_config, resolve
 from egalitarian.diagnostics import DEFAULT, NAMES, Diagnostics
 from egalitarian.losses import l2_penalty
-from egalitarian.methods import build_optimizer
-from egalitarian.tasks import make_task
-from egalitarian.train import build_model, make_loss, train
+from egalitarian.rundir import read_metrics
+from egalitarian.train import train
 
 
 def header() -> None:
@@ -82,17 +81,11 @@ def per_diagnostic(args: argparse.Namespace) -> None:
     print("\n| recipe | epoch without diagnostics, ms | " + " | ".join(NAMES) + " | default |")
     print("|---|---|" + "---|" * (len(NAMES) + 1))
     for recipe in args.recipes:
-        cfg = resolve(recipe_cfg(recipe, 1, args.threads, []))
-        data = make_task(cfg["task"]["name"], **section_kwargs(cfg, "task"))
-        torch.manual_seed(0)
-        model = build_model(cfg, data)
-        loss_fn, wd = make_loss(cfg)
-        opt = build_optimizer(list(model.named_parameters()), cfg["optimizer"]["name"],
-                              **section_kwargs(cfg, "optimizer"))
+        run = build_run(resolve(recipe_cfg(recipe, 1, args.threads, [])))
+        data, model, loss_fn, opt = run.data, run.model, run.loss_fn, run.optimizer
         xb, yb = data.x_train[:512], data.y_train[:512]
-        decayed = [p for p in model.parameters() if p.ndim >= 2]
         opt.zero_grad()
-        (loss_fn(model(xb), yb) + l2_penalty(decayed, wd)).backward()
+        (loss_fn(model(xb), yb) + l2_penalty(run.decayed, run.l2)).backward()
         opt.step()
         with tempfile.TemporaryDirectory() as d:
             epoch_ms = 1e3 * train(recipe_cfg(recipe, 10, args.threads, []), d)["seconds"] / 10
@@ -110,11 +103,9 @@ def per_diagnostic(args: argparse.Namespace) -> None:
 
 
 def _load(run: str) -> dict[str, list[tuple[int, float]]]:
-    from egalitarian.train import read_metrics
-
     out: dict[str, list[tuple[int, float]]] = {}
-    for r in read_metrics(f"{run}/metrics.csv"):
-        out.setdefault(f"{r['split']}_{r['metric']}", []).append((r["epoch"], r["value"]))
+    for r in read_metrics(run):
+        out.setdefault(f"{r.split}_{r.metric}", []).append((r.epoch, r.value))
     return out
 
 

@@ -23,7 +23,7 @@ import tempfile
 
 import torch
 
-from egalitarian.cli import load_config
+from egalitarian.config import load_config
 from egalitarian.train import train
 
 

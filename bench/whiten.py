@@ -29,13 +29,13 @@ from egalitarian.models import MLP
 
 SHAPES = [(254, 512), (512, 127), (512, 512), (128, 512), (50, 100)]
 BACKENDS = {
-    "svd (fp64)": dict(method="svd"),
-    "svd fp32": dict(method="svd", dtype=torch.float32),
-    "gram-eigh (fp64)": dict(method="gram-eigh"),
-    "gram-eigh fp32": dict(method="gram-eigh", dtype=torch.float32),
-    "newton-schulz polar": dict(method="newton-schulz"),
-    "NS5 muon bf16": dict(method="newton-schulz", ns_coefficients="muon"),
-    "rsvd r=64": dict(method="rsvd", rank=64),
+    "svd (fp64)": dict(backend="svd"),
+    "svd fp32": dict(backend="svd", dtype=torch.float32),
+    "gram-eigh (fp64)": dict(backend="gram-eigh"),
+    "gram-eigh fp32": dict(backend="gram-eigh", dtype=torch.float32),
+    "newton-schulz polar": dict(backend="newton-schulz"),
+    "NS5 muon bf16": dict(backend="newton-schulz", ns_coefficients="muon"),
+    "rsvd r=64": dict(backend="rsvd", rank=64),
 }
 
 
@@ -83,7 +83,7 @@ def part1(repeats: int) -> None:
             for b in (False, True):
                 G = mats[(m, n, b)]
                 gen = torch.Generator().manual_seed(0)
-                kwargs = dict(kw, generator=gen) if kw["method"] == "rsvd" else kw
+                kwargs = dict(kw, generator=gen) if kw["backend"] == "rsvd" else kw
                 ms = median_ms(
                     lambda G=G, kwargs=kwargs: polar(G, **kwargs), repeats if not b else max(3, repeats // 3)
                 )
@@ -114,13 +114,13 @@ def part2(repeats: int) -> None:
 
         return step
 
-    def egd_w1(method):
+    def egd_w1(backend):
         def fn(m):
             first, last = m.layers
             return EGD(
                 [{"params": [first.weight]}, {"params": [first.bias, last.weight], "whiten": False}],
                 lr=0.1,
-                method=method,
+                backend=backend,
             )
 
         return fn

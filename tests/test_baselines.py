@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from egalitarian.optim import MuonWithAdamW, Preconditioned
-from egalitarian.transforms import chain, column_norm, grokfast_ema, grokfast_ma, perp_to_weights, whiten
+from egalitarian.baselines import MuonWithAdamW, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
+from egalitarian.optim import Preconditioned
+from egalitarian.transforms import chain, whiten
 
 F64 = torch.float64
 
@@ -329,7 +330,8 @@ def test_muon_with_adamw_state_dict_round_trip_is_bitwise():
     _train(model, opt, 3, 0)
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(opt.state_dict())  # state_dict() holds live references
-    assert set(saved_opt) == {"muon", "adamw"}
+    assert set(saved_opt) == {"state", "param_groups"}  # one torch state dict (was {"muon", "adamw"})
+    assert [g["use_muon"] for g in saved_opt["param_groups"]] == [True, False]
     _train(model, opt, 3, 3)
 
     fresh = _two_layer()
@@ -343,6 +345,40 @@ def test_muon_with_adamw_state_dict_round_trip_is_bitwise():
     for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(p, q)
     assert [g["use_muon"] for g in opt2.param_groups] == [True, False]
+
+
+def test_muon_with_adamw_loads_the_earlier_two_optimizer_state_dict():
+    """The earlier class saved {"muon": torch.optim.Muon sd, "adamw": torch.optim.AdamW sd}; reference: those two
+    torch optimizers, built with the same hyperparameters, trained on and continued by hand."""
+    model = _two_layer()
+    muon_ps, adamw_ps = _split(model)
+    ref_muon = torch.optim.Muon(muon_ps, lr=0.05, weight_decay=0.1, momentum=0.95, nesterov=True, eps=1e-7)
+    ref_adamw = torch.optim.AdamW(adamw_ps, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+
+    def train_ref(start):
+        for k in range(start, start + 3):
+            x = torch.linspace(-1, 1, 20).reshape(5, 4) * (k + 1)
+            for o in (ref_muon, ref_adamw):
+                o.zero_grad()
+            model(x).sin().sum().backward()
+            ref_muon.step()
+            ref_adamw.step()
+
+    train_ref(0)
+    old = {"muon": copy.deepcopy(ref_muon.state_dict()), "adamw": copy.deepcopy(ref_adamw.state_dict())}
+    saved_model = copy.deepcopy(model.state_dict())
+    train_ref(3)
+
+    fresh = _two_layer()
+    fresh.load_state_dict(saved_model)
+    opt = MuonWithAdamW(*_split(fresh), lr=0.05, adamw_lr=1e-2)
+    opt.load_state_dict(old)
+    assert [g["use_muon"] for g in opt.param_groups] == [True, False]
+    buf = old["muon"]["state"][0]["momentum_buffer"]
+    torch.testing.assert_close(opt.state[fresh[0].weight]["momentum_buffer"], buf)
+    _train(fresh, opt, 3, 3)
+    for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_muon_with_adamw_errors():

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import egalitarian
+from egalitarian.build import build_model, make_task
 from egalitarian.cli import main
 from egalitarian.config import TRAIN_DEFAULTS, apply_overrides, load_toml, parse_value, resolve, section_kwargs
 from egalitarian.errors import ConfigError
 from egalitarian.losses import get_loss, l2_penalty
 from egalitarian.methods import OPTIMIZERS, build_optimizer
-from egalitarian.tasks import TASKS, make_task
-from egalitarian.train import build_model
+from egalitarian.tasks import TASKS
 
 RECIPE_DIR = Path(egalitarian.__file__).parent / "recipes"
 RECIPES = sorted(RECIPE_DIR.glob("*.toml"))
@@ -286,7 +286,7 @@ def test_every_recipe_method_builds_and_steps(path, method):
 
 @pytest.mark.parametrize(
     "model,encoding,message",
-    [("mlp", "tokens", "model.name = 'mlp' needs feature inputs"), ("transformer", "index", "needs a token task")],
+    [("mlp", "tokens", "model.name = 'mlp': needs feature inputs"), ("transformer", "index", "needs a token task")],
 )
 def test_model_and_encoding_must_match(model, encoding, message):
     data = make_task("modular", p=7, encoding=encoding)
@@ -536,3 +536,25 @@ def test_console_script_bad_input_exits_2(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("egd: error:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "allowed"),
+    [
+        ("model", "hidden", 0, "must be a positive integer"),
+        ("model", "activation", "swish", "must be one of"),
+        ("task", "p", 1, "must be"),
+        ("optimizer", "lr", -1.0, "must be a number > 0"),
+        ("optimizer", "weight_decay", -0.5, "must be a number >= 0"),
+        ("loss", "weight_decay", -1.0, "must be a number >= 0"),
+    ],
+)
+def test_the_config_layer_names_the_config_path(section, field, value, allowed):
+    """Library classes name their own arguments; building from a config puts the section in front, once."""
+    from egalitarian.build import build_run
+
+    cfg = _base()
+    cfg.setdefault(section, {"name": "cross_entropy"})[field] = value
+    with pytest.raises(ConfigError) as e:
+        build_run(resolve(cfg))
+    assert str(e.value).startswith(f"{section}.{field} = {value!r}: ") and allowed in str(e.value), str(e.value)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from egalitarian.build import make_task
 from egalitarian.diagnostics import (
     DEFAULT,
     NAMES,
@@ -20,7 +21,6 @@ from egalitarian.diagnostics import (
     fourier_stats,
     gini,
     gradient_spectrum,
-    grok_status,
     lar_from_sums,
     log_alignment_ratio,
     logit_frequency_energy,
@@ -30,10 +30,11 @@ from egalitarian.diagnostics import (
     whitened_cosine,
 )
 from egalitarian.errors import ConfigError
+from egalitarian.grokking import grok_status
 from egalitarian.losses import cross_entropy
 from egalitarian.methods import build_optimizer
 from egalitarian.models import MLP, Transformer
-from egalitarian.tasks import make_task
+from egalitarian.rundir import MetricRow
 from egalitarian.train import train
 
 D64 = torch.float64
@@ -422,5 +423,5 @@ def test_grok_status_rules_on_synthetic_histories():
     status, reason = grok_status(peak)
     assert status == "memorizing" and "twice the window" in reason
     assert grok_status(history(n=5))[0] == "memorizing"
-    dicts = [dict(zip(("step", "epoch", "split", "metric", "value"), r, strict=True)) for r in history()]
-    assert grok_status(dicts) == grok_status(history())
+    named = [MetricRow(*r) for r in history()]  # rows as read back from metrics.csv or a store
+    assert grok_status(named) == grok_status(history())

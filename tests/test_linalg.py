@@ -20,7 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from egalitarian.linalg import METHODS, default_rtol, polar, resolve_method
+from egalitarian.linalg import BACKENDS, default_rtol, polar, resolve_backend
 
 EXACT = ["svd", "gram-eigh", "auto"]
 
@@ -54,11 +54,11 @@ def ill(m: int, n: int, kappa: float = 1e6, seed: int = 0) -> torch.Tensor:
 SHAPES = [(40, 70), (70, 40), (32, 32), (1, 9), (9, 1)]
 
 
-@pytest.mark.parametrize("method", EXACT)
+@pytest.mark.parametrize("backend", EXACT)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_singular_values_one_and_vectors_of_G(method, shape):
+def test_singular_values_one_and_vectors_of_G(backend, shape):
     G = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    O = polar(G, method).double()
+    O = polar(G, backend).double()
     U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
     # Uᵀ O V = I: O has G's singular vectors and unit singular values.
     torch.testing.assert_close(U.T @ O @ Vh.T, torch.eye(len(s), dtype=torch.float64), atol=1e-5, rtol=0)
@@ -67,22 +67,22 @@ def test_singular_values_one_and_vectors_of_G(method, shape):
 
 def test_row_vector_is_normalised():
     g = torch.tensor([[3.0, 0.0, -4.0]])
-    for method in METHODS:
-        torch.testing.assert_close(polar(g, method), g / 5, atol=1e-6, rtol=0)
+    for backend in BACKENDS:
+        torch.testing.assert_close(polar(g, backend), g / 5, atol=1e-6, rtol=0)
 
 
 def test_orthogonal_rows_closed_form():
     # Rows orthogonal with equal norm 5: (G Gᵀ)^(-1/2) = I/5.
     G = torch.tensor([[3.0, 0.0, 4.0], [0.0, 5.0, 0.0]])
-    for method in EXACT:
-        torch.testing.assert_close(polar(G, method), G / 5, atol=1e-6, rtol=0)
+    for backend in EXACT:
+        torch.testing.assert_close(polar(G, backend), G / 5, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("method,tol", [("svd", 1e-6), ("gram-eigh", 1e-6), ("auto", 1e-6), ("newton-schulz", 1e-5)])
+@pytest.mark.parametrize("backend,tol", [("svd", 1e-6), ("gram-eigh", 1e-6), ("auto", 1e-6), ("newton-schulz", 1e-5)])
 @pytest.mark.parametrize("shape", [(40, 70), (70, 40), (128, 64)])
-def test_agrees_with_reference_random(method, tol, shape):
+def test_agrees_with_reference_random(backend, tol, shape):
     G = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
-    assert rel_err(polar(G, method), reference(G)) < tol
+    assert rel_err(polar(G, backend), reference(G)) < tol
 
 
 def test_fp32_svd_is_looser_on_random():
@@ -94,8 +94,8 @@ def test_fp32_svd_is_looser_on_random():
 def test_agrees_with_reference_ill_conditioned_fp32(shape):
     G = ill(*shape).float()
     R = reference(G)  # cutoff at default_rtol(fp32) ≈ 8e-6: directions below it are dropped by both
-    for method in ["svd", "gram-eigh", "auto"]:
-        assert rel_err(polar(G, method), R) < 1e-6, method
+    for backend in ["svd", "gram-eigh", "auto"]:
+        assert rel_err(polar(G, backend), R) < 1e-6, backend
     assert rel_err(polar(G, "svd", dtype=torch.float32), R) < 1e-2
 
 
@@ -106,7 +106,7 @@ def test_agrees_with_reference_ill_conditioned_fp64(shape):
     assert R.shape == G.shape and torch.linalg.matrix_rank(R) == min(shape)
     assert rel_err(polar(G, "svd"), R) < 1e-10
     assert rel_err(polar(G, "gram-eigh"), R) < 1e-5
-    assert resolve_method("auto", G) == "svd"
+    assert resolve_backend("auto", G) == "svd"
 
 
 def test_newton_schulz_is_a_spectral_function_of_G():
@@ -156,11 +156,11 @@ def test_rsvd_generator_makes_it_reproducible():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("method", ["svd", "gram-eigh", "newton-schulz", "auto"])
-def test_batched_equals_looped(method):
+@pytest.mark.parametrize("backend", ["svd", "gram-eigh", "newton-schulz", "auto"])
+def test_batched_equals_looped(backend):
     G = torch.randn(3, 2, 20, 33, generator=torch.Generator().manual_seed(4))
-    batched = polar(G, method)
-    looped = torch.stack([torch.stack([polar(G[i, j], method) for j in range(2)]) for i in range(3)])
+    batched = polar(G, backend)
+    looped = torch.stack([torch.stack([polar(G[i, j], backend) for j in range(2)]) for i in range(3)])
     torch.testing.assert_close(batched, looped, atol=1e-6, rtol=0)
 
 
@@ -172,13 +172,13 @@ def test_batched_rsvd_on_low_rank_equals_looped():
     torch.testing.assert_close(batched, looped, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["svd", "gram-eigh", "auto", "rsvd"])
-def test_rank_deficient_drops_null_directions(method):
+@pytest.mark.parametrize("backend", ["svd", "gram-eigh", "auto", "rsvd"])
+def test_rank_deficient_drops_null_directions(backend):
     # rank 5, plus round-off-sized noise: the output is U_5 V_5ᵀ, not a matrix of rank 40.
     g = torch.Generator().manual_seed(7)
     G = (torch.randn(40, 5, generator=g) @ torch.randn(5, 64, generator=g)).float()
     G = G + 1e-9 * torch.randn(40, 64, generator=g)
-    out = polar(G, method, rank=16, generator=torch.Generator().manual_seed(0)).double()
+    out = polar(G, backend, rank=16, generator=torch.Generator().manual_seed(0)).double()
     sv = torch.linalg.svdvals(out)
     torch.testing.assert_close(sv[:5], torch.ones(5, dtype=torch.float64), atol=1e-5, rtol=0)
     assert sv[5:].max() < 1e-5
@@ -186,7 +186,7 @@ def test_rank_deficient_drops_null_directions(method):
 
 
 @pytest.mark.parametrize(
-    "method,s,eps,clamped",
+    "backend,s,eps,clamped",
     [
         # cutoff keeps (1, 1, 0); the paper's clamp 1/max(s, eps) gives s/eps on the tiny direction
         ("svd", (1.0, 1e-3, 1e-8), 1e-6, (1.0, 1.0, 1e-2)),
@@ -194,32 +194,32 @@ def test_rank_deficient_drops_null_directions(method):
         ("gram-eigh", (1.0, 1e-3, 1e-5), 1e-4, (1.0, 1.0, 1e-1)),
     ],
 )
-def test_paper_clamp_weights(method, s, eps, clamped):
+def test_paper_clamp_weights(backend, s, eps, clamped):
     s = torch.tensor(s, dtype=torch.float64)
     G = with_spectrum(6, 9, s)
     U, _, Vh = torch.linalg.svd(G, full_matrices=False)
     U, Vh = U[:, :3], Vh[:3]
-    cut = torch.diagonal(U.T @ polar(G, method, rtol=eps) @ Vh.T)
-    clamp = torch.diagonal(U.T @ polar(G, method, eps=eps) @ Vh.T)
+    cut = torch.diagonal(U.T @ polar(G, backend, rtol=eps) @ Vh.T)
+    clamp = torch.diagonal(U.T @ polar(G, backend, eps=eps) @ Vh.T)
     torch.testing.assert_close(cut, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
     torch.testing.assert_close(clamp, torch.tensor(clamped, dtype=torch.float64), atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(5, 7), (7, 5), (1, 4), (2, 3, 4)])
-def test_zero_matrix_gives_zeros(method, shape):
-    out = polar(torch.zeros(*shape), method)
+def test_zero_matrix_gives_zeros(backend, shape):
+    out = polar(torch.zeros(*shape), backend)
     assert torch.equal(out, torch.zeros(*shape))
-    assert torch.equal(polar(torch.zeros(*shape), method, eps=1e-6), torch.zeros(*shape))
+    assert torch.equal(polar(torch.zeros(*shape), backend, eps=1e-6), torch.zeros(*shape))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize("method", METHODS)
-def test_dtype_preserved(dtype, method):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dtype_preserved(dtype, backend):
     G = torch.randn(12, 20, generator=torch.Generator().manual_seed(8)).to(dtype)
-    out = polar(G, method, rank=12, generator=torch.Generator().manual_seed(0))
+    out = polar(G, backend, rank=12, generator=torch.Generator().manual_seed(0))
     assert out.dtype == dtype and out.shape == G.shape
-    if method != "newton-schulz" or dtype == torch.float64:
+    if backend != "newton-schulz" or dtype == torch.float64:
         tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(dtype, 1e-4)
         assert rel_err(out, reference(G.float())) < tol
 
@@ -238,10 +238,10 @@ def test_nonfinite_raises_or_propagates():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(method="qr"), "method = 'qr'"),
+        (dict(backend="qr"), "backend = 'qr'"),
         (dict(rtol=2.0), "rtol = 2.0"),
         (dict(eps=0.0), "eps = 0.0"),
-        (dict(method="rsvd", rank=0), "rank = 0"),
+        (dict(backend="rsvd", rank=0), "rank = 0"),
         (dict(nonfinite="ignore"), "nonfinite = 'ignore'"),
     ],
 )
@@ -267,15 +267,37 @@ def _orthogonal(k: int, g: torch.Generator) -> torch.Tensor:
     n=st.integers(1, 9),
     rank=st.integers(1, 9),
     seed=st.integers(0, 2**31 - 1),
-    method=st.sampled_from(["svd", "gram-eigh"]),
+    backend=st.sampled_from(["svd", "gram-eigh"]),
 )
-def test_orthogonal_equivariance(m, n, rank, seed, method):
+def test_orthogonal_equivariance(m, n, rank, seed, backend):
     """polar(Q G R) = Q polar(G) R for orthogonal Q, R (also for rank-deficient G)."""
     g = torch.Generator().manual_seed(seed)
     r = min(rank, m, n)
     G = torch.randn(m, r, dtype=torch.float64, generator=g) @ torch.randn(r, n, dtype=torch.float64, generator=g)
     Q, R = _orthogonal(m, g), _orthogonal(n, g)
     rtol = 1e-7  # well above round-off, far below any nonzero singular value of a product of Gaussians here
-    lhs = polar(Q @ G @ R, method, rtol=rtol)
-    rhs = Q @ polar(G, method, rtol=rtol) @ R
+    lhs = polar(Q @ G @ R, backend, rtol=rtol)
+    rhs = Q @ polar(G, backend, rtol=rtol) @ R
     torch.testing.assert_close(lhs, rhs, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ deprecated method= alias
+
+
+def test_method_keyword_is_a_deprecated_alias_of_backend():
+    G = ill(6, 9, kappa=1e3)
+    with pytest.warns(DeprecationWarning, match="method= is deprecated, use backend="):
+        out = polar(G, method="svd", eps=1e-4)
+    torch.testing.assert_close(out, polar(G, backend="svd", eps=1e-4), atol=0, rtol=0)
+    torch.testing.assert_close(out, reference(G), atol=1e-10, rtol=0)  # all s ≥ 1e-3 > eps: weights 1
+    with pytest.warns(DeprecationWarning):
+        rs = polar(G, method="rsvd", rank=3, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(rs, polar(G, backend="rsvd", rank=3, generator=torch.Generator().manual_seed(4)))
+
+
+@pytest.mark.parametrize("backend", [dict(backend="svd"), dict(backend="auto")])
+def test_backend_and_method_together_is_an_error(backend):
+    with pytest.raises(ValueError, match="method = 'gram-eigh': deprecated alias of backend"):
+        polar(torch.randn(3, 4), method="gram-eigh", **backend)
+    with pytest.raises(ValueError, match="method = 'svd'"):
+        polar(torch.randn(3, 4), "svd", method="svd")  # positional backend counts as given

@@ -111,4 +111,4 @@ def test_registry_and_unknown_loss():
     with pytest.raises(ConfigError) as info:
         get_loss("hinge")
     message = str(info.value)
-    assert "loss.name" in message and "'hinge'" in message and "stablemax" in message
+    assert message.startswith("name = 'hinge'") and "stablemax" in message and "stablemax" in message

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from egalitarian.errors import ConfigError
-from egalitarian.methods import OPTIMIZERS, build_optimizer, select_whitened, set_whitening
+from egalitarian.methods import OPTIMIZERS, build_optimizer, select_whitened
 from egalitarian.models import MLP
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -212,7 +212,7 @@ def test_egd_step_whitens_only_w1_by_hand():
 
 def test_set_whitening_off_before_the_first_step_gives_plain_sgd():
     model, opt = _egd_first_layer(lr=0.3)
-    assert set_whitening(opt, False) is True
+    assert opt.set_whitening(False) is True
     flags = sorted((any(p is model.layers[0].weight for p in g["params"]), g["whiten"]) for g in opt.param_groups)
     assert flags == [(False, False), (True, False)]
     _backward(model, *_batch(n=3))
@@ -223,8 +223,8 @@ def test_set_whitening_off_before_the_first_step_gives_plain_sgd():
 
 def test_set_whitening_on_again_restores_whitening():
     model, opt = _egd_first_layer(lr=0.3)
-    set_whitening(opt, False)
-    assert set_whitening(opt, True) is True
+    opt.set_whitening(False)
+    assert opt.set_whitening(True) is True
     # the group that was never chosen stays plain
     for g in opt.param_groups:
         chosen = any(p is model.layers[0].weight for p in g["params"])
@@ -242,13 +242,13 @@ def test_set_whitening_toggles_between_steps(momentum):
     x, y = _batch(n=3)
     _backward(model, x, y)
     opt.step()  # whitened step: initialises the optimizer state
-    set_whitening(opt, False)
+    opt.set_whitening(False)
     _backward(model, x, y)
     snap = _snapshot(model)
     opt.step()
     if momentum == 0.0:
         _check_step(model, snap, lr, whitened=set())
-    set_whitening(opt, True)
+    opt.set_whitening(True)
     _backward(model, x, y)
     snap = _snapshot(model)
     opt.step()
@@ -256,12 +256,21 @@ def test_set_whitening_toggles_between_steps(momentum):
         _check_step(model, snap, lr, {"layers.0.weight"})
 
 
-def test_set_whitening_returns_false_for_sgd_and_leaves_groups_alone():
+@pytest.mark.parametrize(
+    "name", ["sgd", "adamw", "muon", "grokfast", "grokfast_ma", "egd_grokfast", "column_norm", "perp_adamw"]
+)
+def test_set_whitening_returns_false_for_sgd_and_leaves_groups_alone(name):
+    """Methods that do not whiten alone: plain torch optimizers have no switch (a caller treats that as False);
+    Preconditioned ones report False.  Either way the groups stay as they are and nothing counts as whitened."""
     model = _mlp()
-    opt = build_optimizer(list(model.named_parameters()), "sgd", lr=0.1)
+    opt = build_optimizer(list(model.named_parameters()), name)
     before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-    assert set_whitening(opt, False) is False
+    switch = getattr(opt, "set_whitening", None)
+    assert switch is None or switch(False) is False
     assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == before
+    listed = getattr(opt, "whitened_params", None)
+    assert listed is None or listed() == []
+    assert (switch is None) == (name in ("sgd", "adamw", "muon"))
 
 
 def test_set_whitening_off_on_egd_adamw_gives_adamw():
@@ -270,7 +279,7 @@ def test_set_whitening_off_on_egd_adamw_gives_adamw():
     kw = dict(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.05)
     opt1 = build_optimizer(list(m1.named_parameters()), "egd_adamw", whiten=["layers.0.weight"], **kw)
     opt2 = torch.optim.AdamW(m2.parameters(), **kw)
-    assert set_whitening(opt1, False) is True
+    assert opt1.set_whitening(False) is True
     for seed in (1, 2):
         x, y = _batch(seed=seed)
         for m, o in ((m1, opt1), (m2, opt2)):
@@ -285,7 +294,7 @@ def test_set_whitening_is_a_no_op_for_grokfast():
     model = _mlp()
     opt = build_optimizer(list(model.named_parameters()), "grokfast")
     # grokfast does not whiten: the docstring promises False, and the filter must stay on
-    assert set_whitening(opt, False) is False
+    assert opt.set_whitening(False) is False
     assert all(g["precondition"] for g in opt.param_groups)
 
 
@@ -311,3 +320,94 @@ def test_sgd_adam_adamw_first_step_by_hand():
     torch.testing.assert_close(
         _one_param_step("adamw", p0, g, lr=lr, weight_decay=wd, eps=eps), p0 * (1 - lr * wd) - lr * adam_dir
     )
+
+
+# ------------------------------------------------------------------------------------- one name per knob
+
+
+WHITENING_KNOBS = {"backend": "auto", "rtol": 0.0, "clamp_eps": 0.0, "rank": 64, "power_iters": 2, "seed": 0}
+VARIANT_BACKEND = {"egd_svd": "svd", "egd_rsvd": "rsvd", "egd_newton_schulz": "newton-schulz"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["egd", "egd_adam", "egd_grokfast", "egd_adamw", "egd_svd", "egd_rsvd", "egd_newton_schulz", "egd_momentum"],
+)
+def test_every_egd_method_has_the_same_whitening_knobs_and_defaults(name):
+    expected = {**WHITENING_KNOBS, "backend": VARIANT_BACKEND.get(name, "auto")}
+    defaults = OPTIMIZERS[name].defaults
+    assert {k: defaults[k] for k in expected} == expected
+    assert "eps" not in defaults or name in ("egd_adam", "egd_adamw", "egd_grokfast")  # there eps is Adam's
+
+
+def _spectrum_2x3(s1: float, s2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """G = U diag(s1, s2) Vᵀ with U = I and V = the first two axes of R³ rotated by 45° in the (0, 2) plane."""
+    c = 2**-0.5
+    V = torch.tensor([[c, 0.0], [0.0, 1.0], [c, 0.0]], dtype=torch.float64)
+    U = torch.eye(2, dtype=torch.float64)
+    return (U * torch.tensor([s1, s2], dtype=torch.float64)) @ V.T, U, V
+
+
+def test_egd_clamp_eps_is_the_papers_clamp_by_hand():
+    # s = (1, 1e-3), clamp 1e-2: weights s / max(s, 1e-2) = (1, 0.1), so the step is U diag(1, 0.1) Vᵀ.
+    G, U, V = _spectrum_2x3(1.0, 1e-3)
+    p0 = torch.zeros(2, 3, dtype=torch.float64)
+    out = _one_param_step("egd", p0, G, lr=1.0, backend="svd", clamp_eps=1e-2)
+    torch.testing.assert_close(out, -(U * torch.tensor([1.0, 0.1], dtype=torch.float64)) @ V.T, atol=1e-12, rtol=0)
+    with pytest.raises(ConfigError, match="optimizer.eps"):  # the old name is gone from the egd method
+        build_optimizer([("w", torch.nn.Parameter(p0))], "egd", eps=1e-2)
+
+
+def test_egd_grokfast_passes_rtol_power_iters_and_seed_to_the_whitening():
+    # lamb = 0 makes Grokfast the identity, so one SGD step (lr 1) is −(whitened gradient).
+    # rtol = 0.5 drops the direction with s = 0.1 < 0.5·s_max: the step is −u1 v1ᵀ.
+    G, U, V = _spectrum_2x3(1.0, 0.1)
+    p0 = torch.zeros(2, 3, dtype=torch.float64)
+    kw = dict(base="sgd", lr=1.0, weight_decay=0.0, lamb=0.0, backend="svd")
+    torch.testing.assert_close(_one_param_step("egd_grokfast", p0, G, rtol=0.5, **kw), -U[:, :1] @ V[:, :1].T)
+    torch.testing.assert_close(_one_param_step("egd_grokfast", p0, G, **kw), -U @ V.T)  # default: both kept
+    # rank-1 rsvd of a matrix with a clear gap: with power iterations the sketch finds u1 v1ᵀ
+    kw["backend"] = "rsvd"
+    out = _one_param_step("egd_grokfast", p0, G, rank=1, power_iters=4, **kw)
+    torch.testing.assert_close(out, -U[:, :1] @ V[:, :1].T, atol=1e-6, rtol=0)
+    # without power iterations the result depends on the sketch, i.e. on the seed
+    Gf, _, _ = _spectrum_2x3(1.0, 0.9)
+    a, b, c = (_one_param_step("egd_grokfast", p0, Gf, rank=1, power_iters=0, seed=s, **kw) for s in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_library_errors_get_the_optimizer_section_in_front():
+    """Library messages say ``field = value: allowed``; build_optimizer puts ``optimizer.`` in front."""
+    named = list(_mlp().named_parameters())
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "egd", lr=-1.0)
+    assert str(e.value) == "optimizer.lr = -1.0: must be a number > 0"
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "egd", backend="qr")
+    assert str(e.value) == "optimizer.backend = 'qr': must be one of auto, svd, gram-eigh, newton-schulz, rsvd"
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "grokfast", alpha=1.5)
+    assert str(e.value) == "optimizer.alpha = 1.5: must be in [0, 1)"
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "muon", momentum=1.0)
+    assert str(e.value) == "optimizer.momentum = 1.0: must be in [0, 1)"
+
+
+def test_whiten_pattern_errors_name_the_key_and_its_value():
+    named = list(_mlp().named_parameters())
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "muon", select=["layers.9.*"])
+    assert str(e.value).startswith("optimizer.select = ['layers.9.*']: pattern 'layers.9.*' matches no parameter")
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "egd", whiten=["layers.1.*"])
+    assert str(e.value).startswith("optimizer.whiten = ['layers.1.*']: pattern 'layers.1.*' matches parameters")
+
+
+def test_egd_adam_declares_that_it_whitens_and_egd_grokfast_does_not():
+    model = _mlp()
+    named = list(model.named_parameters())
+    opt = build_optimizer(named, "egd_adam", whiten=["layers.0.weight", "layers.2.weight"])
+    assert opt.whitens is True
+    assert {id(p) for p in opt.whitened_params()} == {id(model.layers[0].weight), id(model.layers[2].weight)}
+    opt = build_optimizer(named, "egd_grokfast")
+    assert opt.whitens is False and opt.whitened_params() == []

@@ -22,14 +22,14 @@ def test_hand_example_is_orthonormal():
     torch.testing.assert_close(G_WHITE @ G_WHITE.T, torch.eye(2, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("method", ["svd", "gram-eigh", "auto", "newton-schulz"])
-def test_one_egd_step_2x3_decoupled(method):
+@pytest.mark.parametrize("backend", ["svd", "gram-eigh", "auto", "newton-schulz"])
+def test_one_egd_step_2x3_decoupled(backend):
     W0 = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -3.0]], dtype=torch.float64)
     b0 = torch.tensor([0.5, -0.5], dtype=torch.float64)
     W = torch.nn.Parameter(W0.clone())
     b = torch.nn.Parameter(b0.clone())
     W.grad, b.grad = G.clone(), torch.tensor([1.0, 2.0], dtype=torch.float64)
-    opt = EGD([W, b], lr=0.1, weight_decay=0.01, method=method)
+    opt = EGD([W, b], lr=0.1, weight_decay=0.01, backend=backend)
     opt.step()
     # p ← (1 − ηλ) p − η G̃ ; the bias (1-D) takes the plain SGD step with the same decoupled decay.
     torch.testing.assert_close(W.detach(), (1 - 0.1 * 0.01) * W0 - 0.1 * G_WHITE, atol=1e-7, rtol=0)
@@ -45,7 +45,7 @@ def test_one_egd_step_2x3_l2_in_the_loss():
     raw = G - lam * W0  # = [[1, 0, 0], [1, 1, 0]]
     W = torch.nn.Parameter(W0.clone())
     W.grad = raw.clone()
-    EGD([W], lr=0.5, weight_decay=lam, weight_decay_mode="l2", method="svd").step()
+    EGD([W], lr=0.5, weight_decay=lam, weight_decay_mode="l2", backend="svd").step()
     torch.testing.assert_close(W.detach(), W0 - 0.5 * G_WHITE, atol=1e-7, rtol=0)
 
 
@@ -56,7 +56,7 @@ def test_momentum_and_nesterov_by_hand():
     d1, d2 = g1 / 5, g2 / 5
     for nesterov in (False, True):
         W = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
-        opt = EGD([W], lr=1.0, momentum=0.9, nesterov=nesterov, method="svd")
+        opt = EGD([W], lr=1.0, momentum=0.9, nesterov=nesterov, backend="svd")
         W.grad = g1.clone()
         opt.step()
         W.grad = g2.clone()
@@ -84,7 +84,7 @@ def test_conv_kernel_is_whitened_as_out_by_in_k_k():
     g = torch.Generator().manual_seed(0)
     K = torch.nn.Parameter(torch.zeros(4, 2, 3, 3, dtype=torch.float64))
     K.grad = torch.randn(4, 2, 3, 3, dtype=torch.float64, generator=g)
-    EGD([K], lr=1.0, method="svd").step()
+    EGD([K], lr=1.0, backend="svd").step()
     U, _, Vh = torch.linalg.svd(K.grad.reshape(4, 18), full_matrices=False)
     torch.testing.assert_close(K.detach(), -(U @ Vh).reshape(4, 2, 3, 3))
 
@@ -122,7 +122,7 @@ def _train(model, opt, steps, seed):
     "make",
     [
         lambda ps: EGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
-        lambda ps: EGD(ps, lr=0.05, momentum=0.5, method="rsvd", rank=4),
+        lambda ps: EGD(ps, lr=0.05, momentum=0.5, backend="rsvd", rank=4),
         lambda ps: Preconditioned(ps, torch.optim.AdamW, whiten(), lr=1e-2, betas=(0.8, 0.9)),
         lambda ps: Preconditioned(ps, torch.optim.SGD, whiten("rsvd", rank=3), lr=1e-2, momentum=0.9),
     ],
@@ -206,7 +206,7 @@ def test_chain_equals_sequence_by_hand():
         (dict(lr=0.1, nesterov=True), "nesterov = True"),
         (dict(lr=0.1, weight_decay=-1.0), "weight_decay = -1.0"),
         (dict(lr=0.1, weight_decay_mode="coupled"), "weight_decay_mode = 'coupled'"),
-        (dict(lr=0.1, method="qr"), "method = 'qr'"),
+        (dict(lr=0.1, backend="qr"), "backend = 'qr'"),
     ],
 )
 def test_egd_argument_validation(kwargs, match):
@@ -217,3 +217,61 @@ def test_egd_argument_validation(kwargs, match):
 def test_preconditioned_needs_an_optimizer_class():
     with pytest.raises(TypeError, match="base"):
         Preconditioned([torch.nn.Parameter(torch.zeros(2, 2))], base=torch.optim.SGD([torch.zeros(1)], lr=1))
+
+
+# ------------------------------------------------------------------------- backend= (method= deprecated)
+
+
+def test_whiten_and_egd_take_method_as_a_deprecated_alias():
+    g = torch.tensor([[3.0, 0.0, 4.0], [0.0, 5.0, 0.0]], dtype=torch.float64)  # orthogonal rows of norm 5
+    p = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="method= is deprecated, use backend="):
+        t = whiten(method="svd")
+    torch.testing.assert_close(t.update(g, t.init(p), p)[0], g / 5, atol=1e-12, rtol=0)
+    W = torch.nn.Parameter(p.clone())
+    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
+        opt = EGD([W], lr=1.0, method="newton-schulz")
+    assert opt.param_groups[0]["backend"] == "newton-schulz" and "method" not in opt.param_groups[0]
+    W.grad = g.clone()
+    opt.step()
+    torch.testing.assert_close(W.detach(), -g / 5, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="method = 'svd'"):
+        whiten("svd", method="svd")
+    with pytest.raises(ValueError, match="method = 'svd'"):
+        EGD([W], lr=1.0, backend="auto", method="svd")
+
+
+def test_egd_group_key_method_is_a_deprecated_alias_of_backend():
+    W1 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    W2 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
+        opt = EGD([{"params": [W1], "method": "svd"}, {"params": [W2]}], lr=1.0)
+    assert [g["backend"] for g in opt.param_groups] == ["svd", "auto"]
+    assert all("method" not in g for g in opt.param_groups)
+    W1.grad = G.clone()
+    opt.step()
+    torch.testing.assert_close(W1.detach(), -G_WHITE, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="method = 'svd'"):
+        EGD([{"params": [W1], "method": "svd", "backend": "svd"}], lr=1.0)
+
+
+def test_egd_loads_a_checkpoint_whose_groups_say_method():
+    """A state dict as saved before the rename (group key "method"), written by hand: momentum buffer b0."""
+    W0 = torch.tensor([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]], dtype=torch.float64)
+    b0 = torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 1.0]], dtype=torch.float64)
+    old = {
+        "state": {0: {"whiten": (), "momentum": {"momentum_buffer": b0.clone()}}},
+        "param_groups": [
+            dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", whiten=True,
+                 method="svd", rtol=None, eps=None, rank=64, power_iters=2, seed=0, params=[0])
+        ],
+    }
+    W = torch.nn.Parameter(W0.clone())
+    opt = EGD([W], lr=0.1, momentum=0.9)  # backend "auto" here: the checkpoint's "svd" must win
+    opt.load_state_dict(old)
+    assert opt.param_groups[0]["backend"] == "svd" and "method" not in opt.param_groups[0]
+    assert "method" in old["param_groups"][0]  # the caller's dict is not changed
+    W.grad = G.clone()
+    opt.step()
+    # b ← 0.9·b0 + U Vᵀ(G), W ← W0 − 0.1·b
+    torch.testing.assert_close(W.detach(), W0 - 0.1 * (0.9 * b0 + G_WHITE), atol=1e-12, rtol=0)

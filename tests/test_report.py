@@ -11,7 +11,7 @@ import matplotlib.image as mpimg
 
 from egalitarian.cli import main
 from egalitarian.report import load_runs
-from egalitarian.report.core import Run, band, facets, group_runs, summary_table
+from egalitarian.report.core import LoadedRun, band, facets, group_runs, summary_table
 
 CURVES = {  # (label, seed) -> test accuracy at steps 0, 10, 20
     ("egd", 0): [0.0, 0.5, 0.96],
@@ -54,7 +54,7 @@ def test_band_and_table_by_hand(tmp_path):
 def test_facets_one_panel_per_setting_with_method_labels():
     def run(method, setting, seed):
         params = {"setting": setting, "method": method, "seed": seed}
-        return Run(f"method={method} setting={setting}", seed, {}, [], params)
+        return LoadedRun(f"method={method} setting={setting}", seed, {}, [], params)
 
     runs = [run(m, s, seed) for s in ("k=2 (n=400)", "k=3 (n=100)") for m in ("egd", "sgd") for seed in (0, 1)]
     panels = facets(group_runs(runs))
@@ -66,7 +66,7 @@ def test_facets_one_panel_per_setting_with_method_labels():
     # no setting (run directories) or a single one: one panel with every group, labels unchanged
     single = [r for r in runs if r.params["setting"] == "k=2 (n=400)"]
     assert facets(group_runs(single)) == {"": group_runs(single)}
-    plain = [Run("egd", 0, {}, []), Run("sgd", 0, {}, [])]
+    plain = [LoadedRun("egd", 0, {}, []), LoadedRun("sgd", 0, {}, [])]
     assert list(facets(group_runs(plain))[""]) == ["egd", "sgd"]
 
 

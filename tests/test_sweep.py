@@ -18,6 +18,7 @@ import pytest
 from egalitarian.cli import main
 from egalitarian.config import resolve
 from egalitarian.errors import ConfigError
+from egalitarian.rundir import MetricRow
 from egalitarian.sweep import (
     Store,
     bootstrap_ci,
@@ -260,7 +261,7 @@ def test_store_insert_is_idempotent_and_claims_in_sweep_order(tmp_path):
             {"grokked": False},
         )
         assert (row[ids[2]]["status"], row[ids[2]]["error"]) == ("failed", "boom")
-        assert st.metrics(ids[0]) == [{"step": 0, "epoch": 0, "split": "test", "metric": "acc", "value": 0.5}]
+        assert st.metrics(ids[0]) == [MetricRow(step=0, epoch=0, split="test", metric="acc", value=0.5)]
 
 
 def test_store_stale_running_rows_and_dead_workers_go_back_to_pending(tmp_path):

@@ -114,13 +114,13 @@ def test_kill_a_worker_and_the_sweep_then_rerun_finishes_every_run_exactly_once(
             # by hand: step 0 has test loss and accuracy only (no training batch yet); each epoch adds train
             # and test loss and accuracy
             assert len(rows) == 2 + 4 * EPOCHS, (r.id, len(rows))
-            assert len({(m["step"], m["split"], m["metric"]) for m in rows}) == len(rows)  # no duplicates
+            assert len({(m.step, m.split, m.metric) for m in rows}) == len(rows)  # no duplicates
             s = runs[r.id]["summary"]
             per_epoch = {11: 60 // 8, 13: 84 // 8}[r.params["task.p"]]
             assert (s["epochs"], s["steps"]) == (EPOCHS, EPOCHS * per_epoch)
         # the interrupted run resumed to the same numbers as an uninterrupted one
         (first_run,) = [r for r in sweep.runs if r.id == first]
-        got = [(m["step"], m["epoch"], m["split"], m["metric"], m["value"]) for m in st.metrics(first)]
+        got = [tuple(m) for m in st.metrics(first)]
         assert got == _reference(first_run.config, tmp_path / "reference")[1]
     assert query(store, "PRAGMA integrity_check") == [("ok",)]
     assert query(store, "SELECT count(*) FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)") == [(0,)]
@@ -150,7 +150,7 @@ def test_ray_backend_end_to_end_on_a_local_instance(tmp_path):
             got = runs[r.id]["summary"]
             assert (got["grok"] or {}).get("step") == (expected["grok"] or {}).get("step")
             assert (got["steps"], got["status"]) == (expected["steps"], expected["status"])
-            rows = [(m["step"], m["epoch"], m["split"], m["metric"], m["value"]) for m in st.metrics(r.id)]
+            rows = [tuple(m) for m in st.metrics(r.id)]
             assert rows == expected_rows
     # a second run has nothing to do and starts no Ray at all
     again = subprocess.run(

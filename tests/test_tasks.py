@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from egalitarian.build import make_task
 from egalitarian.errors import ConfigError
-from egalitarian.tasks import OPS, TASKS, TaskData, make_task, mnist, modular, parity, read_idx, task_summary
+from egalitarian.tasks import OPS, TASKS, TaskData, mnist, modular, parity, read_idx, task_summary
 
 # --------------------------------------------------------------------------------------------- modular
 
@@ -288,7 +289,7 @@ def test_read_idx_rejects_malformed_files(tmp_path: Path) -> None:
 def test_mnist_missing_or_inconsistent_files(tmp_path: Path) -> None:
     write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    check_raises(["task.path", "t10k-labels-idx1-ubyte"], mnist, path=str(tmp_path))
+    check_raises(["path", "t10k-labels-idx1-ubyte"], mnist, path=str(tmp_path))
 
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(9, dtype=np.uint8))  # 10 images, 9 labels
     check_raises(["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"], mnist, path=str(tmp_path))
@@ -297,10 +298,10 @@ def test_mnist_missing_or_inconsistent_files(tmp_path: Path) -> None:
     check_raises(["t10k-labels-idx1-ubyte", "10"], mnist, path=str(tmp_path))
 
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(10, dtype=np.uint8))
-    check_raises(["task.n_train", "21"], mnist, path=str(tmp_path), n_train=21)
-    check_raises(["task.n_test", "11"], mnist, path=str(tmp_path), n_train=5, n_test=11)
-    check_raises(["task.path", "missing_dir"], mnist, path=str(tmp_path / "missing_dir"))
-    check_raises(["task.path", "None"], mnist, source="idx")
+    check_raises(["n_train", "21"], mnist, path=str(tmp_path), n_train=21)
+    check_raises(["n_test", "11"], mnist, path=str(tmp_path), n_train=5, n_test=11)
+    check_raises(["path", "missing_dir"], mnist, path=str(tmp_path / "missing_dir"))
+    check_raises(["path", "None"], mnist, source="idx")
 
 
 def test_mnist_digits_fallback() -> None:
@@ -327,7 +328,7 @@ def test_mnist_digits_fallback() -> None:
 def test_mnist_digits_without_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    check_raises(["task.source", "pip install scikit-learn"], mnist)
+    check_raises(["source", "pip install scikit-learn"], mnist)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -367,7 +368,11 @@ INVALID = [
 
 @pytest.mark.parametrize(("builder", "kwargs", "field", "value"), INVALID)
 def test_invalid_parameters_raise_config_error(builder, kwargs: dict, field: str, value: str) -> None:
-    check_raises([f"{field} = ", value], builder, **kwargs)
+    # the builder names its own argument; make_task (the config layer) puts the config path in front
+    with pytest.raises(ConfigError) as info:
+        builder(**kwargs)
+    assert str(info.value).startswith(f"{field.removeprefix('task.')} = ") and value in str(info.value)
+    check_raises([f"{field} = ", value], make_task, builder.__name__, **kwargs)
 
 
 def test_config_error_is_a_value_error() -> None:
@@ -386,7 +391,7 @@ def test_registry() -> None:
 
 
 def test_make_task_errors() -> None:
-    check_raises(["task.name", "'cifar'", "'modular'", "'parity'", "'mnist'"], make_task, "cifar")
+    check_raises(["task.name", "'cifar'", "modular", "parity", "mnist"], make_task, "cifar")
     check_raises(["task.prime", "'modular'", "p, op, train_frac"], make_task, "modular", prime=7)
     check_raises(["task.name"], make_task, "parity", name="x")
 

@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
+from egalitarian.build import make_task
 from egalitarian.errors import ConfigError
+from egalitarian.grokking import update_events
 from egalitarian.models import MLP
-from egalitarian.tasks import make_task
-from egalitarian.train import RunStopped, pick_device, train, update_events
+from egalitarian.train import RunStopped, pick_device, train
 
 P, FRAC = 11, 0.5
 N_TRAIN = int(P * P * FRAC)  # 121 pairs, half of them: 60 training samples

@@ -8,11 +8,12 @@ Main entry points:
     egalitarian.EGD            the optimizer (torch.optim style)
     egalitarian.Preconditioned any gradient transform in front of any torch optimizer (e.g. EGD+AdamW)
     egalitarian.transforms     composable gradient transforms (whiten, momentum, ...)
+    egalitarian.baselines      the methods EGD is compared with (Grokfast, column norm, ⊥Grad, Muon+AdamW)
 """
 
-from . import transforms
+from . import baselines, transforms
 from .linalg import polar
 from .optim import EGD, Preconditioned
 
 __version__ = "0.1.0"
-__all__ = ["EGD", "Preconditioned", "polar", "transforms", "__version__"]
+__all__ = ["EGD", "Preconditioned", "baselines", "polar", "transforms", "__version__"]

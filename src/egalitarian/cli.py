@@ -20,26 +20,11 @@ import argparse
 import json
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .config import load_config, recipe_names
 from .errors import ConfigError
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("egalitarian.recipes").iterdir() if p.name.endswith(".toml"))
-
-
-def load_config(spec: str) -> dict[str, Any]:
-    """A recipe name (``mod-add-p97``) or a path to a TOML file."""
-    from .config import load_toml
-
-    if spec in recipe_names():
-        return load_toml(Path(str(resources.files("egalitarian.recipes") / f"{spec}.toml")))
-    if not Path(spec).exists() and not spec.endswith(".toml"):
-        raise ConfigError(f"--config {spec!r}: neither a file nor a recipe; recipes: {', '.join(recipe_names())}")
-    return load_toml(spec)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -86,10 +71,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:16s} {m.description}")
             print(f"{'':16s} defaults: {json.dumps(m.defaults)}")
     else:
-        from .config import load_toml
-
         for name in recipe_names():
-            cfg = load_toml(Path(str(resources.files("egalitarian.recipes") / f"{name}.toml")))
+            cfg = load_config(name)
             methods = ", ".join(cfg.get("methods", {})) or cfg.get("optimizer", {}).get("name", "")
             print(f"{name:26s} methods: {methods}")
     return 0

@@ -12,18 +12,21 @@ A config is a nested dict with six sections::
     [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints
     diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
 
-``[train]`` is fully specified here (:data:`TRAIN_DEFAULTS`); the other sections are checked against the
-signature of the function they are passed to, so an unknown or misspelt key is an error that names it.
+``[train]`` is fully specified here (:data:`TRAIN_DEFAULTS`); which fields the other sections accept is
+answered by :func:`egalitarian.build.accepted_fields` (the signature of the function each one feeds), so an
+unknown or misspelt key is an error that names it.  Recipes (the paper's setups, ``egd list recipes``) are
+TOML files shipped in ``egalitarian/recipes``; :func:`load_config` takes a recipe name or a file path.
 """
 
 from __future__ import annotations
 
 import copy
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, check, same_kind
 
 SECTIONS = ("task", "model", "loss", "optimizer", "train")
 
@@ -74,6 +77,20 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
 
 
+def recipe_names() -> list[str]:
+    """The shipped recipes, sorted: ``mod-add-p97``, ``parity-k3``, …"""
+    return sorted(p.name[:-5] for p in resources.files("egalitarian.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(spec: str) -> dict[str, Any]:
+    """A recipe name (``mod-add-p97``) or a path to a TOML file, as written (not resolved)."""
+    if spec in recipe_names():
+        return load_toml(Path(str(resources.files("egalitarian.recipes") / f"{spec}.toml")))
+    if not Path(spec).exists() and not spec.endswith(".toml"):
+        raise ConfigError(f"--config {spec!r}: neither a file nor a recipe; recipes: {', '.join(recipe_names())}")
+    return load_toml(spec)
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value as TOML would read it (``0.5``, ``true``, ``"svd"``, ``[1, 2]``); bare words are strings."""
     try:
@@ -99,16 +116,6 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
         node[parts[-1]] = parse_value(text.strip())
     return cfg
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, type(default))
 
 
 def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +155,7 @@ def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
         if key not in TRAIN_DEFAULTS:
             raise ConfigError(f"train.{key} = {value!r}: unknown field; allowed: {', '.join(TRAIN_DEFAULTS)}")
         default = TRAIN_DEFAULTS[key]
-        if not _type_ok(default, value):
+        if not same_kind(default, value):
             raise ConfigError(f"train.{key} = {value!r}: must be of type {type(default).__name__}")
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"train.{key} = {value!r}: must be one of {', '.join(_CHOICES[key])}")
@@ -160,8 +167,7 @@ def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _check_train(t: dict[str, Any]) -> None:
     def need(ok: bool, key: str, allowed: str) -> None:
-        if not ok:
-            raise ConfigError(f"train.{key} = {t[key]!r}: {allowed}")
+        check(ok, f"train.{key}", t[key], allowed, ConfigError)
 
     for key in ("max_steps", "max_epochs", "batch_size", "checkpoint_every", "patience", "threads"):
         need(t[key] >= 0, key, "must be >= 0")

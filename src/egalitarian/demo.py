@@ -7,16 +7,16 @@ and saves a plot of train/test accuracy against epoch.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
-from .config import load_toml
-from .train import read_metrics, train
+from .config import load_config
+from .rundir import read_metrics
+from .train import train
 
 
 def demo(out_dir: str | Path = "egd-demo", epochs: int = 400) -> list[dict]:
     out_dir = Path(out_dir)
-    recipe = load_toml(Path(str(resources.files("egalitarian.recipes") / "mod-add-p97.toml")))
+    recipe = load_config("mod-add-p97")
     rows = []
     for method in ("sgd", "egd"):
         cfg = dict(recipe, method=method)
@@ -51,9 +51,9 @@ def plot_runs(runs: dict[str, Path], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (label, run_dir) in enumerate(runs.items()):
-        rows = read_metrics(Path(run_dir) / "metrics.csv")
+        rows = read_metrics(run_dir)
         for split, style in (("train", "--"), ("test", "-")):
-            pts = [(r["epoch"] + 1, r["value"]) for r in rows if r["split"] == split and r["metric"] == "acc"]
+            pts = [(r.epoch + 1, r.value) for r in rows if r.split == split and r.metric == "acc"]
             if pts:
                 x, y = zip(*pts, strict=True)
                 ax.plot(x, y, style, color=f"C{i}", label=f"{label} {split}")

@@ -1,12 +1,14 @@
 """Diagnostics that tell memorization from grokking, computed at each evaluation of a training run.
 
 Enable them by name in a config, ``diagnostics = ["spectrum", "lar"]``, or ``["default"]`` for the cheap
-default set :data:`DEFAULT` (``spectrum, lar, wnorm, collapse``: about 8 ms per evaluation on the paper's
-mod-add p=97 MLP with EGD, ~8% of an epoch; ``bench/diagnostics.py``).  ``fourier`` (~2 ms) and ``nlm``
-(~2 ms, one backward) are cheap too; ``restricted`` (one forward over all P² pairs, ~40 ms for p=97) is not.
-The trainer calls :meth:`Diagnostics.compute` after every evaluation and stores each returned
-``diag_<metric>`` value in ``metrics.csv`` with split ``diag``.  Formulas follow the project's reference
-``shared/reference/diagnostics.md`` (section numbers below refer to it).
+default set :data:`DEFAULT` (``spectrum, lar, wnorm, collapse``).  ``fourier`` and ``nlm`` (one backward) are
+cheap too; ``restricted`` needs one forward over all P² pairs.  What each costs is measured by
+``bench/diagnostics.py`` (docs/RESULTS.md §5, "Cost of the diagnostics").  The trainer calls
+:meth:`Diagnostics.compute` after every evaluation and stores each returned ``diag_<metric>`` value in
+``metrics.csv`` with split ``diag``.  Sources: the log-alignment ratio is Shehper & Vaswani (2026); the
+Fourier, restricted and excluded losses Nanda et al. (2023, "Progress measures for grokking via mechanistic
+interpretability"); softmax collapse and the naïve-loss-minimisation cosine Prieto et al. (2025, "Grokking at
+the edge of numerical stability").
 
 =============  ====================================================================================================
 name           metrics (``diag_…``), one row each per evaluation
@@ -21,7 +23,7 @@ name           metrics (``diag_…``), one row each per evaluation
                parameters the optimizer whitens (EGD, egd_adam/egd_adamw): ``wcos.W``, the cosine between G and
                the whitened step ``U Vᵀ = polar(G)`` (exact polar factor, :func:`egalitarian.linalg.polar`), and
                ``wangle.W``, the same angle in degrees.  Nothing is logged before the first step (no gradient).
-``lar``        Log-alignment ratio of the unembedding (§1.2–1.4), ``lar``, and ``keff = n^{2(1−lar)}``.  The
+``lar``        Log-alignment ratio of the unembedding, ``lar``, and ``keff = n^{2(1−lar)}``.  The
                unembedding is the last linear map into the logits (``model.head`` if the model has one, else
                the last ``nn.Linear``: the MLP's output layer); its inputs (after the final norm, at the answer
                position) are captured by a forward hook on a fixed subsample of the training set (the first
@@ -29,21 +31,21 @@ name           metrics (``diag_…``), one row each per evaluation
                (the layer's output minus its bias), pooled sums of squares in float64.  Also
                ``lar_centered``: the same with ``X`` centred over the sample (not the paper's definition).
 ``wnorm``      ``wnorm`` = ``‖θ‖₂`` over all parameters, and ``wnorm.<name>`` per parameter tensor.
-``fourier``    Modular tasks only (§3b).  Embedding = the first layer's one-hot blocks of ``a`` and ``b``
+``fourier``    Modular tasks only.  Embedding = the first layer's one-hot blocks of ``a`` and ``b``
                (MLP: ``W1[:, :P]ᵀ`` and ``W1[:, P:2P]ᵀ``) or the token embedding rows ``0..P−1`` (transformer);
                Fourier-component norms ``N_k`` (k = 1..⌊P/2⌋, blocks combined as ``√(N_{k,a}² + N_{k,b}²)``):
                ``fourier_gini`` (Gini of ``N_1..N_K``), ``fourier_top5`` (energy share of the 5 largest
                ``N_k²``), ``fourier_nfreq`` (frequencies holding 90% of the energy), ``fourier_key1..5`` (the
                5 strongest frequencies, strongest first); ``fourier_*.unembed``: Gini, top-5 share and count
                for the unembedding's class axis.
-``restricted`` Modular addition only (§3c).  One forward over all ``P²`` pairs; key frequencies = the
+``restricted`` Modular addition only.  One forward over all ``P²`` pairs; key frequencies = the
                ``n_key`` (5) frequencies ``k`` with the most logit energy on ``cos/sin(w_k(a+b))``, or the
                fixed ``key_frequencies``.  ``restricted`` = CE of ``mean + D Dᵀ(L − mean)`` on the held-out
                pairs (logit-level variant), ``excluded`` = CE of ``L − D Dᵀ L`` on the training pairs,
                ``grid_loss`` = CE of the logits on all pairs.
-``collapse``   On the same sample, in the loss's dtype (§3d): ``collapse_frac`` (softmax collapse: ``Σ exp(z − max) ==
+``collapse``   On the same sample, in the loss's dtype: ``collapse_frac`` (softmax collapse: ``Σ exp(z − max) ==
                1`` exactly) and ``zero_loss_frac`` (per-sample softmax CE exactly 0).  Class targets only.
-``nlm``        ``nlm`` = ``cos(−∇L, θ)`` over all parameters and ``nlm.W`` per ≥ 2-D parameter (§3e), with the
+``nlm``        ``nlm`` = ``cos(−∇L, θ)`` over all parameters and ``nlm.W`` per ≥ 2-D parameter, with the
                gradient of the training loss *without* the L2 term, on the sample at the current weights.
 =============  ====================================================================================================
 
@@ -51,8 +53,7 @@ Numerics never raise: ``log 0 → −inf``, zero norms → NaN.  Diagnostics run
 hooks, use no global RNG, and leave ``.grad`` untouched, so a run with diagnostics trains bit-identically to
 one without.
 
-:func:`grok_status` classifies a run from its metrics: ``memorizing``, ``progressing``, ``grokked`` or
-``stalled`` (rules in its docstring; the trainer writes it to ``summary.json``).
+Whether a run is memorizing, progressing, grokked or stalled is :func:`egalitarian.grokking.grok_status`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,6 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .linalg import polar
-from .optim import EGD, Preconditioned
 
 __all__ = [
     "DEFAULT",
@@ -79,7 +79,6 @@ __all__ = [
     "fourier_stats",
     "gini",
     "gradient_spectrum",
-    "grok_status",
     "lar_from_sums",
     "log_alignment_ratio",
     "logit_frequency_energy",
@@ -115,7 +114,7 @@ def singular_values(G: Tensor) -> Tensor:
 
 
 def gradient_spectrum(G: Tensor, rtol: float | None = None) -> dict[str, float]:
-    """§2.2 quantities of one gradient matrix: smax, smin, cond, cond_med, rank, erank, srank, gnorm.
+    """Spectral quantities of one gradient matrix: smax, smin, cond, cond_med, rank, erank, srank, gnorm.
 
     ``smin`` is the smallest singular value above ``rtol·smax`` (default ``max(m, n)·ε`` of G's dtype,
     fp16/bf16 counted as fp32), so a rank-1 matrix has ``cond = 1``.  The effective rank (Roy & Vetterli
@@ -161,27 +160,16 @@ def whitened_cosine(G: Tensor) -> float:
 
 
 def whitened_params(opt: Any) -> set[int]:
-    """ids of the ≥ 2-D parameters whose gradient ``opt`` whitens (EGD; Preconditioned with ``whitens``).
-
-    A group turned off by the switch-off rule still counts (its ``_whiten_chosen`` flag).
-    """
-    if isinstance(opt, EGD):
-        key = "whiten"
-    elif isinstance(opt, Preconditioned) and getattr(opt, "whitens", False):
-        key = "precondition"
-    else:
-        return set()
-    return {
-        id(p) for g in opt.param_groups if g.get("_whiten_chosen", g.get(key, False)) for p in g["params"]
-        if p.ndim >= 2
-    }
+    """ids of the parameters ``opt.whitened_params()`` lists (EGD, Preconditioned); none for other optimizers."""
+    listed = getattr(opt, "whitened_params", None)
+    return {id(p) for p in listed()} if listed is not None else set()
 
 
 # ---------------------------------------------------------------------------------------------------- LAR
 
 
 def lar_from_sums(ss_z: float, n_z: float, ss_w: float, n_w: float, ss_x: float, n_x: float, n: int) -> float:
-    """``LAR = ½ [ln ms(Z) − ln ms(W) − ln ms(X)] / ln n`` from pooled sums of squares and counts (§1.2, §1.4).
+    """``LAR = ½ [ln ms(Z) − ln ms(W) − ln ms(X)] / ln n`` from pooled sums of squares and counts.
 
     ``Z = 0`` gives ``−inf``; a zero ``W`` or ``X``, or ``n = 1``, gives NaN.
     """
@@ -246,7 +234,7 @@ def fourier_basis(p: int) -> Tensor:
 
 
 def fourier_norms(E: Tensor) -> Tensor:
-    """Norms ``N_0..N_K`` of the Fourier components of ``E`` (p, d) along its first (token) axis (§3b).
+    """Norms ``N_0..N_K`` of the Fourier components of ``E`` (p, d) along its first (token) axis.
 
     ``N_0`` = constant component; ``N_k = √(‖Ê[cos_k]‖² + ‖Ê[sin_k]‖²)``, ``k = 1..⌊p/2⌋``.
     """
@@ -320,7 +308,7 @@ def logit_frequency_energy(logits: Tensor, p: int) -> Tensor:
 def restricted_excluded_loss(
     logits: Tensor, labels: Tensor, train_mask: Tensor, p: int, freqs: Sequence[int]
 ) -> dict[str, float]:
-    """Restricted and excluded loss of full-grid logits ``L`` (p², C) (§3c, Nanda et al. 2023).
+    """Restricted and excluded loss of full-grid logits ``L`` (p², C) (Nanda et al. 2023).
 
     * ``excluded``: CE of ``L − D Dᵀ L`` on the training pairs (``train_mask``);
     * ``restricted``: CE of ``mean(L) + D Dᵀ (L − mean(L))`` (mean over the grid) on the other pairs;
@@ -346,7 +334,7 @@ def restricted_excluded_loss(
 
 
 def collapse_fractions(logits: Tensor, y: Tensor, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
-    """``(softmax-collapse fraction, zero-loss fraction)`` of class logits (N, C) in ``dtype`` (§3d).
+    """``(softmax-collapse fraction, zero-loss fraction)`` of class logits (N, C) in ``dtype``.
 
     Collapse: ``Σ_k exp(z_k − max z) == 1`` exactly (every wrong class absorbed); zero loss: per-sample softmax
     cross-entropy exactly 0.
@@ -359,7 +347,7 @@ def collapse_fractions(logits: Tensor, y: Tensor, dtype: torch.dtype = torch.flo
 
 
 def nlm_cosine(grad: Tensor | Sequence[Tensor], theta: Tensor | Sequence[Tensor]) -> float:
-    """``cos(−g, θ) = −⟨g, θ⟩ / (‖g‖ ‖θ‖)`` over one tensor or a list of tensors; NaN if a norm is 0 (§3e)."""
+    """``cos(−g, θ) = −⟨g, θ⟩ / (‖g‖ ‖θ‖)`` over one tensor or a list of tensors; NaN if a norm is 0."""
     gs = [grad] if isinstance(grad, Tensor) else list(grad)
     ts = [theta] if isinstance(theta, Tensor) else list(theta)
     dot = sum(float((g.detach().double() * t.detach().double()).sum()) for g, t in zip(gs, ts, strict=True))
@@ -451,7 +439,7 @@ class Diagnostics:
     # ------------------------------------------------------------------ parts
     def _spectrum(self, opt: Any) -> dict[str, float]:
         out: dict[str, float] = {}
-        whitened = whitened_params(opt) if opt is not None else set()
+        whitened = whitened_params(opt)
         for name, p in self.model.named_parameters():
             if p.ndim < 2 or p.grad is None:
                 continue
@@ -575,147 +563,3 @@ class Diagnostics:
         if "restricted" in self.names:
             out.update(self._restricted())
         return out
-
-
-# ------------------------------------------------------------------------------------------- grok status
-
-STATUSES = ("memorizing", "progressing", "grokked", "stalled")
-
-
-def _series(rows: Sequence[Any]) -> dict[str, list[tuple[int, int, float]]]:
-    """``{"split_metric": [(step, epoch, value), ...]}`` from trainer rows (tuples or :func:`read_metrics` dicts)."""
-    out: dict[str, list[tuple[int, int, float]]] = {}
-    for r in rows:
-        step, epoch, split, metric, value = (
-            (r["step"], r["epoch"], r["split"], r["metric"], r["value"]) if isinstance(r, dict) else r
-        )
-        out.setdefault(f"{split}_{metric}", []).append((int(step), int(epoch), float(value)))
-    return out
-
-
-def _trend(points: list[tuple[int, int, float]], since: int) -> tuple[float, float, float] | None:
-    """(mean of the first quarter, mean of the last quarter, epochs between the quarters' centres) of the finite
-    values at steps ≥ ``since``."""
-    pts = [(e, v) for s, e, v in points if s >= since and math.isfinite(v)]
-    if len(pts) < 4:
-        return None
-    q = len(pts) // 4
-    first, last = pts[:q], pts[-q:]
-    span = (sum(e for e, _ in last) - sum(e for e, _ in first)) / q
-    return sum(v for _, v in first) / q, sum(v for _, v in last) / q, span
-
-
-def grok_status(
-    rows: Sequence[Any],
-    memorize_threshold: float = 0.99,
-    grok_threshold: float = 0.95,
-    *,
-    window: float = 0.25,
-    min_evals: int = 8,
-    rel: float = 0.01,
-    acc_gain: float = 0.01,
-    fit_rate: float = 2e-4,
-) -> tuple[str, str]:
-    """Classify a run from its metric rows: ``(status, reason)``, status one of :data:`STATUSES`.
-
-    The window is the last ``window`` (25%) of the run's evaluations, at least ``min_evals`` (8); a trend is
-    the mean of the window's last quarter against its first quarter.  A loss "falls" or "rises" when it moves
-    by more than ``rel`` (1%) relatively; an accuracy "rises" when it gains ``acc_gain`` (0.01 absolute).
-    Before memorization the train loss counts as falling when it falls by at least ``fit_rate`` (0.02%)
-    relatively per epoch (1% per 50 epochs): SGD on the paper's recipe starts slowly (0.1% per epoch).
-
-    1. **grokked**: test accuracy reached ``grok_threshold`` at some evaluation (latched, like the trainer's
-       ``grokked`` event).
-    2. Not yet memorized (last train accuracy < ``memorize_threshold``): **progressing** if test accuracy
-       rises; else **memorizing** if the train loss falls (``fit_rate``) or train accuracy rises; else
-       **stalled**.
-    3. Memorized, not grokked:
-
-       * **stalled** if the softmax-collapse fraction (``diag_collapse_frac``, when logged) is ≥ 0.5 at the
-         last evaluation and test accuracy does not rise (Prieto et al. 2025: learning has halted);
-       * **progressing** if test accuracy rises, or the test loss falls, or the restricted loss
-         (``diag_restricted``, when logged) falls, or the embedding's Fourier Gini (``diag_fourier_gini``,
-         when logged) rises by more than 0.002;
-       * **memorizing** if the test loss rises (the train/test gap still widens);
-       * otherwise everything is flat over the window: the same rules over **twice** the window decide
-         (a turning point, e.g. the test-loss peak between memorizing and progressing, is flat over a
-         short window); **stalled** if that is flat too.
-
-    Fewer than ``min_evals`` evaluations: ``grokked`` if so, else ``memorizing`` (too early to tell).
-
-    Calibration, mod-add p=97 with the paper's MLP (status on truncated histories, docs/RESULTS.md):
-
-    * EGD, 3 seeds: memorizing → progressing from epoch 29-30 (test loss falling) → grokked at 118-130;
-    * SGD: memorizing → progressing from epoch ~645 with the default set (the test loss peaks at ~520
-      and falls through the 0%-accuracy plateau), ~365 with ``restricted``/``fourier`` logged (restricted
-      loss falls, Gini rises before the test loss turns) → grokked at 5,790;
-    * SGD without weight decay (1,500 epochs, test loss still rising): memorizing with the default set,
-      progressing with ``restricted`` (restricted loss -1.5% per window); whether it would grok is unknown;
-    * SGD with 4 hidden units (cannot fit; train accuracy 1.8% after 400 epochs): stalled from epoch 9.
-
-    No calibration run reached softmax collapse, so the collapse rule is the reference's, untested here.
-    LAR is not used: on this MLP it stays within 0.49-0.56 in every phase (it falls during SGD's plateau
-    and while EGD groks), so it does not separate the phases.
-    """
-    s = _series(rows)
-    test_acc = s.get("test_acc", [])
-    for step, _, v in test_acc:
-        if v >= grok_threshold:
-            return "grokked", f"test accuracy >= {grok_threshold} at step {step}"
-    steps = sorted({st for st, _, _ in test_acc})
-    if len(steps) < min_evals:
-        return "memorizing", f"only {len(steps)} evaluations: too early to see a trend"
-
-    def start(frac: float) -> int:
-        return steps[-min(len(steps), max(min_evals, math.ceil(frac * len(steps))))]
-
-    def change(key: str, since: int, relative: bool = False) -> float:
-        t = _trend(s.get(key, []), since)
-        if t is None or (relative and t[0] == 0):
-            return 0.0
-        return (t[1] - t[0]) / abs(t[0]) if relative else t[1] - t[0]
-
-    def rate(key: str, since: int) -> float:
-        t = _trend(s.get(key, []), since)
-        return 0.0 if t is None or t[0] == 0 else (t[1] - t[0]) / abs(t[0]) / max(t[2], 1.0)
-
-    since = start(window)
-    acc_up = change("test_acc", since) >= acc_gain
-    train_acc = s.get("train_acc", [])
-    if not train_acc or train_acc[-1][2] < memorize_threshold:
-        if acc_up:
-            return "progressing", "train accuracy below the memorization threshold, test accuracy rising"
-        fall = rate("train_loss", since)
-        if change("train_acc", since) >= acc_gain or fall <= -fit_rate:
-            return "memorizing", f"fitting the training set (train loss {fall:+.3%} per epoch), test accuracy flat"
-        return "stalled", f"train accuracy below the memorization threshold, train loss {fall:+.3%} per epoch"
-    collapse = s.get("diag_collapse_frac", [])
-    if collapse and collapse[-1][2] >= 0.5 and not acc_up:
-        return "stalled", f"softmax collapse on {collapse[-1][2]:.0%} of the training sample, test accuracy flat"
-
-    def memorized(since: int) -> tuple[str, str] | None:
-        signals = []
-        if change("test_acc", since) >= acc_gain:
-            signals.append("test accuracy rising")
-        test_loss = change("test_loss", since, True)
-        if test_loss < -rel:
-            signals.append(f"test loss falling ({test_loss:+.1%})")
-        restricted = change("diag_restricted", since, True)
-        if restricted < -rel:
-            signals.append(f"restricted loss falling ({restricted:+.1%})")
-        gini_up = change("diag_fourier_gini", since)
-        if gini_up > 0.002:
-            signals.append(f"Fourier Gini rising ({gini_up:+.3f})")
-        if signals:
-            return "progressing", "memorized; " + ", ".join(signals)
-        if test_loss > rel:
-            return "memorizing", f"memorized; test loss still rising ({test_loss:+.1%})"
-        return None
-
-    out = memorized(since)
-    if out is not None:
-        return out
-    out = memorized(start(2 * window))
-    if out is not None:
-        return out[0], out[1] + " (over twice the window; flat over the last one)"
-    return "stalled", "memorized; test accuracy, test loss and the logged progress measures are flat"

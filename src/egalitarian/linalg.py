@@ -26,20 +26,21 @@ Every backend returns ``U diag(w) Vᵀ`` where ``w_i`` depends on the singular v
 
 A zero matrix gives zeros in both modes (never NaN).
 
-Backends (``method=``)
-----------------------
+Backends (``backend=``)
+-----------------------
 ``"svd"``           thin SVD, ``U diag(w) Vᵀ``: the exact reference.  Computed in **float64** by default: an
                     fp32 SVD of an ill-conditioned matrix (κ = 1e6) gets the small singular directions wrong
                     by ~1e-3 (their vectors are only determined up to ε32·s_max/gap).  ``dtype=torch.float32``
-                    gives the official code's fp32 SVD (about 1.5× faster on CPU).
+                    gives the official code's fp32 SVD.
 ``"gram-eigh"``     eigendecomposition of the smaller Gram matrix (``G Gᵀ`` if m ≤ n else ``Gᵀ G``),
                     ``Q diag(w/s) Qᵀ G``.  Accumulated in **float64** by default: squaring the condition
-                    number is then harmless for fp32 inputs (σ resolved down to ~sqrt(n·ε64) ≈ 3e-7 · s_max)
-                    and it is faster than fp32 SVD on CPU.  ``dtype=torch.float32`` is faster still but loses
-                    accuracy past condition number ~1e3.
+                    number is then harmless for fp32 inputs (σ resolved down to ~sqrt(n·ε64) ≈ 3e-7 · s_max).
+                    ``dtype=torch.float32`` loses accuracy past condition number ~1e3.  Speeds of every
+                    backend and dtype: measured, docs/RESULTS.md §2.
 ``"newton-schulz"`` matmul-only iteration on ``X = G/‖G‖_F``.  ``ns_coefficients="muon"``: Muon's 5 quintic
-                    steps ``(a, b, c) = (3.4445, -4.7750, 2.0315)``, ``X ← aX + b(XXᵀ)X + c(XXᵀ)²X``.  It
-                    leaves singular values in about [0.7, 1.1]: **not** ``U Vᵀ`` (relative error ~0.2).
+                    steps ``(a, b, c) = (3.4445, -4.7750, 2.0315)``, ``X ← aX + b(XXᵀ)X + c(XXᵀ)²X``.  1 is not a
+                    fixed point (f(1) = a + b + c = 0.701), so the singular values end near 1 but not at 1:
+                    **not** ``U Vᵀ`` (their measured spread: docs/RESULTS.md §2).
                     ``ns_coefficients="polar"`` (default) follows those 5 steps with ``ns_polish`` steps of the
                     convergent quintic ``(15/8, -10/8, 3/8)`` (the Newton-Schulz/Padé iteration of order 5 for
                     the matrix sign), which converges to ``U Vᵀ`` for every direction that the first steps lift
@@ -54,6 +55,8 @@ Backends (``method=``)
                     fp32/fp16/bf16 inputs, ``svd`` for fp64 inputs (the fp64 Gram cannot resolve an fp64
                     input's whole range).
 
+``method=`` is the deprecated name of ``backend=`` (kept for one release; it warns).
+
 Scale: with the cutoff (the default) every backend first divides ``G`` by ``max|G|``, which leaves ``U Vᵀ``
 unchanged and keeps gradients as large as 1e30 or as small as 1e-30 (fp32) free of overflow and underflow.
 
@@ -64,14 +67,25 @@ Non-finite input: ``nonfinite="raise"`` (default) raises ``FloatingPointError`` 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["METHODS", "NS_MUON", "NS_POLISH", "default_rtol", "polar", "resolve_method"]
+from .errors import check
 
-METHODS = ("auto", "svd", "gram-eigh", "newton-schulz", "rsvd")
+__all__ = ["AUTO", "BACKENDS", "NS_MUON", "NS_POLISH", "default_rtol", "polar", "resolve_backend"]
+
+BACKENDS = ("auto", "svd", "gram-eigh", "newton-schulz", "rsvd")
+
+
+class _Default(str):
+    """A string default that knows it was not passed (so ``backend`` and its deprecated alias can't both be)."""
+
+
+AUTO = _Default("auto")
+"""The default ``backend``: ``"auto"``, as an object that tells "not passed" from an explicit ``"auto"``."""
 
 NS_MUON = (3.4445, -4.7750, 2.0315)
 """Muon's quintic Newton-Schulz coefficients (Jordan et al. 2024); fast, but not convergent to 1."""
@@ -92,15 +106,21 @@ def default_rtol(shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> flo
     return max(shape[-2], shape[-1]) * torch.finfo(_work_dtype(dtype)).eps
 
 
-def resolve_method(method: str, G: Tensor) -> str:
+def resolve_backend(backend: str, G: Tensor) -> str:
     """The concrete backend ``polar`` would use for ``G`` (resolves ``"auto"``)."""
-    if method not in METHODS:
-        raise ValueError(f"polar: method = {method!r} is not one of {', '.join(METHODS)}")
-    if method != "auto":
-        return method
-    if G.dtype == torch.float64:
-        return "svd"
-    return "gram-eigh"
+    check(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return str(backend)
+    return "svd" if G.dtype == torch.float64 else "gram-eigh"
+
+
+def backend_alias(backend: str, method: str | None) -> str:
+    """``backend``, or the deprecated ``method`` alias (one release): it warns; passing both is an error."""
+    if method is None:
+        return str(backend)
+    check(backend is AUTO, "method", method, f"deprecated alias of backend (= {backend!r}); pass backend only")
+    warnings.warn("method= is deprecated, use backend=", DeprecationWarning, stacklevel=3)
+    return method
 
 
 def _weights(s: Tensor, smax: Tensor, rtol: float, eps: float | None) -> Tensor:
@@ -164,7 +184,7 @@ def _rsvd(
 
 def polar(
     G: Tensor,
-    method: str = "auto",
+    backend: str = AUTO,
     *,
     rtol: float | None = None,
     eps: float | None = None,
@@ -176,12 +196,13 @@ def polar(
     ns_steps: int = 5,
     ns_polish: int = 3,
     nonfinite: Literal["raise", "propagate"] = "raise",
+    method: str | None = None,
 ) -> Tensor:
     """Polar factor ``U Vᵀ`` of ``G`` (shape ``(..., m, n)``), in ``G``'s dtype and on its device.
 
     Args:
         G: matrix or batch of matrices, real floating point (fp16/bf16/fp32/fp64).
-        method: ``"auto"``, ``"svd"``, ``"gram-eigh"``, ``"newton-schulz"`` or ``"rsvd"`` (module docstring).
+        backend: ``"auto"``, ``"svd"``, ``"gram-eigh"``, ``"newton-schulz"`` or ``"rsvd"`` (module docstring).
         rtol: relative cutoff; singular values ``s ≤ rtol · s_max`` are dropped (weight 0).  Default
             ``max(m, n) · ε(input dtype)``.
         eps: if given, use the paper's clamp ``w = s / max(s, eps)`` instead of the cutoff.
@@ -191,6 +212,7 @@ def polar(
         rank, power_iters, generator: ``rsvd`` only (target rank r, subspace iterations, sketch RNG).
         ns_coefficients, ns_steps, ns_polish: ``newton-schulz`` only.
         nonfinite: ``"raise"`` (default) or ``"propagate"``.
+        method: deprecated name of ``backend`` (warns; giving both is a ValueError).
 
     Returns:
         ``U diag(w) Vᵀ`` with the same shape, dtype and device as ``G``.
@@ -199,60 +221,52 @@ def polar(
         ValueError: bad argument (message names it, its value and what is allowed).
         FloatingPointError: ``G`` has NaN or inf and ``nonfinite="raise"``.
     """
-    if not isinstance(G, Tensor):
-        raise TypeError(f"polar: G must be a torch.Tensor, got {type(G).__name__}")
-    if G.ndim < 2:
-        raise ValueError(f"polar: G must have at least 2 dimensions (..., m, n), got shape {tuple(G.shape)}")
-    if not G.is_floating_point():
-        raise ValueError(f"polar: G must be floating point, got dtype {G.dtype}")
-    method = resolve_method(method, G)
-    if rtol is not None and not (0 <= rtol < 1):
-        raise ValueError(f"polar: rtol = {rtol} must be in [0, 1)")
-    if eps is not None and not eps > 0:
-        raise ValueError(f"polar: eps = {eps} must be > 0")
-    if method == "rsvd" and (not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"polar: rank = {rank!r} must be an integer >= 1")
-    if method == "rsvd" and (not isinstance(power_iters, int) or power_iters < 0):
-        raise ValueError(f"polar: power_iters = {power_iters!r} must be an integer >= 0")
-    if method == "newton-schulz":
-        if ns_coefficients not in ("polar", "muon"):
-            raise ValueError(f"polar: ns_coefficients = {ns_coefficients!r} must be 'polar' or 'muon'")
-        if ns_steps < 0 or ns_polish < 0:
-            raise ValueError(f"polar: ns_steps = {ns_steps}, ns_polish = {ns_polish} must be >= 0")
-    if nonfinite not in ("raise", "propagate"):
-        raise ValueError(f"polar: nonfinite = {nonfinite!r} must be 'raise' or 'propagate'")
+    check(isinstance(G, Tensor), "G", type(G).__name__, "must be a torch.Tensor", TypeError)
+    check(G.ndim >= 2, "G.shape", tuple(G.shape), "must have at least 2 dimensions (..., m, n)")
+    check(G.is_floating_point(), "G.dtype", G.dtype, "must be floating point")
+    backend = resolve_backend(backend_alias(backend, method), G)
+    check(rtol is None or 0 <= rtol < 1, "rtol", rtol, "must be None or in [0, 1)")
+    check(eps is None or eps > 0, "eps", eps, "must be None or > 0")
+    if backend == "rsvd":
+        check(isinstance(rank, int) and rank >= 1, "rank", rank, "must be an integer >= 1")
+        check(isinstance(power_iters, int) and power_iters >= 0, "power_iters", power_iters, "must be an integer >= 0")
+    if backend == "newton-schulz":
+        check(ns_coefficients in ("polar", "muon"), "ns_coefficients", ns_coefficients, "must be 'polar' or 'muon'")
+        check(ns_steps >= 0, "ns_steps", ns_steps, "must be >= 0")
+        check(ns_polish >= 0, "ns_polish", ns_polish, "must be >= 0")
+    check(nonfinite in ("raise", "propagate"), "nonfinite", nonfinite, "must be 'raise' or 'propagate'")
     if G.numel() == 0:
         return G.clone()
     # max|G| per matrix: one reduction serves the finiteness check (it is NaN or inf exactly when G has a NaN
     # or inf) and the rescaling below
     peak = G.abs().amax(dim=(-2, -1), keepdim=True)
-    if nonfinite == "raise" and not bool(torch.isfinite(peak).all()):
-        raise FloatingPointError(
-            f"polar: G (shape {tuple(G.shape)}) contains NaN or inf; pass nonfinite='propagate' to let it through"
-        )
+    if nonfinite == "raise":
+        finite = bool(torch.isfinite(peak).all())
+        check(finite, "max|G|", float(peak.max()), "must be finite (G has NaN or inf); pass nonfinite='propagate' "
+              "to let it through", FloatingPointError)
 
     if rtol is None:
         rtol = default_rtol(G.shape, G.dtype)
     if dtype is None:
-        if method in ("svd", "gram-eigh"):
+        if backend in ("svd", "gram-eigh"):
             dtype = torch.float64
-        elif method == "newton-schulz" and ns_coefficients == "muon":
+        elif backend == "newton-schulz" and ns_coefficients == "muon":
             dtype = torch.bfloat16
         else:
             dtype = _work_dtype(G.dtype)
     X = G.to(dtype)
-    if eps is None or method == "newton-schulz":
+    if eps is None or backend == "newton-schulz":
         # U Vᵀ is scale-invariant; dividing by max|G| first keeps 1e-30 or 1e30 gradients clear of under- and
         # overflow in squared quantities (Gram matrices, Frobenius norms).  The paper's clamp uses an absolute
         # eps, so it is not rescaled (except for Newton-Schulz, which ignores eps).
         peak = peak.to(dtype)
         X = X / torch.where(peak > 0, peak, torch.ones_like(peak))
 
-    if method == "svd":
+    if backend == "svd":
         out = _svd(X, rtol, eps)
-    elif method == "gram-eigh":
+    elif backend == "gram-eigh":
         out = _gram_eigh(X, rtol, eps)
-    elif method == "newton-schulz":
+    elif backend == "newton-schulz":
         out = _newton_schulz(X, ns_coefficients, ns_steps, ns_polish)
     else:
         out = _rsvd(X, rank, power_iters, generator, rtol, eps)

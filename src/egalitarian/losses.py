@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from egalitarian.errors import ConfigError
+from egalitarian.errors import ConfigError, check
 
 __all__ = [
     "LOSSES",
@@ -129,6 +129,5 @@ LOSSES: dict[str, LossFn] = {
 
 def get_loss(name: str) -> LossFn:
     """Loss function registered under ``name`` in :data:`LOSSES`."""
-    if name not in LOSSES:
-        raise ConfigError(f"loss.name={name!r} is not allowed; choose one of {sorted(LOSSES)}")
+    check(name in LOSSES, "name", name, f"must be one of {', '.join(sorted(LOSSES))}", ConfigError)
     return LOSSES[name]

@@ -8,6 +8,10 @@ description.  Two keys are shared by all builders:
   parameters only; the EGD paper's ``0.5·wd·(‖W1‖² + ‖W2‖²)``).
 * ``whiten`` (EGD methods): which parameters are whitened, ``"all"`` (every ≥ 2-D parameter) or a list of
   glob patterns over parameter names, e.g. ``["layers.0.weight"]`` (the paper's MLP whitens only W1).
+
+Every EGD method takes the same whitening keys with the same defaults: ``backend`` (of
+:func:`egalitarian.linalg.polar`), ``rtol``, ``clamp_eps`` (the paper's clamp ``1/max(s, clamp_eps)``),
+``rank``, ``power_iters`` and ``seed``; ``0`` for ``rtol`` and ``clamp_eps`` means polar's default.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +28,10 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .errors import ConfigError
-from .optim import EGD, MuonWithAdamW, Preconditioned
-from .transforms import GradientTransform, chain, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
+from .baselines import MuonWithAdamW, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
+from .errors import ConfigError, check, in_section, same_kind
+from .optim import EGD, Preconditioned
+from .transforms import GradientTransform, chain
 from .transforms import whiten as whiten_transform
 
 NamedParams = Sequence[tuple[str, Tensor]]
@@ -75,33 +81,21 @@ def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optim
             )
     for key, value in hyper.items():
         default = allowed[key]
-        if not _same_kind(default, value):
+        if not same_kind(default, value, name_lists=True):
             kind = "a list of numbers" if isinstance(default, (tuple, list)) else type(default).__name__
             raise ConfigError(f"optimizer.{key} = {value!r}: must be {kind} (like the default {default!r})")
+        if key.endswith("lr"):  # every method's step sizes (lr, adamw_lr), before torch words it its own way
+            check(math.isfinite(value) and value > 0, f"optimizer.{key}", value, "must be a number > 0", ConfigError)
+        if key.endswith("weight_decay"):
+            check(math.isfinite(value) and value >= 0, f"optimizer.{key}", value, "must be a number >= 0",
+                  ConfigError)
     named_params = [(n, p) for n, p in named_params if p.requires_grad]
     try:
         return method.build(named_params, **hyper)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"optimizer ({name}): {e}") from None
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    """Config values must have the default's kind; ints count as floats; strings also allow name lists."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            isinstance(default, float) or isinstance(value, int)
-        )
-    if isinstance(default, (tuple, list)):
-        return isinstance(value, (tuple, list)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-        )
-    if isinstance(default, str):
-        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-    return True
+        raise in_section("optimizer", e) from None
 
 
 # ----------------------------------------------------------------------------------------------- groups
@@ -112,23 +106,30 @@ def _check_decay(decay: str) -> None:
         raise ConfigError(f"optimizer.decay = {decay!r}: must be 'all' or 'matrices'")
 
 
-def select_whitened(named_params: NamedParams, whiten: str | Sequence[str]) -> set[str]:
-    """Names of the parameters to whiten: ``"all"`` ≥ 2-D parameters, ``"none"``, or glob patterns."""
+def select_whitened(named_params: NamedParams, whiten: str | Sequence[str], field: str = "whiten") -> set[str]:
+    """Names of the parameters to whiten: ``"all"`` ≥ 2-D parameters, ``"none"``, or glob patterns.
+
+    ``field`` is the config key that holds ``whiten``, for the error messages.
+    """
     if whiten == "all":
         return {n for n, p in named_params if p.ndim >= 2}
     if whiten == "none":
         return set()
     if isinstance(whiten, str) or not all(isinstance(w, str) for w in whiten):
-        raise ConfigError(f"optimizer.whiten = {whiten!r}: must be 'all', 'none' or a list of name patterns")
+        raise ConfigError(f"optimizer.{field} = {whiten!r}: must be 'all', 'none' or a list of name patterns")
     chosen: set[str] = set()
     for pattern in whiten:
         hits = {n for n, p in named_params if fnmatch.fnmatchcase(n, pattern)}
         if not hits:
             names = ", ".join(n for n, _ in named_params)
-            raise ConfigError(f"optimizer.whiten pattern {pattern!r} matches no parameter; parameters: {names}")
+            raise ConfigError(
+                f"optimizer.{field} = {whiten!r}: pattern {pattern!r} matches no parameter; parameters: {names}"
+            )
         flat = [n for n, p in named_params if n in hits and p.ndim < 2]
         if flat:
-            raise ConfigError(f"optimizer.whiten pattern {pattern!r} matches parameters with < 2 dims: {flat}")
+            raise ConfigError(
+                f"optimizer.{field} = {whiten!r}: pattern {pattern!r} matches parameters with < 2 dims: {flat}"
+            )
         chosen |= hits
     return chosen
 
@@ -216,15 +217,15 @@ def egd(
     whiten: str | list[str] = "all",
     backend: str = "auto",
     rtol: float = 0.0,
-    eps: float = 0.0,
+    clamp_eps: float = 0.0,
     rank: int = 64,
     power_iters: int = 2,
     seed: int = 0,
 ) -> Optimizer:
     """EGD: whitened SGD step p ← p − lr·U Vᵀ on selected matrices, plain SGD elsewhere (Saheb Pasand & Dohmatob 2026).
 
-    ``rtol = 0`` and ``eps = 0`` mean the defaults of :func:`egalitarian.linalg.polar` (cutoff
-    ``max(m, n)·ε``); ``eps > 0`` selects the paper's clamp ``1/max(s, eps)``.
+    ``rtol = 0`` and ``clamp_eps = 0`` mean the defaults of :func:`egalitarian.linalg.polar` (cutoff
+    ``max(m, n)·ε``); ``clamp_eps > 0`` selects the paper's clamp ``1/max(s, clamp_eps)``.
     """
     chosen = select_whitened(named_params, whiten)
     groups = param_groups(named_params, weight_decay, decay, "whiten", chosen)
@@ -235,9 +236,9 @@ def egd(
         nesterov=nesterov,
         weight_decay=weight_decay,
         weight_decay_mode=weight_decay_mode,
-        method=backend,
+        backend=backend,
         rtol=rtol or None,
-        eps=eps or None,
+        eps=clamp_eps or None,
         rank=rank,
         power_iters=power_iters,
         seed=seed,
@@ -251,12 +252,17 @@ def _preconditioned(
     select: str | Sequence[str],
     weight_decay: float,
     decay: str,
+    *,
+    whitens: bool = False,
     **base_kwargs: Any,
 ) -> Optimizer:
-    """``transform`` on the selected parameters (``"all"`` = every parameter here), then ``base``'s step."""
+    """``transform`` on the selected parameters (``"all"`` = every parameter here), then ``base``'s step.
+
+    ``whitens``: ``transform`` is whitening alone (so the switch-off rule may turn it off).
+    """
     chosen = {n for n, _ in named_params} if select == "all" else select_whitened(named_params, select)
     groups = param_groups(named_params, weight_decay, decay, "precondition", chosen)
-    return Preconditioned(groups, base, transform, **base_kwargs)
+    return Preconditioned(groups, base, transform, whitens=whitens, **base_kwargs)
 
 
 @register("egd_adam")
@@ -279,20 +285,26 @@ def egd_adam(
     seed: int = 0,
 ) -> Optimizer:
     """EGD+Adam: whiten the selected matrices' gradients, then torch.optim.Adam (coupled L2 after whitening)."""
-    transform = whiten_transform(
-        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
-    )
-    opt = _preconditioned(
+    transform = _whiten(backend, rtol, clamp_eps, rank, power_iters, seed)
+    return _preconditioned(
         named_params,
         _base(base),
         transform,
         whiten,
         weight_decay,
         decay,
+        whitens=True,
         **_base_kwargs(base, lr, betas, eps, momentum),
     )
-    opt.whitens = True  # its transform is whitening alone, so the switch-off rule may turn it off
-    return opt
+
+
+def _whiten(
+    backend: str, rtol: float, clamp_eps: float, rank: int, power_iters: int, seed: int
+) -> GradientTransform:
+    """The whitening transform of the EGD methods' shared keys (``0`` = polar's default for rtol, clamp_eps)."""
+    return whiten_transform(
+        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
+    )
 
 
 _BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -376,13 +388,16 @@ def egd_grokfast(
     weight_decay: float = 0.01,
     decay: str = "all",
     backend: str = "auto",
-    rank: int = 64,
+    rtol: float = 0.0,
     clamp_eps: float = 0.0,
+    rank: int = 64,
+    power_iters: int = 2,
+    seed: int = 0,
     alpha: float = 0.98,
     lamb: float = 2.0,
 ) -> Optimizer:
     """EGD on every matrix, then Grokfast-EMA on every gradient, then a base optimizer (the paper's MNIST order)."""
-    transform = chain(whiten_transform(backend, eps=clamp_eps or None, rank=rank), grokfast_ema(alpha, lamb))
+    transform = chain(_whiten(backend, rtol, clamp_eps, rank, power_iters, seed), grokfast_ema(alpha, lamb))
     return _preconditioned(
         named_params, _base(base), transform, "all", weight_decay, decay, **_base_kwargs(base, lr, betas, eps, momentum)
     )
@@ -463,7 +478,7 @@ def muon(
     if select == "all":
         chosen = {n for n, p in named_params if p.ndim == 2 and "emb" not in n}
     else:
-        chosen = select_whitened(named_params, select)
+        chosen = select_whitened(named_params, select, "select")
     bad = [n for n, p in named_params if n in chosen and p.ndim != 2]
     if bad:
         raise ConfigError(f"optimizer.select = {select!r}: Muon takes only 2-D parameters, got {bad}")
@@ -500,24 +515,3 @@ _variant(
     "egd_newton_schulz", "egd", "EGD with matmul-only Newton–Schulz whitening (approximate).", backend="newton-schulz"
 )
 _variant("egd_momentum", "egd", "EGD with heavy-ball momentum 0.9 on the whitened gradients.", momentum=0.9)
-
-
-def set_whitening(opt: Optimizer, on: bool) -> bool:
-    """Turn whitening on/off in every group that was chosen for it (the paper's switch-off rule).
-
-    Returns whether the optimizer whitens at all: True for EGD and for Preconditioned optimizers whose
-    transform is whitening alone (egd_adam, egd_adamw); False, and nothing changed, for every other method
-    (Grokfast and the other filters are not switched off, and neither is egd_grokfast, whose single
-    transform also holds the Grokfast filter).
-    """
-    if isinstance(opt, EGD):
-        key = "whiten"
-    elif isinstance(opt, Preconditioned) and getattr(opt, "whitens", False):
-        key = "precondition"
-    else:
-        return False
-    for g in opt.param_groups:
-        g.setdefault("_whiten_chosen", g[key])
-        if g["_whiten_chosen"]:
-            g[key] = on
-    return True

@@ -2,10 +2,11 @@
 
 * :class:`MLP` covers the EGD paper's 2-layer ReLU MLP for modular arithmetic and sparse parity
   (``relu(x @ W1 + b1) @ W2``, He-normal init, no output bias; EGD paper §3.1–3.2) and the
-  Omnigrok/Grokfast MNIST MLP (784-200-200-10, PyTorch default init scaled ×8; EGD paper §3.3,
-  prior art C5).
+  Omnigrok/Grokfast MNIST MLP (784-200-200-10, PyTorch default init scaled ×8; EGD paper §3.3;
+  Liu et al. 2023, "Omnigrok").
 * :class:`Transformer` covers the Power et al. / Grokfast decoder (2 layers, width 128, 4 heads,
-  MLP 4×, GELU; EGD paper §3.4, prior art C1) and Nanda's 1-layer, LayerNorm-free model (prior art C2).
+  MLP 4×, GELU; EGD paper §3.4; Lee et al. 2024, "Grokfast") and Nanda et al.'s (2023) 1-layer,
+  LayerNorm-free model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egalitarian.errors import ConfigError
+from egalitarian.errors import ConfigError, check
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP", "NORMS", "Transformer", "count_params"]
 
@@ -37,19 +38,16 @@ def _is_int(value: object) -> bool:
 
 
 def _check_positive_int(field: str, value: object) -> None:
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
-        raise ConfigError(f"model.{field}={value!r} is not allowed; expected a positive integer")
+    check(_is_int(value) and value > 0, field, value, "must be a positive integer", ConfigError)  # type: ignore[operator]
 
 
 def _check_choice(field: str, value: object, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"model.{field}={value!r} is not allowed; choose one of {sorted(allowed)}")
+    check(value in allowed, field, value, f"must be one of {', '.join(sorted(allowed))}", ConfigError)
 
 
 def _check_positive_float(field: str, value: object) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok:
-        raise ConfigError(f"model.{field}={value!r} is not allowed; expected a finite number > 0")
+    check(ok, field, value, "must be a finite number > 0", ConfigError)
 
 
 class MLP(nn.Module):
@@ -67,7 +65,7 @@ class MLP(nn.Module):
             (e.g. ``[a, p + b]`` for the concatenated one-hot of the modular task, ``encoding="index"``).
             Both give the same function and the same gradients: the first layer is then computed as the
             sum of ``k`` weight columns (``embedding_bag``) instead of a dense matmul with mostly zeros,
-            which makes a step of the paper's MLP about 1.6× cheaper on CPU (docs/RESULTS.md §2).
+            which makes a step of the paper's MLP cheaper (measured: docs/RESULTS.md §2).
         hidden: one width (one hidden layer) or a sequence of widths; ``[]`` gives a linear model.
         out_dim: outputs (classes, or 1 for a scalar output such as sparse parity).
         activation: one of ``relu, gelu, tanh, silu, identity``.
@@ -96,15 +94,9 @@ class MLP(nn.Module):
         _check_positive_int("in_dim", in_dim)
         _check_positive_int("out_dim", out_dim)
         widths = [hidden] if _is_int(hidden) else hidden
-        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
-            raise ConfigError(
-                f"model.hidden={hidden!r} is not allowed; expected a positive integer or a list of them"
-            )
-        for width in widths:
-            if not _is_int(width) or width <= 0:
-                raise ConfigError(
-                    f"model.hidden={hidden!r} is not allowed; expected a positive integer or a list of them"
-                )
+        ok = not isinstance(widths, (str, bytes)) and isinstance(widths, Sequence)
+        ok = ok and all(_is_int(w) and w > 0 for w in widths)
+        check(ok, "hidden", hidden, "must be a positive integer or a list of them", ConfigError)
         _check_choice("activation", activation, list(ACTIVATIONS))
         _check_choice("init", init, INITS)
         _check_positive_float("init_scale", init_scale)
@@ -144,7 +136,7 @@ class MLP(nn.Module):
                 raise ValueError(f"MLP: integer input must be (N, k) feature indices, got shape {tuple(x.shape)}")
             # x @ W1ᵀ for the multi-hot x: the sum of the k selected columns of W1 (exact: the dense
             # product only adds zeros); backward scatters into those columns.  The contiguous copy of W1ᵀ
-            # costs one pass over W1 and makes the gather ~4x (batch 512) to ~12x (8k rows) faster.
+            # costs one pass over W1 and makes the gather several times faster (bench/whiten.py part 2).
             x = F.embedding_bag(x, first.weight.t().contiguous(), mode="sum")
             if first.bias is not None:
                 x = x + first.bias
@@ -265,20 +257,17 @@ class Transformer(nn.Module):
         for field, value in [("vocab_size", vocab_size), ("seq_len", seq_len), ("num_outputs", num_outputs),
                              ("dim", dim), ("depth", depth), ("heads", heads)]:
             _check_positive_int(field, value)
-        if dim % heads != 0:
-            raise ConfigError(f"model.heads={heads!r} is not allowed; it must divide model.dim={dim}")
+        check(dim % heads == 0, "heads", heads, f"must divide dim = {dim}", ConfigError)
         if d_mlp is None:
             _check_positive_float("mlp_ratio", mlp_ratio)
             d_mlp = int(mlp_ratio * dim)
-            if d_mlp <= 0:
-                raise ConfigError(f"model.mlp_ratio={mlp_ratio!r} is not allowed; mlp_ratio * dim must be >= 1")
+            check(d_mlp > 0, "mlp_ratio", mlp_ratio, "mlp_ratio * dim must be >= 1", ConfigError)
         else:
             _check_positive_int("d_mlp", d_mlp)
         _check_choice("activation", activation, list(ACTIVATIONS))
         _check_choice("norm", norm, NORMS)
         ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0
-        if not ok:
-            raise ConfigError(f"model.dropout={dropout!r} is not allowed; expected a number in [0, 1)")
+        check(ok, "dropout", dropout, "must be a number in [0, 1)", ConfigError)
 
         self.seq_len = seq_len
         self.tok_emb = nn.Embedding(vocab_size, dim)

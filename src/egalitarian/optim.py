@@ -4,8 +4,9 @@ r"""``torch.optim`` optimizers built from :mod:`egalitarian.transforms` plus a b
   optional momentum and weight decay.
 * :class:`Preconditioned` — any gradient transform (EGD's whitening by default) in front of any
   ``torch.optim`` optimizer (SGD, Adam, AdamW, …), as in the paper's transformer and MNIST runs.
-* :class:`MuonWithAdamW` — the Muon baseline: ``torch.optim.Muon`` for hidden matrices plus ``torch.optim.AdamW``
-  for everything else, as one optimizer.
+
+Both own their whitening switch (the paper's switch-off rule): ``set_whitening(on)`` and ``whitened_params()``.
+The baselines' optimizer (Muon with AdamW) lives in :mod:`egalitarian.baselines`.
 
 Both work unchanged under ``DistributedDataParallel``: DDP all-reduces ``.grad`` during ``backward()``, so
 every rank whitens the same averaged gradient and takes the same step.  Sharded setups (FSDP, ZeRO) differ:
@@ -17,17 +18,18 @@ be assigned to one owner rank per matrix and the result scattered back), as dist
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .linalg import METHODS
+from .errors import check
+from .linalg import AUTO, BACKENDS, backend_alias
 from .transforms import GradientTransform, add_decayed_weights, trace, whiten
 
-__all__ = ["EGD", "MuonWithAdamW", "Preconditioned"]
+__all__ = ["EGD", "Preconditioned"]
 
 _WD_MODES = ("decoupled", "l2")
 
@@ -40,9 +42,17 @@ def _evaluate_closure(closure: Callable[[], float] | None) -> float | None:
         return closure()
 
 
-def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} = {value!r}: {allowed}")
+def _switch_whitening(groups: list[dict[str, Any]], flag: str, on: bool) -> None:
+    """Set ``flag`` to ``on`` in every group first chosen for whitening (remembered as ``_whiten_chosen``)."""
+    for g in groups:
+        g.setdefault("_whiten_chosen", g[flag])
+        if g["_whiten_chosen"]:
+            g[flag] = on
+
+
+def _whitened(groups: list[dict[str, Any]], flag: str) -> list[Tensor]:
+    """The ≥ 2-D parameters of the groups chosen for whitening (switched off for now or not)."""
+    return [p for g in groups if g.get("_whiten_chosen", g[flag]) for p in g["params"] if p.ndim >= 2]
 
 
 class EGD(Optimizer):
@@ -74,8 +84,10 @@ class EGD(Optimizer):
         momentum: μ ≥ 0; ``nesterov`` needs μ > 0.
         weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
             before whitening (the paper's convention).
-        method, rtol, eps, rank, power_iters, seed: the whitening backend, see
-            :func:`egalitarian.linalg.polar`; ``eps`` selects the paper's clamp ``1/max(s, eps)``.
+        backend, rtol, eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
+            ``eps`` selects the paper's clamp ``1/max(s, eps)``.  ``backend`` is also a param-group key.
+        method: deprecated name of ``backend`` (warns; giving both is a ValueError).  Checkpoints whose
+            groups still say ``"method"`` load (:meth:`load_state_dict` renames the key).
 
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
     """
@@ -90,12 +102,13 @@ class EGD(Optimizer):
         *,
         weight_decay_mode: str = "decoupled",
         whiten: bool = True,
-        method: str = "auto",
+        backend: str = AUTO,
         rtol: float | None = None,
         eps: float | None = None,
         rank: int = 64,
         power_iters: int = 2,
         seed: int = 0,
+        method: str | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -104,7 +117,7 @@ class EGD(Optimizer):
             weight_decay=weight_decay,
             weight_decay_mode=weight_decay_mode,
             whiten=whiten,
-            method=method,
+            backend=backend_alias(backend, method),
             rtol=rtol,
             eps=eps,
             rank=rank,
@@ -116,22 +129,38 @@ class EGD(Optimizer):
 
     @staticmethod
     def _validate(g: dict[str, Any]) -> None:
-        _check("lr", g["lr"], isinstance(g["lr"], (int, float)) and g["lr"] > 0, "must be a number > 0")
-        _check("momentum", g["momentum"], 0 <= g["momentum"] < 1, "must be in [0, 1)")
-        _check("nesterov", g["nesterov"], not g["nesterov"] or g["momentum"] > 0, "needs momentum > 0")
-        _check("weight_decay", g["weight_decay"], g["weight_decay"] >= 0, "must be >= 0")
-        _check(
-            "weight_decay_mode",
-            g["weight_decay_mode"],
-            g["weight_decay_mode"] in _WD_MODES,
-            f"must be one of {', '.join(_WD_MODES)}",
-        )
-        _check("whiten", g["whiten"], isinstance(g["whiten"], bool), "must be True or False")
-        _check("method", g["method"], g["method"] in METHODS, f"must be one of {', '.join(METHODS)}")
+        check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
+        check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
+        check(not g["nesterov"] or g["momentum"] > 0, "nesterov", g["nesterov"], "needs momentum > 0")
+        check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
+        mode = g["weight_decay_mode"]
+        check(mode in _WD_MODES, "weight_decay_mode", mode, f"must be one of {', '.join(_WD_MODES)}")
+        check(isinstance(g["whiten"], bool), "whiten", g["whiten"], "must be True or False")
+        check(g["backend"] in BACKENDS, "backend", g["backend"], f"must be one of {', '.join(BACKENDS)}")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "method" in param_group:  # the deprecated name of the group key "backend", as for the keyword
+            group = {k: v for k, v in param_group.items() if k != "method"}
+            param_group = {**group, "backend": backend_alias(group.get("backend", AUTO), param_group["method"])}
         super().add_param_group(param_group)
         self._validate(self.param_groups[-1])
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``; param groups saved before the ``method`` → ``backend`` rename load too."""
+        groups = [_renamed(g, "method", "backend") for g in state_dict["param_groups"]]
+        super().load_state_dict({**state_dict, "param_groups": groups})
+
+    def set_whitening(self, on: bool) -> bool:
+        """Turn whitening on/off in every group first chosen for it (the paper's switch-off rule); ``True``.
+
+        Groups built with ``whiten=False`` stay plain SGD.  The momentum buffer is kept across switches.
+        """
+        _switch_whitening(self.param_groups, "whiten", on)
+        return True
+
+    def whitened_params(self) -> list[Tensor]:
+        """The ≥ 2-D parameters whose gradient is whitened (also while :meth:`set_whitening` has it off)."""
+        return _whitened(self.param_groups, "whiten")
 
     @staticmethod
     def transforms_for(group: dict[str, Any]) -> list[tuple[str, GradientTransform]]:
@@ -148,7 +177,7 @@ class EGD(Optimizer):
                 (
                     "whiten",
                     whiten(
-                        group["method"],
+                        group["backend"],
                         rtol=group["rtol"],
                         eps=group["eps"],
                         seed=group["seed"],
@@ -198,6 +227,10 @@ class Preconditioned(Optimizer):
 
     Param groups take one extra key, ``precondition`` (default ``True``); ``False`` leaves that group's
     gradients untouched.  ``param_groups`` are shared with the base optimizer, so LR schedulers work.
+
+    ``whitens`` declares that ``transform`` is EGD's whitening alone, so that :meth:`set_whitening` may switch
+    it off and on; the default ``None`` means ``True`` for the default transform (``whiten()``) and ``False``
+    for any other (Grokfast, or whitening chained with another filter, must not be switched off).
     """
 
     def __init__(
@@ -205,11 +238,15 @@ class Preconditioned(Optimizer):
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
         base: type[Optimizer] = torch.optim.Adam,
         transform: GradientTransform | None = None,
+        *,
+        whitens: bool | None = None,
         **base_kwargs: Any,
     ) -> None:
-        if not (isinstance(base, type) and issubclass(base, Optimizer)):
-            raise TypeError(f"base = {base!r}: must be a torch.optim.Optimizer subclass (not an instance)")
+        check(isinstance(base, type) and issubclass(base, Optimizer), "base", base,
+              "must be a torch.optim.Optimizer subclass (not an instance)", TypeError)
+        check(whitens is None or isinstance(whitens, bool), "whitens", whitens, "must be None, True or False")
         self.transform = transform if transform is not None else whiten()
+        self.whitens = transform is None if whitens is None else whitens
         super().__init__(params, {"precondition": True})
         self.base = base(self.param_groups, **base_kwargs)
         self.param_groups = self.base.param_groups  # the same group dicts: lr schedules reach the base
@@ -221,6 +258,20 @@ class Preconditioned(Optimizer):
             self.base.add_param_group(param_group)
         else:
             super().add_param_group(param_group)
+
+    def set_whitening(self, on: bool) -> bool:
+        """Turn the transform on/off in every group first chosen for it, if it is whitening alone (``whitens``).
+
+        Returns ``whitens``; when it is ``False`` nothing changes.  Groups built with ``precondition=False``
+        stay untransformed.
+        """
+        if self.whitens:
+            _switch_whitening(self.param_groups, "precondition", on)
+        return self.whitens
+
+    def whitened_params(self) -> list[Tensor]:
+        """The ≥ 2-D parameters whose gradient is whitened (also while :meth:`set_whitening` has it off)."""
+        return _whitened(self.param_groups, "precondition") if self.whitens else []
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -269,6 +320,13 @@ class Preconditioned(Optimizer):
             self.state[p] = {"transform": _to_param(s, p)}
 
 
+def _renamed(group: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``group`` with key ``old`` renamed to ``new`` (a copy; unchanged if it has no ``old`` key)."""
+    if old not in group or new in group:
+        return group
+    return {(new if k == old else k): v for k, v in group.items()}
+
+
 def _to_param(value: Any, p: Tensor) -> Any:
     """Move a saved transform state onto ``p``'s device (floating tensors also to ``p``'s dtype)."""
     if isinstance(value, Tensor):
@@ -279,274 +337,3 @@ def _to_param(value: Any, p: Tensor) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_to_param(v, p) for v in value)
     return value
-
-
-_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
-
-
-class _JoinedState(Mapping):
-    """Read-only view of several optimizers' ``state`` (disjoint parameters), without creating entries."""
-
-    def __init__(self, *optimizers: Optimizer) -> None:
-        self._optimizers = optimizers
-
-    def __getitem__(self, key: Any) -> Any:
-        for opt in self._optimizers:
-            if key in opt.state:
-                return opt.state[key]
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[Any]:
-        for opt in self._optimizers:
-            yield from opt.state
-
-    def __len__(self) -> int:
-        return sum(len(opt.state) for opt in self._optimizers)
-
-
-class MuonWithAdamW(Optimizer):
-    r"""``torch.optim.Muon`` for the hidden 2-D matrices plus ``torch.optim.AdamW`` for every other parameter.
-
-    ``MuonWithAdamW(muon_params, adamw_params, lr=0.02, ...)`` owns two real torch optimizers, ``.muon`` and
-    ``.adamw``, and steps both; ``param_groups`` is the list of both optimizers' group dicts (the same dicts,
-    Muon's first), each tagged ``use_muon=True/False``, so LR schedulers reach both (a ``LambdaLR`` factor
-    scales Muon's ``lr`` and AdamW's ``adamw_lr`` alike).  Route hidden weight matrices to ``muon_params``;
-    biases, LayerNorm gains, embeddings and the output head go to ``adamw_params`` (the Muon authors' advice:
-    embeddings and the head are not "hidden" matrices even though they are 2-D).  Either set may be empty, not
-    both; each may also be a list of param-group dicts.
-
-    What ``torch.optim.Muon`` (torch 2.13) does per matrix ``W`` (out × in) with gradient ``g``,
-    η = ``lr``, μ = ``momentum``, λ = ``weight_decay``:
-
-    .. math::
-        B &\leftarrow \mathrm{lerp}(B, g, 1-\mu) = \mu B + (1-\mu)\, g \qquad (B_0 = 0,\ \text{so } B_1 = (1-\mu) g) \\
-        U &\leftarrow \mathrm{lerp}(g, B, \mu) = (1-\mu)\, g + \mu B \ \text{(Nesterov)}, \quad U \leftarrow B
-              \ \text{otherwise} \\
-        O &\leftarrow \mathrm{NS}_5(U) \\
-        W &\leftarrow (1 - \eta\lambda)\, W - \eta'\, O
-
-    * The momentum is an EMA (``lerp``), not torch's documented ``B ← μB + g``; the two differ by the factor
-      (1−μ), which the Frobenius normalisation inside NS removes (KellerJordan/Muon#52).
-    * ``NS₅``: the input is cast to **bfloat16**, transposed if rows > cols, divided by
-      ``max(‖U‖_F, 1e-7)``, then 5 quintic Newton–Schulz steps ``X ← aX + (bA + cA²)X`` with ``A = XXᵀ`` and
-      Muon's coefficients (a, b, c) = (3.4445, −4.775, 2.0315).  This is *not* exactly ``U Vᵀ``: measured on
-      torch 2.13 CPU, the singular values of the output land in about [0.68, 1.2] for Gaussian matrices, and
-      directions with σ/‖U‖_F ≲ 1e-3 stay far below 1 (a 128×128 Gaussian's smallest came out 0.04–0.18).
-      EGD's exact whitening gives all ones.  The update ``O`` is bfloat16, added to the float32 weight.
-    * ``η'``: ``adjust_lr_fn=None`` or ``"original"`` (Keller Jordan's) η' = η·√max(1, out/in);
-      ``"match_rms_adamw"`` (Moonshot's) η' = 0.2·η·√max(out, in).  The decoupled decay uses the
-      *unadjusted* η, and its default is λ = 0.1 (``weight_decay`` here is Muon's; AdamW's is
-      ``adamw_weight_decay``, default 0).
-    * Muon raises for non-2-D parameters; here a non-2-D entry in ``muon_params`` raises ``ValueError``
-      naming ``muon_params`` before anything is built.  Conv kernels must go to AdamW (or be flattened by
-      the model).
-
-    AdamW is ``torch.optim.AdamW(adamw_params, lr=adamw_lr, betas=adamw_betas, eps=adamw_eps,
-    weight_decay=adamw_weight_decay)`` unchanged.  Defaults follow KellerJordan/Muon's recommendations
-    (Muon lr 0.02, momentum 0.95, Nesterov, 5 NS steps; Adam lr 3e-4, betas (0.9, 0.95)).
-
-    ``state_dict()`` returns ``{"muon": ..., "adamw": ...}`` (each a torch optimizer state dict, ``None`` for an
-    empty set); ``load_state_dict`` copies what it is given.  ``state`` is a read-only view of both
-    optimizers' per-parameter state.
-    """
-
-    def __init__(
-        self,
-        muon_params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        adamw_params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float = 0.02,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        ns_steps: int = 5,
-        weight_decay: float = 0.1,
-        adjust_lr_fn: str | None = None,
-        adamw_lr: float = 3e-4,
-        adamw_betas: tuple[float, float] = (0.9, 0.95),
-        adamw_eps: float = 1e-8,
-        adamw_weight_decay: float = 0.0,
-        *,
-        ns_coefficients: tuple[float, float, float] = (3.4445, -4.775, 2.0315),
-        ns_eps: float = 1e-7,
-    ) -> None:
-        _check("lr", lr, isinstance(lr, (int, float)) and lr > 0, "must be a number > 0")
-        _check("momentum", momentum, 0 <= momentum < 1, "must be in [0, 1)")
-        _check("ns_steps", ns_steps, isinstance(ns_steps, int) and 1 <= ns_steps < 100, "must be an int in [1, 100)")
-        _check("weight_decay", weight_decay, weight_decay >= 0, "must be >= 0")
-        _check(
-            "adjust_lr_fn",
-            adjust_lr_fn,
-            adjust_lr_fn in _ADJUST_LR_FNS,
-            "must be None, 'original' or 'match_rms_adamw'",
-        )
-        _check("adamw_lr", adamw_lr, isinstance(adamw_lr, (int, float)) and adamw_lr > 0, "must be a number > 0")
-        _check(
-            "adamw_betas",
-            adamw_betas,
-            len(adamw_betas) == 2 and all(0 <= b < 1 for b in adamw_betas),
-            "must be two numbers in [0, 1)",
-        )
-        _check("adamw_eps", adamw_eps, adamw_eps >= 0, "must be >= 0")
-        _check("adamw_weight_decay", adamw_weight_decay, adamw_weight_decay >= 0, "must be >= 0")
-
-        muon_groups, muon_ps = _as_groups(muon_params)
-        adamw_groups, adamw_ps = _as_groups(adamw_params)
-        for i, p in enumerate(muon_ps):
-            _check(
-                "muon_params",
-                f"[{i}] of shape {tuple(p.shape)}",
-                p.ndim == 2,
-                "torch.optim.Muon takes 2-D matrices only; put biases, gains and other non-2-D "
-                "parameters in adamw_params",
-            )
-        if not muon_ps and not adamw_ps:
-            raise ValueError("muon_params and adamw_params are both empty: nothing to optimize")
-        adamw_ids = {id(p) for p in adamw_ps}
-        both = [i for i, p in enumerate(muon_ps) if id(p) in adamw_ids]
-        _check("muon_params", f"entries {both}", not both, "also appear in adamw_params (each parameter goes to one)")
-
-        self.muon: torch.optim.Muon | None = None
-        self.adamw: torch.optim.AdamW | None = None
-        if muon_ps:
-            self.muon = torch.optim.Muon(
-                muon_groups,
-                lr=lr,
-                weight_decay=weight_decay,
-                momentum=momentum,
-                nesterov=nesterov,
-                ns_coefficients=tuple(ns_coefficients),
-                eps=ns_eps,
-                ns_steps=ns_steps,
-                adjust_lr_fn=adjust_lr_fn,
-            )
-        if adamw_ps:
-            self.adamw = torch.optim.AdamW(
-                adamw_groups,
-                lr=adamw_lr,
-                betas=tuple(adamw_betas),
-                eps=adamw_eps,
-                weight_decay=adamw_weight_decay,
-            )
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            ns_steps=ns_steps,
-            weight_decay=weight_decay,
-            adjust_lr_fn=adjust_lr_fn,
-            adamw_lr=adamw_lr,
-            adamw_betas=tuple(adamw_betas),
-            adamw_eps=adamw_eps,
-            adamw_weight_decay=adamw_weight_decay,
-            ns_coefficients=tuple(ns_coefficients),
-            ns_eps=ns_eps,
-        )
-        super().__init__(muon_ps + adamw_ps, defaults)
-        self._built = True
-        self._sync()
-
-    def _subs(self) -> list[Optimizer]:
-        return [o for o in (self.muon, self.adamw) if o is not None]
-
-    def _sync(self) -> None:
-        """Rebuild ``param_groups`` and ``state`` from the two optimizers (after init, load and add_param_group)."""
-        for opt, flag in ((self.muon, True), (self.adamw, False)):
-            if opt is not None:
-                for g in opt.param_groups:
-                    g["use_muon"] = flag
-        self.param_groups = [g for o in self._subs() for g in o.param_groups]
-        self.state = _JoinedState(*self._subs())  # type: ignore[assignment]
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """During construction: Optimizer bookkeeping.  Afterwards: ``use_muon`` (required) picks the optimizer;
-        the group's other keys override that optimizer's defaults."""
-        if not getattr(self, "_built", False):
-            super().add_param_group(param_group)
-            return
-        param_group = dict(param_group)
-        if "use_muon" not in param_group:
-            raise ValueError("add_param_group: the group needs use_muon = True (Muon) or False (AdamW)")
-        use_muon = bool(param_group.pop("use_muon"))
-        params = param_group["params"]
-        params = [params] if isinstance(params, Tensor) else list(params)
-        param_group["params"] = params
-        if use_muon:
-            for i, p in enumerate(params):
-                _check(
-                    "params",
-                    f"[{i}] of shape {tuple(p.shape)}",
-                    p.ndim == 2,
-                    "a use_muon=True group takes 2-D matrices only",
-                )
-        opt = self.muon if use_muon else self.adamw
-        if opt is None:
-            d = self.defaults
-            if use_muon:
-                opt = self.muon = torch.optim.Muon(
-                    [param_group],
-                    lr=d["lr"],
-                    weight_decay=d["weight_decay"],
-                    momentum=d["momentum"],
-                    nesterov=d["nesterov"],
-                    ns_coefficients=d["ns_coefficients"],
-                    eps=d["ns_eps"],
-                    ns_steps=d["ns_steps"],
-                    adjust_lr_fn=d["adjust_lr_fn"],
-                )
-            else:
-                opt = self.adamw = torch.optim.AdamW(
-                    [param_group],
-                    lr=d["adamw_lr"],
-                    betas=d["adamw_betas"],
-                    eps=d["adamw_eps"],
-                    weight_decay=d["adamw_weight_decay"],
-                )
-        else:
-            opt.add_param_group(param_group)
-        self._sync()
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
-        for opt in self._subs():
-            opt.step()
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self._subs():
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "muon": None if self.muon is None else self.muon.state_dict(),
-            "adamw": None if self.adamw is None else self.adamw.state_dict(),
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = copy.deepcopy(state_dict)  # never alias the caller's tensors
-        for key, opt in (("muon", self.muon), ("adamw", self.adamw)):
-            saved = state_dict.get(key)
-            if (saved is None) != (opt is None):
-                raise ValueError(
-                    f"load_state_dict: the saved {key} part is "
-                    f"{'empty' if saved is None else 'present'} but this optimizer's is not"
-                )
-            if opt is not None:
-                opt.load_state_dict(saved)
-        self._sync()
-
-
-def _as_groups(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> tuple[list[Any], list[Tensor]]:
-    """Materialise ``params`` (tensors or group dicts, each group's ``params`` made a list) and list its tensors."""
-    if isinstance(params, Tensor):
-        raise TypeError("params must be an iterable of tensors or dicts, not a single tensor")
-    groups: list[Any] = []
-    tensors: list[Tensor] = []
-    for g in params:
-        if isinstance(g, dict):
-            ps = [g["params"]] if isinstance(g["params"], Tensor) else list(g["params"])
-            groups.append({**g, "params": ps})
-            tensors.extend(ps)
-        else:
-            groups.append(g)
-            tensors.append(g)
-    return groups, tensors

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .cli import load_config
+from .config import load_config
 from .errors import ConfigError
 from .sweep import Store, Sweep, expand, group_stats, run_sweep
 from .sweep.spec import group_label

@@ -6,7 +6,6 @@ import base64
 import csv
 import html
 import io
-import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,49 +14,50 @@ from typing import Any
 
 from .. import io as fio
 from ..errors import ConfigError
-from ..train import read_metrics
+from ..rundir import METRICS, MetricRow, read_config, read_metrics, read_summary
 
 
 @dataclass
-class Run:
+class LoadedRun:
+    """A finished run as the report sees it (read from a run directory or a store), grouped by ``label``."""
+
     label: str
     seed: int | None
     summary: dict[str, Any]
-    rows: list[dict[str, Any]] = field(repr=False)
+    rows: list[MetricRow] = field(repr=False)
     params: dict[str, Any] = field(default_factory=dict)  # a sweep run's grid point (empty for run dirs)
 
     def series(self, split: str, metric: str) -> dict[int, float]:
-        return {r["step"]: r["value"] for r in self.rows if r["split"] == split and r["metric"] == metric}
+        return {r.step: r.value for r in self.rows if r.split == split and r.metric == metric}
 
 
-def _run_from_dir(d: Path, label: str | None = None) -> Run:
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-    cfg = json.loads((d / "config.json").read_text())["config"] if (d / "config.json").exists() else {}
-    seed = cfg.get("train", {}).get("seed")
-    return Run(label or summary.get("name") or d.name, seed, summary, read_metrics(d / "metrics.csv"))
+def _run_from_dir(d: Path, label: str | None = None) -> LoadedRun:
+    summary = read_summary(d)
+    seed = read_config(d).get("train", {}).get("seed")
+    return LoadedRun(label or summary.get("name") or d.name, seed, summary, read_metrics(d))
 
 
-def load_runs(path: str | Path) -> list[Run]:
+def load_runs(path: str | Path) -> list[LoadedRun]:
     """Runs from a run directory, a folder of run directories, or a sweep store (``.sqlite``)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"report path {str(path)!r} does not exist")
     if path.is_file():
         return _runs_from_store(path)
-    if (path / "metrics.csv").exists():
+    if (path / METRICS).exists():
         return [_run_from_dir(path)]
-    runs = [_run_from_dir(d) for d in sorted(path.iterdir()) if (d / "metrics.csv").exists()]
+    runs = [_run_from_dir(d) for d in sorted(path.iterdir()) if (d / METRICS).exists()]
     if not runs:
         raise ConfigError(f"report path {str(path)!r} holds no run (no metrics.csv in it or its subfolders)")
     return runs
 
 
-def _runs_from_store(path: Path) -> list[Run]:
+def _runs_from_store(path: Path) -> list[LoadedRun]:
     from ..sweep.store import Store  # the report layer reads the sweep layer's store, never the reverse
 
     with Store(path, create=False) as store:
         runs = [
-            Run(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]),
+            LoadedRun(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]),
                 r["params"] or {})
             for r in store.runs()
             if r["status"] == "done"
@@ -67,14 +67,14 @@ def _runs_from_store(path: Path) -> list[Run]:
     return runs
 
 
-def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = defaultdict(list)
+def group_runs(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
+    groups: dict[str, list[LoadedRun]] = defaultdict(list)
     for r in runs:
         groups[r.label].append(r)
     return dict(groups)
 
 
-def band(runs: list[Run], split: str, metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
+def band(runs: list[LoadedRun], split: str, metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
     """Steps and the median, min and max over the runs that logged each step."""
     by_step: dict[int, list[float]] = defaultdict(list)
     for r in runs:
@@ -89,7 +89,7 @@ def band(runs: list[Run], split: str, metric: str) -> tuple[list[int], list[floa
     )
 
 
-def facets(groups: dict[str, list[Run]]) -> dict[str, dict[str, list[Run]]]:
+def facets(groups: dict[str, list[LoadedRun]]) -> dict[str, dict[str, list[LoadedRun]]]:
     """One panel per ``setting`` (``egd reproduce`` tables: p, k, …), each group labelled without it.
 
     Runs without a ``setting`` parameter (run directories, plain sweeps), or with only one, give a single
@@ -98,7 +98,7 @@ def facets(groups: dict[str, list[Run]]) -> dict[str, dict[str, list[Run]]]:
     settings = {r.params.get("setting") for runs in groups.values() for r in runs}
     if len(settings) < 2 or None in settings:
         return {"": groups}
-    panels: dict[str, dict[str, list[Run]]] = defaultdict(dict)
+    panels: dict[str, dict[str, list[LoadedRun]]] = defaultdict(dict)
     for label, runs in groups.items():
         setting = str(runs[0].params["setting"])
         short = " ".join(label.replace(f"setting={setting}", "").split()) or label
@@ -106,7 +106,7 @@ def facets(groups: dict[str, list[Run]]) -> dict[str, dict[str, list[Run]]]:
     return dict(panels)
 
 
-def _figure(groups: dict[str, list[Run]], panels: list[tuple[str, str, str]], ylabel: str, title: str) -> bytes:
+def _figure(groups: dict[str, list[LoadedRun]], panels: list[tuple[str, str, str]], ylabel: str, title: str) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,12 +146,12 @@ def _figure(groups: dict[str, list[Run]], panels: list[tuple[str, str, str]], yl
     return buf.getvalue()
 
 
-def _diagnostic_metrics(runs: list[Run]) -> list[str]:
-    names = sorted({r["metric"] for run in runs for r in run.rows if r["split"] == "diag"})
+def _diagnostic_metrics(runs: list[LoadedRun]) -> list[str]:
+    names = sorted({r.metric for run in runs for r in run.rows if r.split == "diag"})
     return names[:6]  # the first few, one figure each would be too many
 
 
-def summary_table(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
+def summary_table(groups: dict[str, list[LoadedRun]]) -> list[dict[str, Any]]:
     """Per group: n, success rate, median (min–max) steps/epochs/seconds to grok, median final test accuracy."""
     out = []
     for label, runs in groups.items():

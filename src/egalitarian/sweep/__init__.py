@@ -39,12 +39,12 @@ loops), while separate processes scale with the cores. It should pay on GPUs; ad
 """
 
 from .execute import execute_run, run_sweep
-from .spec import Run, Sweep, canonical_json, config_hash, expand, group_id, load_sweep, run_id
+from .spec import PlannedRun, Sweep, canonical_json, config_hash, expand, group_id, load_sweep, run_id
 from .stats import bootstrap_ci, group_stats, quartiles, ratio_ci, stats_table, write_csv, write_json
 from .store import Store
 
 __all__ = [
-    "Run",
+    "PlannedRun",
     "Store",
     "Sweep",
     "bootstrap_ci",

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..progress import Progress
+from ..rundir import MetricRow
 from .spec import Sweep
 from .store import Store
 
@@ -65,7 +66,7 @@ def execute_run(
     *,
     handle_signals: bool = False,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[dict[str, Any], list[tuple[int, int, str, str, float]]]:
+) -> tuple[dict[str, Any], list[MetricRow]]:
     """Train one run in ``run_dir`` (resuming from its checkpoint) single-threaded; return (summary, rows).
 
     A run stopped by a non-finite loss is an outcome (its summary says ``"nonfinite"``), not an error. A run
@@ -74,7 +75,8 @@ def execute_run(
     """
     import torch
 
-    from ..train import RunStopped, read_metrics, train
+    from ..rundir import read_metrics
+    from ..train import RunStopped, train
 
     torch.set_num_threads(1)
 
@@ -89,8 +91,7 @@ def execute_run(
         if e.summary["status"] == "interrupted":
             raise
         summary = e.summary
-    rows = [(r["step"], r["epoch"], r["split"], r["metric"], r["value"]) for r in read_metrics(run_dir / "metrics.csv")]
-    return summary, rows
+    return summary, read_metrics(run_dir)
 
 
 @contextmanager

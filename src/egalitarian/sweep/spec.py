@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import itertools
 import json
 import math
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SECTIONS, TRAIN_DEFAULTS, load_toml, parse_value, resolve
+from ..config import SECTIONS, load_config, load_toml, parse_value, recipe_names, resolve
 from ..errors import ConfigError
 
 # The fields a ``seed`` key sets: model init, data order and the task's data seed (split_seed or seed).
@@ -93,8 +92,10 @@ def matches(params: dict[str, Any], spec: dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One run of a sweep: its id, the fields that vary (as written, ``seed`` unexpanded), group, config."""
+class PlannedRun:
+    """One run a sweep plans: its id, the fields that vary (as written, ``seed`` unexpanded), group, config.
+
+    (What a finished run looks like to the report is :class:`egalitarian.report.LoadedRun`.)"""
 
     id: str
     params: dict[str, Any]
@@ -110,7 +111,7 @@ class Sweep:
     name: str
     store: Path
     baseline: str | None
-    runs: list[Run]
+    runs: list[PlannedRun]
     path: Path | None = None
 
     @property
@@ -165,8 +166,6 @@ def _runs(doc: dict[str, Any], where: str) -> list[dict[str, Any]]:
 
 
 def _load_base(doc: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
-    from ..cli import load_config, recipe_names
-
     base = doc.get("base")
     if base is None:
         raise ConfigError(f"{where}: base is missing; set base = a recipe name or a TOML file, or a [base] table")
@@ -190,7 +189,7 @@ def expand(
     fixed: dict[str, Any] | None = None,
     *,
     where: str = "sweep",
-) -> list[Run]:
+) -> list[PlannedRun]:
     """The runs of a sweep, in a deterministic order.
 
     Every run is ``base`` + ``fixed`` + one explicit run (``[[runs]]``, in file order) + one grid point. The
@@ -204,7 +203,7 @@ def expand(
             raise ConfigError(f"{where}: grid.{key} = {values!r}: must be a non-empty list of values")
     keys = sorted(grid)
     points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
-    out: list[Run] = []
+    out: list[PlannedRun] = []
     seen: set[str] = set()
     for i, explicit in enumerate(runs or [{}]):
         both = sorted(set(explicit) & set(grid))
@@ -218,7 +217,7 @@ def expand(
                 continue
             seen.add(rid)
             params = {**explicit, **point}
-            out.append(Run(id=rid, params=params, group=group_id(cfg), label=group_label(params), config=cfg))
+            out.append(PlannedRun(id=rid, params=params, group=group_id(cfg), label=group_label(params), config=cfg))
     return out
 
 
@@ -281,36 +280,10 @@ def _assign(cfg: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _task_params(name: Any) -> list[str]:
+    from ..build import accepted_fields
     from ..tasks import TASKS
 
-    return list(inspect.signature(TASKS[name]).parameters) if name in TASKS else []
-
-
-def _allowed(section: str, name: Any) -> tuple[list[str], str]:
-    """The fields a section accepts for the builder ``name``, and how to describe that builder."""
-    if section == "train":
-        return list(TRAIN_DEFAULTS), "[train]"
-    if section == "loss":
-        return ["name", "weight_decay"], "[loss]"
-    if section == "task":
-        from ..tasks import TASKS
-
-        if name not in TASKS:
-            raise ConfigError(f"task.name = {name!r}: unknown task; allowed: {', '.join(sorted(TASKS))}")
-        return ["name", *_task_params(name)], f"task {name!r}"
-    if section == "model":
-        from ..train import MODELS
-
-        if name not in MODELS:
-            raise ConfigError(f"model.name = {name!r}: unknown model; allowed: {', '.join(MODELS)}")
-        fixed = {"in_dim", "out_dim", "vocab_size", "seq_len", "num_outputs"}
-        params = [k for k in inspect.signature(MODELS[name]).parameters if k not in fixed]
-        return ["name", *params], f"model {name!r}"
-    from ..methods import OPTIMIZERS
-
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer.name = {name!r}: unknown method; allowed: {', '.join(sorted(OPTIMIZERS))}")
-    return ["name", *OPTIMIZERS[name].defaults], f"method {name!r}"
+    return accepted_fields("task", name)[1:] if name in TASKS else []
 
 
 def _check_field(key: str, value: Any, resolved: dict[str, Any], methods: dict[str, Any], where: str) -> None:
@@ -329,9 +302,9 @@ def _check_field(key: str, value: Any, resolved: dict[str, Any], methods: dict[s
         name = resolved.get(section, {}).get("name")
     if len(parts) != (3 if parts[0] == "methods" else 2):
         raise ConfigError(f"{where}: {key} = {value!r}: unknown field; allowed: {FIELD_HELP}")
+    from ..build import check_fields
+
     try:
-        allowed, what = _allowed(section, name)
+        check_fields(section, name, {parts[-1]: value}, ".".join(parts[:-1]))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    if parts[-1] not in allowed:
-        raise ConfigError(f"{where}: {key} = {value!r}: unknown field of {what}; allowed: {', '.join(allowed)}")

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..rundir import MetricRow
 
-STATUSES = ("pending", "running", "done", "failed")
+JOB_STATES = ("pending", "running", "done", "failed")
+"""A run's place in a sweep's queue (not how it ended: that is its summary's ``status``)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -115,7 +117,7 @@ class Store:
     def add(self, sweep: str, runs: Sequence[Any]) -> int:
         """Insert the runs that are missing as ``pending`` (idempotent); returns how many were new.
 
-        ``runs`` are :class:`~egalitarian.sweep.spec.Run`. Existing rows keep their status and results; only
+        ``runs`` are :class:`~egalitarian.sweep.spec.PlannedRun`. Existing rows keep their status and results; only
         their labels and order are refreshed from this sweep.
         """
         with self.transaction() as db:
@@ -234,11 +236,11 @@ class Store:
         """Number of runs per status (all four keys present)."""
         sql = "SELECT status, count(*) FROM runs" + (f" WHERE {_IDS}" if ids is not None else "")
         rows = self.db.execute(sql + " GROUP BY status", () if ids is None else (json.dumps(list(ids)),))
-        return {s: 0 for s in STATUSES} | {s: n for s, n in rows}
+        return {s: 0 for s in JOB_STATES} | {s: n for s, n in rows}
 
-    def metrics(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's metric rows (step, epoch, split, metric, value), in training order."""
+    def metrics(self, run_id: str) -> list[MetricRow]:
+        """A run's metric rows, in training order (a NaN value reads back as None: SQLite stores it as NULL)."""
         rows = self.db.execute(
             "SELECT step, epoch, split, metric, value FROM metrics WHERE run_id=? ORDER BY rowid", (run_id,)
         )
-        return [dict(r) for r in rows]
+        return [MetricRow(*r) for r in rows]

@@ -6,7 +6,8 @@ Conventions
 * ``target == "class"``: ``y`` is an int64 class index in ``[0, num_outputs)``.
   ``target == "sign"``: ``y`` is a float32 ±1 scalar per sample and ``num_outputs == 1``.
 * Validation failures raise `ConfigError` with a message of the form
-  ``task.<field> = <value!r>: <what is allowed>`` (see `config_error`).
+  ``<field> = <value!r>: <what is allowed>`` with the builder's own argument name (see `config_error`);
+  :func:`egalitarian.build.make_task` adds ``task.`` in front.
 * A validation split is always carved from the *end* of the training part (`split_off_val`): the last
   ``int(n_train * val_frac)`` training samples become validation, so train, validation and test are disjoint.
 """
@@ -90,8 +91,9 @@ class TaskData:
 
 
 def config_error(name: str, value: Any, allowed: str) -> ConfigError:
-    """``ConfigError("task.<name> = <value!r>: <allowed>")``."""
-    return ConfigError(f"task.{name} = {value!r}: {allowed}")
+    """``ConfigError("<name> = <value!r>: <allowed>")``: the builder's own argument name (the config layer
+    adds ``task.`` in front)."""
+    return ConfigError(f"{name} = {value!r}: {allowed}")
 
 
 def check_int(name: str, value: Any, *, low: int, high: int | None = None) -> int:

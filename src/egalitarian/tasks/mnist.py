@@ -51,7 +51,7 @@ IDX_FILES = {
 
 
 def _idx_error(path: str | os.PathLike[str], problem: str) -> ConfigError:
-    return ConfigError(f"task.path: IDX file {str(path)!r} {problem}")
+    return ConfigError(f"path: IDX file {str(path)!r} {problem}")
 
 
 def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarray:

@@ -1,0 +1,352 @@
+r"""The baselines EGD is compared with, each next to its published equation.
+
+Gradient transforms (:mod:`egalitarian.transforms` style, to put in front of any optimizer with
+:class:`egalitarian.optim.Preconditioned`):
+
+* :func:`grokfast_ema`, :func:`grokfast_ma` — Grokfast (Lee et al. 2024), the slow-gradient amplifiers.
+* :func:`column_norm` — the EGD paper's column normalisation.
+* :func:`perp_to_weights` — ⊥Grad (Prieto et al. 2025).
+
+And one optimizer: :class:`MuonWithAdamW` — Muon for the hidden matrices, AdamW for everything else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .errors import check
+from .linalg import NS_MUON
+from .optim import _evaluate_closure
+from .transforms import GradientTransform, State, as_matrix, no_state
+
+__all__ = ["MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma", "perp_to_weights"]
+
+
+def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0, normalize: bool = False) -> GradientTransform:
+    r"""Grokfast-EMA (Lee et al. 2024, "Grokfast: Accelerated Grokking by Amplifying Slow Gradients",
+    arXiv 2405.20233; official code ``gradfilter_ema`` in ironjr/grokfast).
+
+    For every parameter, elementwise, at step t with raw gradient g_t:
+
+    .. math::
+        \mu_0 &= g_1 \quad\text{(the state starts from the first gradient, not from zero)} \\
+        \mu_t &= \alpha\,\mu_{t-1} + (1-\alpha)\,g_t \\
+        \hat g_t &= g_t + \lambda\,\mu_t \qquad\Big(\text{or } \frac{g_t + \lambda\,\mu_t}{1+\lambda}
+                    \text{ with } \texttt{normalize=True}\Big)
+
+    So the first step outputs ``(1 + λ)·g₁`` (μ₁ = α g₁ + (1−α) g₁ = g₁), exactly as the official code, which
+    sets ``grads[n] = g`` on the first call and then applies the EMA update in the same call.
+
+    ``normalize=True`` divides the output by ``1 + λ``, the learning-rate normalisation of
+    lucidrains/grokfast-pytorch (``normalize_lr=True``; issues #1 and #4 there): with a constant gradient the
+    filtered gradient is then the gradient itself.  The default ``False`` is the official Grokfast.
+
+    Args:
+        alpha: EMA momentum α ∈ [0, 1) (paper default 0.98).
+        lamb: amplification λ ≥ 0 of the slow component (paper default 2.0).
+        normalize: divide the output by ``1 + λ``.
+    """
+    check(0 <= alpha < 1, "alpha", alpha, "must be in [0, 1)")
+    check(lamb >= 0, "lamb", lamb, "must be >= 0")
+    norm = 1.0 + lamb if normalize else 1.0
+
+    def init(param: Tensor) -> State:
+        return {"ema": None}
+
+    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
+        prev = state["ema"]
+        if prev is None:
+            prev = grad
+        ema = prev * alpha + grad * (1 - alpha)
+        out = grad + ema * lamb
+        if normalize:
+            out = out / norm
+        return out, {"ema": ema}
+
+    return GradientTransform(init, update)
+
+
+_MA_FILTERS = ("mean", "sum")
+
+
+def grokfast_ma(
+    window_size: int = 100,
+    lamb: float = 5.0,
+    filter_type: str = "mean",
+    warmup: bool = True,
+    normalize: bool = False,
+) -> GradientTransform:
+    r"""Grokfast-MA (Lee et al. 2024, arXiv 2405.20233; official code ``gradfilter_ma`` in ironjr/grokfast).
+
+    The state holds the last ``window_size`` raw gradients g_{t−w+1}, …, g_t (the current one included) as a
+    tuple.  With ``n = min(t, w)`` stored gradients:
+
+    .. math::
+        a_t &= \frac{1}{n}\sum_{i=t-n+1}^{t} g_i \ \ (\texttt{"mean"}) \qquad\text{or}\qquad
+               a_t = \sum_{i=t-n+1}^{t} g_i \ \ (\texttt{"sum"}, \text{no division}) \\
+        \hat g_t &= g_t + \lambda\, a_t
+
+    With ``warmup=True`` (default) the filter is applied only once the window is full (t ≥ w); before that
+    the gradient passes through unchanged (it is still stored).  With ``warmup=False`` it is applied from the
+    first step, averaging over the n < w gradients seen so far.  This is the official condition
+    ``not warmup or len(grads) == window_size``.  The official ``trigger`` flag (an ablation that, with
+    warmup on, never applies the filter) is not reproduced.
+
+    ``normalize=True`` divides the output by ``1 + λ`` ("mean") or ``1 + λ·w`` ("sum"), so a constant gradient
+    passes through unchanged once the filter is active (an option in the spirit of lucidrains' lr
+    normalisation; the official code has no such option).
+
+    Memory: ``window_size`` copies of every parameter's gradient.
+    """
+    check(isinstance(window_size, int) and not isinstance(window_size, bool) and window_size >= 1,
+          "window_size", window_size, "must be an int >= 1")
+    check(lamb >= 0, "lamb", lamb, "must be >= 0")
+    check(filter_type in _MA_FILTERS, "filter_type", filter_type, f"must be one of {', '.join(_MA_FILTERS)}")
+    mean = filter_type == "mean"
+    norm = (1.0 + lamb) if mean else (1.0 + lamb * window_size)
+
+    def init(param: Tensor) -> State:
+        return {"grads": ()}
+
+    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
+        # Store a copy: backward() may later accumulate into (or zero_grad zero) this very tensor in place.
+        grads = (state["grads"] + (grad.detach().clone(),))[-window_size:]
+        new_state = {"grads": grads}
+        if warmup and len(grads) < window_size:
+            return grad, new_state
+        total = grads[0]
+        for g in grads[1:]:
+            total = total + g
+        avg = total / len(grads) if mean else total
+        out = grad + avg * lamb
+        if normalize:
+            out = out / norm
+        return out, new_state
+
+    return GradientTransform(init, update)
+
+
+def column_norm(min_norm: float = 0.01) -> GradientTransform:
+    r"""The EGD paper's column-normalisation baseline (Saheb Pasand & Dohmatob 2026, arXiv 2510.04930, Fig. 1
+    and §5; official code ``col_norm_update`` in ``parity.py``).
+
+    For a parameter with ≥ 2 dimensions, viewed as ``G = mat(g)`` of shape ``(out, in·k…)`` (PyTorch layout;
+    conv kernels flattened like :func:`as_matrix`), each hidden unit's incoming-weight gradient — a **row**
+    of ``G`` — is divided by its Euclidean norm, clamped below at ``min_norm``:
+
+    .. math::
+        \tilde G_{j,:} = \frac{G_{j,:}}{\max(\lVert G_{j,:}\rVert_2,\ \texttt{min\_norm})}
+
+    The official JAX code stores W1 as ``(in, hidden)`` and normalises over ``axis=0`` ("columns"); in
+    PyTorch's ``(out, in)`` layout that is the row normalisation above.  Parameters with fewer than 2
+    dimensions pass through unchanged (the paper applies the rule to the first layer's matrix only and gives
+    the bias and the other layers plain SGD: use a param group without the transform for those).
+    """
+    check(min_norm > 0, "min_norm", min_norm, "must be > 0")
+
+    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
+        if grad.ndim < 2:
+            return grad, state
+        mat = as_matrix(grad)
+        scale_ = torch.linalg.vector_norm(mat, dim=1, keepdim=True).clamp_min(min_norm)
+        return (mat / scale_).reshape(grad.shape), state
+
+    return GradientTransform(no_state, update)
+
+
+def perp_to_weights(eps: float = 1e-30) -> GradientTransform:
+    r"""⊥Grad (Prieto, Barsbey, Mediano & Birdal 2025, "Grokking at the Edge of Numerical Stability",
+    arXiv 2501.04697; the ``OrthoGrad`` class of LucasPrietoAl/grokking-at-the-edge-of-numerical-stability).
+
+    Per parameter tensor, with ``w`` and ``g`` flattened to vectors:
+
+    .. math::
+        g_\perp &= g - \frac{\langle w, g\rangle}{\langle w, w\rangle + \epsilon}\, w \\
+        \hat g &= g_\perp\, \frac{\lVert g\rVert_2}{\lVert g_\perp\rVert_2 + \epsilon}
+
+    i.e. the component of the gradient along the weights (which only rescales ``w``, "naïve loss
+    minimisation") is removed and the result rescaled to the original gradient norm.  This is the reference
+    formula exactly, ε = 1e-30 in both denominators as there.  Differences from the reference wrapper: it
+    overwrites ``p.grad`` in place and (before its PR #12) built the base optimizer with lr and wd only,
+    dropping betas/eps; here the transform is pure and :class:`egalitarian.optim.Preconditioned` passes every
+    base-optimizer keyword through and restores the raw ``.grad`` after the step.
+
+    Edge cases inherited from the formula: ``w = 0`` leaves ``g`` unchanged; ``g`` exactly parallel to ``w``
+    gives ``g_⊥`` = rounding noise, which the rescaling blows up to norm ‖g‖ (as in the reference).  Note ε =
+    1e-30 is below float16's range (it underflows to 0 there; fine in float32/64).
+    """
+    check(eps >= 0, "eps", eps, "must be >= 0")
+
+    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
+        w = param.detach().reshape(-1)
+        g = grad.reshape(-1)
+        proj = torch.dot(w, g) / (torch.dot(w, w) + eps)
+        g_orth = g - proj * w
+        out = g_orth * (g.norm(2) / (g_orth.norm(2) + eps))
+        return out.reshape(grad.shape), state
+
+    return GradientTransform(no_state, update)
+
+
+_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+class MuonWithAdamW(Optimizer):
+    r"""Muon for the hidden 2-D matrices, AdamW for every other parameter: one optimizer, as KellerJordan/Muon's
+    ``MuonWithAuxAdam``.
+
+    ``MuonWithAdamW(muon_params, adamw_params, lr=0.02, ...)`` has one list of param groups, each tagged
+    ``use_muon=True/False`` and carrying its own hyperparameters under the names ``torch.optim.Muon`` and
+    ``torch.optim.AdamW`` read (a Muon group's ``lr`` is ``lr``, an AdamW group's ``lr`` is ``adamw_lr``), so
+    LR schedulers reach both parts; ``step()`` applies ``torch.optim.Muon``'s update to the ``use_muon`` groups
+    and ``torch.optim.AdamW``'s to the others.  Those two torch optimizers (``.muon``, ``.adamw``; ``None``
+    while no group uses one) only do the arithmetic: they work on this optimizer's group dicts and ``state``
+    themselves, so there is one copy of each.  Route hidden weight matrices to ``muon_params``; biases,
+    LayerNorm gains, embeddings and the output head go to ``adamw_params`` (the Muon authors' advice:
+    embeddings and the head are not "hidden" matrices even though they are 2-D).  Either set may be empty, not
+    both; each may also be a list of param-group dicts.
+
+    What ``torch.optim.Muon`` (torch 2.13) does per matrix ``W`` (out × in) with gradient ``g``,
+    η = ``lr``, μ = ``momentum``, λ = ``weight_decay``:
+
+    .. math::
+        B &\leftarrow \mathrm{lerp}(B, g, 1-\mu) = \mu B + (1-\mu)\, g \qquad (B_0 = 0,\ \text{so } B_1 = (1-\mu) g) \\
+        U &\leftarrow \mathrm{lerp}(g, B, \mu) = (1-\mu)\, g + \mu B \ \text{(Nesterov)}, \quad U \leftarrow B
+              \ \text{otherwise} \\
+        O &\leftarrow \mathrm{NS}_5(U) \\
+        W &\leftarrow (1 - \eta\lambda)\, W - \eta'\, O
+
+    * The momentum is an EMA (``lerp``), not torch's documented ``B ← μB + g``; the two differ by the factor
+      (1−μ), which the Frobenius normalisation inside NS removes (KellerJordan/Muon#52).
+    * ``NS₅``: the input is cast to **bfloat16**, transposed if rows > cols, divided by
+      ``max(‖U‖_F, 1e-7)``, then 5 quintic Newton–Schulz steps ``X ← aX + (bA + cA²)X`` with ``A = XXᵀ`` and
+      Muon's coefficients (a, b, c) = (3.4445, −4.775, 2.0315).  This is *not* exactly ``U Vᵀ``: 1 is not a
+      fixed point of the quintic, so the output's singular values scatter around 1 and directions small
+      against ‖U‖_F stay well below 1 (measured: docs/RESULTS.md §2).  EGD's exact whitening gives all ones.
+      The update ``O`` is bfloat16, added to the float32 weight.
+    * ``η'``: ``adjust_lr_fn=None`` or ``"original"`` (Keller Jordan's) η' = η·√max(1, out/in);
+      ``"match_rms_adamw"`` (Moonshot's) η' = 0.2·η·√max(out, in).  The decoupled decay uses the
+      *unadjusted* η, and its default is λ = 0.1 (``weight_decay`` here is Muon's; AdamW's is
+      ``adamw_weight_decay``, default 0).
+    * Muon takes 2-D parameters only: a non-2-D entry in ``muon_params`` raises ``ValueError`` naming
+      ``muon_params``.  Conv kernels must go to AdamW (or be flattened by the model).
+
+    The AdamW groups step exactly as ``torch.optim.AdamW(adamw_params, lr=adamw_lr, betas=adamw_betas,
+    eps=adamw_eps, weight_decay=adamw_weight_decay)``.  Defaults follow KellerJordan/Muon's recommendations
+    (Muon lr 0.02, momentum 0.95, Nesterov, 5 NS steps; Adam lr 3e-4, betas (0.9, 0.95)).
+
+    ``state_dict()`` is a plain torch optimizer state dict; ``load_state_dict`` copies what it is given and
+    also takes the ``{"muon": ..., "adamw": ...}`` state dicts of the earlier two-optimizer version.
+    """
+
+    def __init__(
+        self,
+        muon_params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        adamw_params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        weight_decay: float = 0.1,
+        adjust_lr_fn: str | None = None,
+        adamw_lr: float = 3e-4,
+        adamw_betas: tuple[float, float] = (0.9, 0.95),
+        adamw_eps: float = 1e-8,
+        adamw_weight_decay: float = 0.0,
+        *,
+        ns_coefficients: tuple[float, float, float] = NS_MUON,
+        ns_eps: float = 1e-7,
+    ) -> None:
+        check(isinstance(lr, (int, float)) and lr > 0, "lr", lr, "must be a number > 0")
+        check(0 <= momentum < 1, "momentum", momentum, "must be in [0, 1)")
+        check(isinstance(ns_steps, int) and 1 <= ns_steps < 100, "ns_steps", ns_steps, "must be an int in [1, 100)")
+        check(weight_decay >= 0, "weight_decay", weight_decay, "must be >= 0")
+        check(adjust_lr_fn in _ADJUST_LR_FNS, "adjust_lr_fn", adjust_lr_fn,
+              "must be None, 'original' or 'match_rms_adamw'")
+        check(isinstance(adamw_lr, (int, float)) and adamw_lr > 0, "adamw_lr", adamw_lr, "must be a number > 0")
+        check(len(adamw_betas) == 2 and all(0 <= b < 1 for b in adamw_betas), "adamw_betas", adamw_betas,
+              "must be two numbers in [0, 1)")
+        check(adamw_eps >= 0, "adamw_eps", adamw_eps, "must be >= 0")
+        check(adamw_weight_decay >= 0, "adamw_weight_decay", adamw_weight_decay, "must be >= 0")
+        muon_groups, adamw_groups = _as_groups(muon_params), _as_groups(adamw_params)
+        muon_ps = [p for g in muon_groups for p in g["params"]]
+        for i, p in enumerate(muon_ps):
+            check(p.ndim == 2, "muon_params", f"[{i}] of shape {tuple(p.shape)}", "torch.optim.Muon takes 2-D "
+                  "matrices only; put biases, gains and other non-2-D parameters in adamw_params")
+        check(bool(muon_groups or adamw_groups), "adamw_params", [], "must not be empty when muon_params is empty "
+              "too (both empty: nothing to optimize)")
+        adamw_ids = {id(p) for g in adamw_groups for p in g["params"]}
+        both = [i for i, p in enumerate(muon_ps) if id(p) in adamw_ids]
+        check(not both, "muon_params", f"entries {both}", "also appear in adamw_params (each parameter goes to one)")
+
+        self.group_defaults = {  # by use_muon; add_param_group fills a group's missing keys from these
+            True: dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
+                       adjust_lr_fn=adjust_lr_fn, ns_coefficients=tuple(ns_coefficients), eps=ns_eps),
+            False: dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay),
+        }
+        groups = [{**g, "use_muon": True} for g in muon_groups] + [{**g, "use_muon": False} for g in adamw_groups]
+        super().__init__(groups, {})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``use_muon`` (required) picks the update; the group's other keys override that part's defaults."""
+        use_muon = param_group.get("use_muon")
+        check(use_muon in (True, False), "use_muon", use_muon, "must be True (Muon's update) or False (AdamW's)")
+        group = {**self.group_defaults[bool(use_muon)], **_as_groups([param_group])[0], "use_muon": bool(use_muon)}
+        for i, p in enumerate(group["params"] if use_muon else ()):
+            check(p.ndim == 2, "params", f"[{i}] of shape {tuple(p.shape)}", "a use_muon=True group takes 2-D "
+                  "matrices only")
+        super().add_param_group(group)
+        self._bind()
+
+    def _bind(self) -> None:
+        """(Re)build ``.muon`` and ``.adamw`` over this optimizer's own group dicts and ``state``."""
+        for name, use_muon, engine in (("muon", True, torch.optim.Muon), ("adamw", False, torch.optim.AdamW)):
+            groups = [g for g in self.param_groups if g["use_muon"] == use_muon]
+            opt = engine(groups) if groups else None  # the groups already hold every hyperparameter
+            if opt is not None:
+                opt.state = self.state
+            setattr(self, name, opt)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = _evaluate_closure(closure)
+        for opt in (self.muon, self.adamw):
+            if opt is not None:
+                opt.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = copy.deepcopy(state_dict)  # torch's load would alias the caller's tensors
+        if "muon" in state_dict or "adamw" in state_dict:  # saved by the earlier two-optimizer version
+            state_dict = _joined(state_dict)
+        super().load_state_dict(state_dict)
+        self._bind()  # torch's load replaced the group dicts and the state
+
+
+def _as_groups(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``params`` (tensors, or param-group dicts) as param-group dicts with list-valued ``params``."""
+    check(not isinstance(params, Tensor), "params", "a single tensor", "must be an iterable of tensors or dicts",
+          TypeError)
+    items = list(params)
+    if not all(isinstance(g, dict) for g in items):
+        return [{"params": items}]
+    return [{**g, "params": [g["params"]] if isinstance(g["params"], Tensor) else list(g["params"])} for g in items]
+
+
+def _joined(parts: dict[str, Any]) -> dict[str, Any]:
+    """``{"muon": state dict | None, "adamw": state dict | None}`` as one state dict, Muon's groups first."""
+    state: dict[int, Any] = {}
+    groups: list[dict[str, Any]] = []
+    for key, use_muon in (("muon", True), ("adamw", False)):
+        if parts.get(key) is not None:
+            offset = sum(len(g["params"]) for g in groups)
+            groups += [{**g, "use_muon": use_muon, "params": [offset + i for i in g["params"]]}
+                       for g in parts[key]["param_groups"]]
+            state.update({offset + int(i): s for i, s in parts[key]["state"].items()})
+    return {"state": state, "param_groups": groups}
