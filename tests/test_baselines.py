@@ -8,7 +8,14 @@ import math
 import pytest
 import torch
 
-from egalitarian.baselines import MuonWithAdamW, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
+from egalitarian.baselines import (
+    MuonWithAdamW,
+    column_norm,
+    grokfast_ema,
+    grokfast_ma,
+    newton_schulz5,
+    perp_to_weights,
+)
 from egalitarian.optim import Preconditioned
 from egalitarian.transforms import chain, whiten
 
@@ -288,6 +295,97 @@ def test_muon_steps_match_the_hand_equation(nesterov, adjust_lr_fn):
     torch.testing.assert_close(opt.state[W]["momentum_buffer"], buf)
 
 
+def ns5_f64(G):
+    """Muon's quintic Newton–Schulz written out in float64 (no fused ops): the float32 path's reference."""
+    a, b, c = NS_ABC
+    X = G.double()
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    X = X / max(math.sqrt(float((X * X).sum())), 1e-7)
+    for _ in range(5):
+        A = X @ X.T
+        X = a * X + (b * A + c * (A @ A)) @ X
+    return X.T if tall else X
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 5), (8, 8)])
+def test_newton_schulz5_in_float32_matches_float64_by_hand(shape):
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    out = newton_schulz5(G)
+    assert out.dtype == torch.float32 and out.shape == shape
+    torch.testing.assert_close(out.double(), ns5_f64(G), atol=2e-6, rtol=0)  # fp32 accuracy
+    assert (ns5_f64(G) - ns5_bf16(G).double()).abs().max() > 1e-3  # bfloat16 is visibly coarser
+    assert torch.equal(G, torch.randn(*shape, generator=torch.Generator().manual_seed(3)))  # input untouched
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
+def test_muon_float32_steps_match_the_hand_equation(nesterov, adjust_lr_fn):
+    gen = torch.Generator().manual_seed(2)
+    W0 = torch.randn(6, 4, generator=gen)  # tall: NS works on the transpose
+    grads = [torch.randn(6, 4, generator=gen) for _ in range(3)]
+    W = torch.nn.Parameter(W0.clone())
+    lr, mom, wd = 0.02, 0.9, 0.1
+    opt = MuonWithAdamW([W], [], lr=lr, momentum=mom, nesterov=nesterov, weight_decay=wd,
+                        adjust_lr_fn=adjust_lr_fn, ns_dtype="float32")
+    adj = lr * (math.sqrt(max(1, 6 / 4)) if adjust_lr_fn is None else 0.2 * math.sqrt(6))
+    W_ref, buf = W0.double(), torch.zeros_like(W0, dtype=F64)
+    for g in grads:
+        W.grad = g.clone()
+        opt.step()
+        buf = mom * buf + (1 - mom) * g.double()
+        update = (1 - mom) * g.double() + mom * buf if nesterov else buf
+        W_ref = W_ref * (1 - lr * wd) - adj * ns5_f64(update)
+        torch.testing.assert_close(W.detach().double(), W_ref, atol=1e-6, rtol=0)
+        assert W.dtype == torch.float32
+    torch.testing.assert_close(opt.state[W]["momentum_buffer"].double(), buf, atol=1e-6, rtol=0)
+
+
+def test_muon_bfloat16_default_is_bit_identical_to_torch_muon():
+    gen = torch.Generator().manual_seed(5)
+    W0 = torch.randn(6, 4, generator=gen)
+    grads = [torch.randn(6, 4, generator=gen) for _ in range(4)]
+    ours = [torch.nn.Parameter(W0.clone()) for _ in range(3)]
+    ref = torch.nn.Parameter(W0.clone())
+    opts = [MuonWithAdamW([ours[0]], [], lr=0.05, momentum=0.9, weight_decay=0.1),
+            MuonWithAdamW([ours[1]], [], lr=0.05, momentum=0.9, weight_decay=0.1, ns_dtype="bfloat16"),
+            MuonWithAdamW([ours[2]], [], lr=0.05, momentum=0.9, weight_decay=0.1, ns_dtype="float32")]
+    torch_muon = torch.optim.Muon([ref], lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=True, eps=1e-7)
+    for g in grads:
+        for p, o in zip(ours, opts, strict=True):
+            p.grad = g.clone()
+            o.step()
+        ref.grad = g.clone()
+        torch_muon.step()
+    assert torch.equal(ours[0], ref) and torch.equal(ours[1], ref)
+    assert not torch.equal(ours[2], ref)  # float32 Newton–Schulz: a different (finer) update
+
+
+def test_muon_float32_state_dict_round_trip_and_old_groups_are_bfloat16():
+    model = _two_layer()
+    opt = MuonWithAdamW(*_split(model), lr=0.05, adamw_lr=1e-2, ns_dtype="float32")
+    _train(model, opt, 3, 0)
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    assert saved_opt["param_groups"][0]["ns_dtype"] == "float32"
+    _train(model, opt, 3, 3)
+    fresh = _two_layer()
+    fresh.load_state_dict(saved_model)
+    opt2 = MuonWithAdamW(*_split(fresh), lr=0.05, adamw_lr=1e-2, ns_dtype="float32")
+    opt2.load_state_dict(saved_opt)
+    assert opt2.muon is None and opt2.muon_fp32 is not None
+    _train(fresh, opt2, 3, 3)
+    for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # a state dict saved before ns_dtype existed has no such key: bfloat16, torch's
+    old = copy.deepcopy(saved_opt)
+    for g in old["param_groups"]:
+        g.pop("ns_dtype", None)
+    opt3 = MuonWithAdamW(*_split(_two_layer()), lr=0.05, adamw_lr=1e-2)
+    opt3.load_state_dict(old)
+    assert opt3.muon is not None and opt3.muon_fp32 is None
+
+
 def test_muon_with_adamw_is_a_torch_optimizer_with_groups_and_scheduler():
     model = _two_layer()
     muon_ps, adamw_ps = _split(model)
@@ -397,6 +495,10 @@ def test_muon_with_adamw_errors():
     assert opt.adamw is None and [g["use_muon"] for g in opt.param_groups] == [True]
     opt.add_param_group({"params": [model[0].bias], "use_muon": False})  # ...and created on demand
     assert opt.adamw is not None and [g["use_muon"] for g in opt.param_groups] == [True, False]
+    with pytest.raises(ValueError, match="ns_dtype = 'float16': must be one of bfloat16, float32"):
+        MuonWithAdamW([model[0].weight], [], ns_dtype="float16")
+    with pytest.raises(ValueError, match="ns_dtype = 'half'"):
+        opt.add_param_group({"params": [model[2].weight], "use_muon": True, "ns_dtype": "half"})
     with pytest.raises(ValueError, match="use_muon"):
         opt.add_param_group({"params": [model[2].bias]})
     with pytest.raises(ValueError, match=r"params = '\[0\] of shape \(3,\)'"):

@@ -16,7 +16,16 @@ import torch
 import egalitarian
 from egalitarian.build import build_model, make_task
 from egalitarian.cli import main
-from egalitarian.config import TRAIN_DEFAULTS, apply_overrides, load_toml, parse_value, resolve, section_kwargs
+from egalitarian.config import (
+    TRAIN_DEFAULTS,
+    apply_overrides,
+    load_config,
+    load_toml,
+    parse_value,
+    resolve,
+    section_kwargs,
+    train_settings,
+)
 from egalitarian.errors import ConfigError
 from egalitarian.losses import get_loss, l2_penalty
 from egalitarian.methods import OPTIMIZERS, build_optimizer
@@ -99,7 +108,11 @@ def test_resolve_fills_defaults_and_does_not_modify_its_input():
     cfg = _base()
     out = resolve(cfg)
     assert cfg == _base()
-    assert out["train"] == TRAIN_DEFAULTS
+    # the early stops added after run ids existed are left out while off (0), so old ids stay the same
+    off = {"max_seconds": 0.0, "chance_patience": 0, "chance_threshold": 0.0}
+    assert {k: TRAIN_DEFAULTS[k] for k in off} == off
+    assert out["train"] == {k: v for k, v in TRAIN_DEFAULTS.items() if k not in off}
+    assert train_settings(out) == TRAIN_DEFAULTS
     assert out["loss"] == {"name": "cross_entropy"}
     assert out["diagnostics"] == []
     assert TRAIN_DEFAULTS["batch_size"] == 512 and TRAIN_DEFAULTS["drop_last"] is True
@@ -123,6 +136,16 @@ def test_resolve_wrong_type(field, value):
     _raises({**_base(), "train": {field: value}}, f"train.{field}", repr(value), "type")
 
 
+def test_resolve_keeps_the_early_stops_when_they_are_on():
+    on = {"max_seconds": 30, "chance_patience": 4, "chance_threshold": 0.2}
+    out = resolve({**_base(), "train": on})
+    assert {k: out["train"][k] for k in on} == on and train_settings(out)["max_seconds"] == 30
+    # each one alone: the others stay out
+    out = resolve({**_base(), "train": {"chance_patience": 2, "max_seconds": 0.0}})
+    assert out["train"]["chance_patience"] == 2 and "max_seconds" not in out["train"]
+    assert "chance_threshold" not in out["train"]
+
+
 def test_resolve_int_is_accepted_for_a_float_field():
     out = resolve({**_base(), "train": {"checkpoint_seconds": 5, "grok_threshold": 1}})
     assert out["train"]["checkpoint_seconds"] == 5 and out["train"]["grok_threshold"] == 1
@@ -140,6 +163,11 @@ def test_resolve_int_is_accepted_for_a_float_field():
         ("switch_off_threshold", 2.0),
         ("checkpoint_seconds", 0.0),
         ("eval_batch_size", 0),
+        ("max_seconds", -1.0),
+        ("max_seconds", float("inf")),
+        ("chance_patience", -1),
+        ("chance_threshold", 1.0),
+        ("chance_threshold", -0.5),
     ],
 )
 def test_resolve_out_of_range(field, value):
@@ -196,6 +224,54 @@ def test_method_selection():
     assert out["optimizer"] == {"name": "sgd", "lr": 0.1} and out["name"] == "toy-sgd"
     _raises({**cfg, "method": "slow"}, "method = 'slow'", "sgd", "fast")
     _raises({**_base(), "method": "egd"}, "method = 'egd'", "[methods.egd]")
+
+
+def _two_methods() -> dict:
+    cfg = _base()
+    del cfg["optimizer"]
+    cfg["name"] = "toy"
+    cfg["methods"] = {"sgd": {"name": "sgd", "lr": 0.1}, "fast": {"name": "egd", "lr": 0.3}}
+    return cfg
+
+
+def test_an_optimizer_name_that_differs_from_the_chosen_method_is_refused():
+    cfg = _two_methods()
+    msg = _raises({**cfg, "method": "sgd", "optimizer": {"name": "muon"}})
+    assert msg == ("optimizer.name = 'muon': differs from the method 'sgd' chosen by method = 'sgd'; "
+                   "use --method or set methods.sgd.name")
+    # the table's key and its method name differ: both are named
+    msg = _raises({**cfg, "method": "fast", "optimizer": {"name": "sgd", "lr": 0.5}})
+    assert msg == ("optimizer.name = 'sgd': differs from the method 'egd' chosen by method = 'fast'; "
+                   "use --method or set methods.fast.name")
+    _raises({**cfg, "optimizer": {"name": "adamw"}}, "chosen by method = 'sgd'")  # the first table, implicitly
+    # the same name is no conflict; other keys still win
+    out = resolve({**cfg, "method": "fast", "optimizer": {"name": "egd", "lr": 0.5}})
+    assert out["optimizer"] == {"name": "egd", "lr": 0.5} and out["name"] == "toy-fast"
+    # a table without a name takes [optimizer]'s
+    out = resolve({**cfg, "methods": {"x": {"lr": 0.2}}, "method": "x", "optimizer": {"name": "sgd"}})
+    assert out["optimizer"] == {"name": "sgd", "lr": 0.2}
+
+
+def test_a_method_without_a_table_runs_with_the_registry_defaults():
+    cfg = {**_two_methods(), "method": "muon"}
+    out = resolve(cfg, OPTIMIZERS)
+    assert out["optimizer"] == {"name": "muon"} and out["name"] == "toy-muon"
+    assert resolve({**cfg, "optimizer": {"lr": 0.01}}, OPTIMIZERS)["optimizer"] == {"name": "muon", "lr": 0.01}
+    with pytest.raises(ConfigError) as e:
+        resolve({**cfg, "optimizer": {"name": "sgd"}}, OPTIMIZERS)
+    assert str(e.value).startswith("optimizer.name = 'sgd': differs from the method 'muon' chosen by method = 'muon'")
+    assert "[methods.muon]" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        resolve({**cfg, "method": "bogus"}, OPTIMIZERS)
+    msg = str(e.value)
+    assert msg.startswith("method = 'bogus': no [methods.bogus] table; allowed: a table of this config (sgd, fast)")
+    assert "egd_adamw" in msg and "\n" not in msg
+    # without the registry's names, only the config's tables are methods
+    _raises(cfg, "method = 'muon'", "sgd, fast")
+    # a shipped recipe: every registered method runs on it
+    recipe = {**load_config("mod-add-p97"), "method": "adamw"}
+    out = resolve(recipe, OPTIMIZERS)
+    assert out["optimizer"] == {"name": "adamw"} and out["name"] == "mod-add-p97-adamw"
 
 
 # ------------------------------------------------------------------------------------------------- load_toml
@@ -408,7 +484,31 @@ def test_cli_run_with_method(tmp_path, capsys):
     written = json.loads((out_dir / "config.json").read_text())["config"]
     assert written["optimizer"]["name"] == "egd" and written["name"] == "tiny-b"
     line = _error_line(capsys, ["run", "--config", str(cfg), "--method", "c", "--out", str(tmp_path / "r2")])
-    assert "'c'" in line
+    assert line.startswith("egd: error: method = 'c': no [methods.c] table; allowed: a table of this config (a, b)")
+
+
+def test_cli_run_refuses_a_label_that_is_not_what_runs(tmp_path, capsys):
+    line = _error_line(capsys, ["run", "--config", "mod-add-p97", "--method", "sgd", "--set", "optimizer.name=muon",
+                                "--out", str(tmp_path / "r")])
+    assert line == ("egd: error: optimizer.name = 'muon': differs from the method 'sgd' chosen by method = 'sgd'; "
+                    "use --method or set methods.sgd.name")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_run_any_registered_method_says_it_uses_the_registry_defaults(tmp_path, capsys):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(TINY.replace('[optimizer]\nname = "sgd"\nlr = 0.5\n', '[methods.a]\nname = "sgd"\nlr = 0.5\n'))
+    out_dir = tmp_path / "r"
+    assert main(["run", "--config", str(cfg), "--method", "muon", "--set", "train.max_epochs=1",
+                 "--out", str(out_dir)]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"egd: note: {cfg} has no [methods.muon] table; muon runs with the registry's "
+                                "defaults (egd list optimizers)"]
+    written = json.loads((out_dir / "config.json").read_text())["config"]
+    assert written["optimizer"] == {"name": "muon"} and written["name"] == "tiny-muon"
+    # an unknown name: exit 2 naming `method`, and no note
+    line = _error_line(capsys, ["run", "--config", str(cfg), "--method", "bogus", "--out", str(tmp_path / "r2")])
+    assert line.startswith("egd: error: method = 'bogus': no [methods.bogus] table")
 
 
 @pytest.fixture

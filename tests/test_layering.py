@@ -27,7 +27,7 @@ LAYERS = [
     {"build", "diagnostics"},
     {"train"},
     {"sweep"},
-    {"report"},
+    {"report", "tune"},
     {"reproduce", "demo"},
     {"cli"},
 ]

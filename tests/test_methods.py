@@ -391,6 +391,19 @@ def test_library_errors_get_the_optimizer_section_in_front():
     with pytest.raises(ConfigError) as e:
         build_optimizer(named, "muon", momentum=1.0)
     assert str(e.value) == "optimizer.momentum = 1.0: must be in [0, 1)"
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "muon", ns_dtype="float16")
+    assert str(e.value) == "optimizer.ns_dtype = 'float16': must be one of bfloat16, float32"
+
+
+def test_muon_ns_dtype_picks_the_newton_schulz_engine():
+    named = list(_mlp().named_parameters())
+    assert OPTIMIZERS["muon"].defaults["ns_dtype"] == "bfloat16"  # the default is torch's bfloat16
+    default = build_optimizer(named, "muon")
+    assert default.muon_fp32 is None and isinstance(default.muon, torch.optim.Muon)
+    fp32 = build_optimizer(named, "muon", ns_dtype="float32")
+    assert fp32.muon is None and fp32.muon_fp32 is not None
+    assert [g["ns_dtype"] for g in fp32.param_groups if g["use_muon"]] == ["float32"]
 
 
 def test_whiten_pattern_errors_name_the_key_and_its_value():

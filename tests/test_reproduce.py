@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from egalitarian.cli import main
 from egalitarian.errors import ConfigError
-from egalitarian.reproduce import TABLES, _cell, build_sweep, reproduce
+from egalitarian.reproduce import SEEDS_ALLOWED, TABLES, _cell, build_sweep, parse_seeds, reproduce
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
@@ -39,5 +40,46 @@ def test_cells_by_hand():
 def test_unknown_table_and_bad_seeds(tmp_path):
     with pytest.raises(ConfigError, match="table5"):
         reproduce("table5", root=tmp_path)
-    with pytest.raises(ConfigError, match="--seeds 0"):
+    with pytest.raises(ConfigError, match="--seeds = 0: a count N >= 1"):
         reproduce("table2", seeds=0, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text,seeds",
+    [("5", [0, 1, 2, 3, 4]), ("1", [0]), ("5-9", [5, 6, 7, 8, 9]), ("3-3", [3]), (" 2 - 4 ", [2, 3, 4]),
+     ("0,3,7", [0, 3, 7]), ("7, 3", [7, 3]), (4, [0, 1, 2, 3]), ([2, 9], [2, 9])],
+)
+def test_parse_seeds(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "5-", "-5", "9-5", "a", "1.5", "0,0", "3,", ",", "", "1,x", "2-4,6"])
+def test_parse_seeds_refuses(text):
+    with pytest.raises(ConfigError) as e:
+        parse_seeds(text)
+    assert str(e.value) == f"--seeds = {text!r}: {SEEDS_ALLOWED}"
+
+
+def test_the_sweep_runs_carry_the_given_seeds(tmp_path):
+    by_count, _ = build_sweep("table4", 2, True, tmp_path)
+    by_text, _ = build_sweep("table4", parse_seeds("2"), True, tmp_path)
+    assert [r.id for r in by_count.runs] == [r.id for r in by_text.runs]  # a count: the same runs as before
+    listed, _ = build_sweep("table4", parse_seeds("0,3,7"), True, tmp_path)
+    ranged, _ = build_sweep("table4", parse_seeds("1-2"), True, tmp_path)
+    for sweep, seeds in ((by_count, [0, 1]), (listed, [0, 3, 7]), (ranged, [1, 2])):
+        assert sweep.store == tmp_path / "table4-quick.sqlite"  # one store, whatever the seeds
+        per_method: dict[str, list[int]] = {}
+        for r in sweep.runs:
+            train = r.config["train"]
+            assert train["seed"] == train["shuffle_seed"] == r.params["seed"]
+            per_method.setdefault(r.params["method"], []).append(train["seed"])
+        assert per_method == {m: seeds for m in TABLES["table4"].quick_methods}
+    # the same seed is the same run, whichever way it was asked for
+    assert {r.id for r in listed.runs} & {r.id for r in by_count.runs} == {
+        r.id for r in by_count.runs if r.params["seed"] == 0}
+
+
+def test_cli_reproduce_bad_seeds_exits_2(capsys, tmp_path):
+    assert main(["reproduce", "table4", "--seeds", "5-", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"egd: error: --seeds = '5-': {SEEDS_ALLOWED}"]

@@ -139,6 +139,7 @@ def test_end_to_end_run_directory(tmp_path):
     assert summary["steps_per_epoch"] == spe
     assert summary["steps"] == epochs * spe == 12 and summary["epochs"] == epochs
     assert summary["status"] == "budget" and summary["budget_exhausted"] is True
+    assert summary["stop_reason"] == "max_epochs"
     assert summary["skipped_steps"] == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 12
 
@@ -211,6 +212,7 @@ def test_steps_per_epoch(tmp_path, batch_size, drop_last, steps_per_epoch):
 def test_step_budget_ends_mid_epoch_with_a_final_evaluation(tmp_path):
     summary = train(make_cfg(max_steps=5, max_epochs=0, stop_after_grok=False), tmp_path)
     assert summary["steps"] == 5 and summary["epochs"] == 1  # 3 steps per epoch: epoch 1 done, 2 steps into 2
+    assert summary["stop_reason"] == "max_steps"
     rows = read_rows(tmp_path / "metrics.csv")
     assert [(s, e) for s, e, _ in series(rows, "test", "acc")] == [(0, 0), (3, 1), (5, 1)]
 
@@ -218,6 +220,7 @@ def test_step_budget_ends_mid_epoch_with_a_final_evaluation(tmp_path):
 def test_step_budget_min_with_epoch_budget(tmp_path):
     summary = train(make_cfg(max_steps=100, max_epochs=2, stop_after_grok=False), tmp_path)
     assert summary["steps"] == 6  # min(100, 2 × 3)
+    assert summary["stop_reason"] == "max_epochs"
 
 
 def test_evaluation_every_k_steps(tmp_path):
@@ -364,6 +367,7 @@ def test_stop_after_grok_with_patience(tmp_path):
     assert 0 < g < budget - 5
     for k, (summary, rows) in runs.items():
         assert summary["status"] == "grokked" and summary["grokked"] is True
+        assert summary["stop_reason"] == "grokked"
         assert summary["grok"]["epoch"] == g
         assert summary["epochs"] == g + k  # k more evaluations (one per epoch) after the grokking one
         assert len(series(rows, "test", "acc")) == g + 1 + k
@@ -383,6 +387,7 @@ def test_grokked_at_the_initial_evaluation_trains_nothing(tmp_path):
 def test_grokked_without_stopping_runs_the_budget(tmp_path):
     summary = train(parity_cfg(max_epochs=10, stop_after_grok=False), tmp_path)
     assert summary["epochs"] == 10 and summary["grokked"] is True and summary["status"] == "grokked"
+    assert summary["stop_reason"] == "max_epochs"  # the loop ran out of budget, after grokking
 
 
 # ------------------------------------------------------------------------------------------------ switch-off
@@ -454,6 +459,7 @@ def test_nonfinite_loss_stops_with_the_last_good_state(tmp_path):
         train(make_cfg(sgd, max_epochs=5), tmp_path / "nan")
     s = e.value.summary
     assert s["status"] == "nonfinite" and s["steps"] == 1  # step 1 blew the weights up; step 2's loss is inf
+    assert s["stop_reason"] == "nonfinite"
     assert json.loads((tmp_path / "nan" / "summary.json").read_text())["status"] == "nonfinite"
     ck = load_ckpt(tmp_path / "nan")
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
@@ -481,6 +487,137 @@ def test_nonfinite_skip_completes_the_run(tmp_path):
     assert summary["skipped_steps"] == 14
     train(make_cfg(sgd, max_steps=1, max_epochs=5), tmp_path / "one")
     assert_same(load_ckpt(tmp_path / "skip")["model"], load_ckpt(tmp_path / "one")["model"])
+
+
+# ------------------------------------------------------------------------- early stops: wall clock, at chance
+
+
+def test_max_seconds_stops_censored_and_resumes(tmp_path):
+    # a limit every step exceeds: the loop's seconds start at 0 and pass 1 ns during the first step
+    cfg = make_cfg(max_epochs=3, max_seconds=1e-9, stop_after_grok=False)
+    s = train(cfg, tmp_path)
+    assert s["steps"] == 1 and s["epochs"] == 0
+    assert s["status"] == "budget" and s["stop_reason"] == "max_seconds"
+    assert s["grokked"] is False and s["budget_exhausted"] is True  # censored
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [st for st, _, _ in series(rows, "test", "acc")] == [0, 1]  # the last step is evaluated
+    assert json.loads((tmp_path / "summary.json").read_text())["stop_reason"] == "max_seconds"
+    # resuming with the same limit trains nothing; without one, the run continues to its epoch budget
+    calls: list[int] = []
+    again = train(cfg, tmp_path, resume=True, on_eval=_counting(calls))
+    assert calls == [] and again["steps"] == 1 and again["stop_reason"] == "max_seconds"
+    done = train(make_cfg(max_epochs=3, stop_after_grok=False), tmp_path, resume=True)
+    assert done["steps"] == 9 and done["status"] == "budget" and done["stop_reason"] == "max_epochs"
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [st for st, _, _ in series(rows, "test", "acc")] == [0, 1, 3, 6, 9]  # 3 steps per epoch
+
+
+def _chance_stop(train_accs, test_accs, memorize, threshold, patience):
+    """By hand: the index of the evaluation at which the at-chance rule stops, or None.  From the first
+    evaluation with train accuracy >= memorize on, count consecutive ones with test accuracy < threshold."""
+    memorized, count = False, 0
+    for i, (tr, te) in enumerate(zip(train_accs, test_accs, strict=True)):
+        memorized = memorized or tr >= memorize
+        if memorized:
+            count = count + 1 if te < threshold else 0
+            if count >= patience:
+                return i
+    return None
+
+
+def _accs(rows):
+    return [v for _, _, v in series(rows, "train", "acc")], [v for _, _, v in series(rows, "test", "acc")]
+
+
+def test_at_chance_stop_with_the_default_threshold(tmp_path):
+    # mod-add p = 11 memorizes (train accuracy >= 0.9) while test accuracy stays low; chance is 1/11, the
+    # default threshold twice that
+    common = dict(max_epochs=15, train_eval="full", stop_after_grok=False, memorize_threshold=0.9)
+    train(make_cfg(**common), tmp_path / "ref")
+    ref = read_rows(tmp_path / "ref" / "metrics.csv")
+    expected = _chance_stop(*_accs(ref), 0.9, 2 / P, 3)
+    assert expected is not None and expected < 15
+    s = train(make_cfg(chance_patience=3, **common), tmp_path / "run")
+    assert s["epochs"] == expected  # evaluation i is at epoch i
+    assert s["status"] == "budget" and s["stop_reason"] == "at_chance" and s["grokked"] is False
+    rows = read_rows(tmp_path / "run" / "metrics.csv")
+    assert rows == ref[: len(rows)]  # the same trajectory, stopped early
+    # resuming with the same patience trains nothing; with the rule off it runs to the budget
+    calls: list[int] = []
+    again = train(make_cfg(chance_patience=3, **common), tmp_path / "run", resume=True, on_eval=_counting(calls))
+    assert calls == [] and again["stop_reason"] == "at_chance" and again["epochs"] == expected
+    done = train(make_cfg(**common), tmp_path / "run", resume=True)
+    assert done["epochs"] == 15 and done["stop_reason"] == "max_epochs"
+    assert read_rows(tmp_path / "run" / "metrics.csv") == ref
+
+
+def test_at_chance_counts_consecutive_evaluations_and_resets(tmp_path):
+    # parity k = 1: test accuracy climbs to 1 within a few epochs; memorized (>= 0.7) at the first evaluations
+    common = dict(max_epochs=8, train_eval="full", stop_after_grok=False, memorize_threshold=0.7)
+    train(parity_cfg(**common), tmp_path / "ref")
+    ref = read_rows(tmp_path / "ref" / "metrics.csv")
+    train_accs, test_accs = _accs(ref)
+    cases = [(0.9, 3), (0.8, 3), (0.9, 4), (0.7, 1)]
+    outcomes = []
+    for i, (threshold, patience) in enumerate(cases):
+        expected = _chance_stop(train_accs, test_accs, 0.7, threshold, patience)
+        outcomes.append(expected)
+        s = train(parity_cfg(chance_patience=patience, chance_threshold=threshold, **common), tmp_path / str(i))
+        if expected is None:
+            assert s["epochs"] == 8 and s["stop_reason"] == "max_epochs"
+        else:
+            assert s["epochs"] == expected and s["stop_reason"] == "at_chance"
+            assert s["status"] == ("grokked" if s["grokked"] else "budget")
+    assert any(e is not None for e in outcomes) and any(e is None for e in outcomes)  # both kinds were tested
+
+
+def test_chance_threshold_by_hand():
+    from types import SimpleNamespace
+
+    from egalitarian.train import chance_threshold
+
+    tc = {"chance_threshold": 0.0}
+    assert chance_threshold(tc, SimpleNamespace(target="class", num_outputs=97)) == 2 / 97
+    assert chance_threshold(tc, SimpleNamespace(target="class", num_outputs=3)) == 2 / 3
+    assert chance_threshold(tc, SimpleNamespace(target="class", num_outputs=2)) == 0.6  # 2 × 1/2 would be 1
+    assert chance_threshold(tc, SimpleNamespace(target="sign", num_outputs=1)) == 0.6
+    assert chance_threshold({"chance_threshold": 0.3}, SimpleNamespace(target="class", num_outputs=97)) == 0.3
+
+
+# ------------------------------------------------------------------------------------------------- denormals
+
+DENORMAL = 1e-40  # below float32's smallest normal number, 1.18e-38
+
+
+def _denormal_times_one() -> float:
+    return float(torch.tensor(DENORMAL, dtype=torch.float32) * 1)
+
+
+def test_denormals_are_flushed_during_a_run_and_the_setting_restored(tmp_path):
+    if not torch.set_flush_denormal(False):  # off before the run (and: does this CPU support flushing?)
+        pytest.skip("this CPU cannot flush denormals")
+    assert _denormal_times_one() != 0.0
+    seen: list[float] = []
+    s = train(make_cfg(max_epochs=2, stop_after_grok=False), tmp_path,
+              on_eval=lambda step, m: seen.append(_denormal_times_one()))
+    assert s["steps"] == 6 and math.isfinite(s["final_test_loss"])  # it still trains
+    assert seen == [0.0, 0.0, 0.0]  # flushed inside the run, at every evaluation
+    assert _denormal_times_one() != 0.0  # restored: off again
+    # a caller who flushes already keeps flushing
+    try:
+        torch.set_flush_denormal(True)
+        train(make_cfg(max_epochs=1, stop_after_grok=False))
+        assert _denormal_times_one() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_denormals_setting_is_restored_when_the_run_fails(tmp_path):
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    with pytest.raises(RunStopped):
+        train(make_cfg({"name": "sgd", "lr": 1e30}, max_epochs=2), tmp_path)
+    assert _denormal_times_one() != 0.0
 
 
 # ----------------------------------------------------------------------------------------- determinism, device

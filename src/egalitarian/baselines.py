@@ -7,12 +7,14 @@ Gradient transforms (:mod:`egalitarian.transforms` style, to put in front of any
 * :func:`column_norm` — the EGD paper's column normalisation.
 * :func:`perp_to_weights` — ⊥Grad (Prieto et al. 2025).
 
-And one optimizer: :class:`MuonWithAdamW` — Muon for the hidden matrices, AdamW for everything else.
+And one optimizer: :class:`MuonWithAdamW` — Muon for the hidden matrices, AdamW for everything else (Muon's
+Newton–Schulz in torch's bfloat16, or in float32 with ``ns_dtype="float32"``: :class:`MuonFloat32`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +27,7 @@ from .linalg import NS_MUON
 from .optim import _evaluate_closure
 from .transforms import GradientTransform, State, as_matrix, no_state
 
-__all__ = ["MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma", "perp_to_weights"]
+__all__ = ["MuonFloat32", "MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma", "perp_to_weights"]
 
 
 def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0, normalize: bool = False) -> GradientTransform:
@@ -195,6 +197,59 @@ def perp_to_weights(eps: float = 1e-30) -> GradientTransform:
 
 
 _ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+NS_DTYPES = ("bfloat16", "float32")
+"""Muon's Newton–Schulz dtype: torch.optim.Muon's bfloat16, or float32 (:class:`MuonFloat32`)."""
+
+
+def newton_schulz5(G: Tensor, coefficients: tuple[float, float, float] = NS_MUON, steps: int = 5,
+                   eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
+    """torch.optim.Muon's Newton–Schulz (torch 2.13 ``_zeropower_via_newtonschulz``) in ``dtype``: ``G`` cast to
+    ``dtype``, transposed if rows > cols, divided by ``max(‖G‖_F, eps)``, then ``steps`` times
+    ``A = XXᵀ, X ← aX + (bA + cA²)X`` with the same fused ``addmm``s; torch's own always computes in bfloat16."""
+    a, b, c = coefficients
+    X = G.to(dtype)
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T
+    X = X / X.norm().clamp(min=eps)  # not in place: G may be the momentum buffer itself
+    for _ in range(steps):
+        A = X @ X.T
+        B = torch.addmm(A, A, A, beta=b, alpha=c)
+        X = torch.addmm(X, B, X, beta=a)
+    return X.T if tall else X
+
+
+def muon_adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """torch.optim.Muon's step size for a (rows × cols) matrix: √max(1, rows/cols)·lr (``None``/``"original"``),
+    0.2·√max(rows, cols)·lr (``"match_rms_adamw"``)."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    return lr * math.sqrt(max(1, rows / cols))
+
+
+class MuonFloat32(torch.optim.Muon):
+    """``torch.optim.Muon`` with its Newton–Schulz in float32 (:func:`newton_schulz5`); the same hyperparameters,
+    momentum buffer (``state["momentum_buffer"]``, created by torch's ``_init_group``), decoupled decay and step
+    size.  torch's Newton–Schulz casts to bfloat16; which of the two is faster depends on the CPU (bfloat16
+    matmuls are fast only with bf16 units, e.g. AVX512-BF16 or AMX), and float32 is the more accurate."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = _evaluate_closure(closure)
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            bufs: list[Tensor] = []
+            self._init_group(group, params, grads, bufs)
+            lr, mu = float(group["lr"]), group["momentum"]
+            for p, g, buf in zip(params, grads, bufs, strict=True):
+                buf.lerp_(g, 1 - mu)
+                update = g.lerp(buf, mu) if group["nesterov"] else buf
+                update = newton_schulz5(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-muon_adjusted_lr(lr, group["adjust_lr_fn"], p.shape))
+        return loss
 
 
 class MuonWithAdamW(Optimizer):
@@ -205,12 +260,12 @@ class MuonWithAdamW(Optimizer):
     ``use_muon=True/False`` and carrying its own hyperparameters under the names ``torch.optim.Muon`` and
     ``torch.optim.AdamW`` read (a Muon group's ``lr`` is ``lr``, an AdamW group's ``lr`` is ``adamw_lr``), so
     LR schedulers reach both parts; ``step()`` applies ``torch.optim.Muon``'s update to the ``use_muon`` groups
-    and ``torch.optim.AdamW``'s to the others.  Those two torch optimizers (``.muon``, ``.adamw``; ``None``
-    while no group uses one) only do the arithmetic: they work on this optimizer's group dicts and ``state``
-    themselves, so there is one copy of each.  Route hidden weight matrices to ``muon_params``; biases,
-    LayerNorm gains, embeddings and the output head go to ``adamw_params`` (the Muon authors' advice:
-    embeddings and the head are not "hidden" matrices even though they are 2-D).  Either set may be empty, not
-    both; each may also be a list of param-group dicts.
+    and ``torch.optim.AdamW``'s to the others.  Those torch optimizers (``.muon``, ``.adamw``, and
+    ``.muon_fp32`` for groups with ``ns_dtype="float32"``; ``None`` while no group uses one) only do the
+    arithmetic: they work on this optimizer's group dicts and ``state`` themselves, so there is one copy of
+    each.  Route hidden weight matrices to ``muon_params``; biases, LayerNorm gains, embeddings and the output
+    head go to ``adamw_params`` (the Muon authors' advice: embeddings and the head are not "hidden" matrices
+    even though they are 2-D).  Either set may be empty, not both; each may also be a list of param-group dicts.
 
     What ``torch.optim.Muon`` (torch 2.13) does per matrix ``W`` (out × in) with gradient ``g``,
     η = ``lr``, μ = ``momentum``, λ = ``weight_decay``:
@@ -224,12 +279,14 @@ class MuonWithAdamW(Optimizer):
 
     * The momentum is an EMA (``lerp``), not torch's documented ``B ← μB + g``; the two differ by the factor
       (1−μ), which the Frobenius normalisation inside NS removes (KellerJordan/Muon#52).
-    * ``NS₅``: the input is cast to **bfloat16**, transposed if rows > cols, divided by
-      ``max(‖U‖_F, 1e-7)``, then 5 quintic Newton–Schulz steps ``X ← aX + (bA + cA²)X`` with ``A = XXᵀ`` and
-      Muon's coefficients (a, b, c) = (3.4445, −4.775, 2.0315).  This is *not* exactly ``U Vᵀ``: 1 is not a
-      fixed point of the quintic, so the output's singular values scatter around 1 and directions small
-      against ‖U‖_F stay well below 1 (measured: docs/RESULTS.md §2).  EGD's exact whitening gives all ones.
-      The update ``O`` is bfloat16, added to the float32 weight.
+    * ``NS₅``: the input is cast to **bfloat16**, transposed if rows > cols, divided by ``max(‖U‖_F, 1e-7)``,
+      then 5 quintic Newton–Schulz steps ``X ← aX + (bA + cA²)X`` with ``A = XXᵀ`` and Muon's coefficients
+      (a, b, c) = (3.4445, −4.775, 2.0315).  This is *not* exactly ``U Vᵀ``: 1 is not a fixed point of the
+      quintic, so the output's singular values scatter around 1 and directions small against ‖U‖_F stay well
+      below 1 (measured: docs/RESULTS.md §2).  EGD's exact whitening gives all ones.
+      The update ``O`` is bfloat16, added to the float32 weight.  ``ns_dtype="float32"`` runs the same NS₅ in
+      float32 instead (:class:`MuonFloat32`, :func:`newton_schulz5`; torch hard-codes bfloat16, whose matmuls
+      are slow on CPUs without bf16 units).
     * ``η'``: ``adjust_lr_fn=None`` or ``"original"`` (Keller Jordan's) η' = η·√max(1, out/in);
       ``"match_rms_adamw"`` (Moonshot's) η' = 0.2·η·√max(out, in).  The decoupled decay uses the
       *unadjusted* η, and its default is λ = 0.1 (``weight_decay`` here is Muon's; AdamW's is
@@ -262,6 +319,7 @@ class MuonWithAdamW(Optimizer):
         *,
         ns_coefficients: tuple[float, float, float] = NS_MUON,
         ns_eps: float = 1e-7,
+        ns_dtype: str = "bfloat16",
     ) -> None:
         check(isinstance(lr, (int, float)) and lr > 0, "lr", lr, "must be a number > 0")
         check(0 <= momentum < 1, "momentum", momentum, "must be in [0, 1)")
@@ -274,6 +332,7 @@ class MuonWithAdamW(Optimizer):
               "must be two numbers in [0, 1)")
         check(adamw_eps >= 0, "adamw_eps", adamw_eps, "must be >= 0")
         check(adamw_weight_decay >= 0, "adamw_weight_decay", adamw_weight_decay, "must be >= 0")
+        check(ns_dtype in NS_DTYPES, "ns_dtype", ns_dtype, f"must be one of {', '.join(NS_DTYPES)}")
         muon_groups, adamw_groups = _as_groups(muon_params), _as_groups(adamw_params)
         muon_ps = [p for g in muon_groups for p in g["params"]]
         for i, p in enumerate(muon_ps):
@@ -287,7 +346,8 @@ class MuonWithAdamW(Optimizer):
 
         self.group_defaults = {  # by use_muon; add_param_group fills a group's missing keys from these
             True: dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-                       adjust_lr_fn=adjust_lr_fn, ns_coefficients=tuple(ns_coefficients), eps=ns_eps),
+                       adjust_lr_fn=adjust_lr_fn, ns_coefficients=tuple(ns_coefficients), eps=ns_eps,
+                       ns_dtype=ns_dtype),
             False: dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay),
         }
         groups = [{**g, "use_muon": True} for g in muon_groups] + [{**g, "use_muon": False} for g in adamw_groups]
@@ -298,6 +358,9 @@ class MuonWithAdamW(Optimizer):
         use_muon = param_group.get("use_muon")
         check(use_muon in (True, False), "use_muon", use_muon, "must be True (Muon's update) or False (AdamW's)")
         group = {**self.group_defaults[bool(use_muon)], **_as_groups([param_group])[0], "use_muon": bool(use_muon)}
+        if use_muon:
+            check(group["ns_dtype"] in NS_DTYPES, "ns_dtype", group["ns_dtype"],
+                  f"must be one of {', '.join(NS_DTYPES)}")
         for i, p in enumerate(group["params"] if use_muon else ()):
             check(p.ndim == 2, "params", f"[{i}] of shape {tuple(p.shape)}", "a use_muon=True group takes 2-D "
                   "matrices only")
@@ -305,9 +368,15 @@ class MuonWithAdamW(Optimizer):
         self._bind()
 
     def _bind(self) -> None:
-        """(Re)build ``.muon`` and ``.adamw`` over this optimizer's own group dicts and ``state``."""
-        for name, use_muon, engine in (("muon", True, torch.optim.Muon), ("adamw", False, torch.optim.AdamW)):
-            groups = [g for g in self.param_groups if g["use_muon"] == use_muon]
+        """(Re)build ``.muon``, ``.muon_fp32`` and ``.adamw`` over this optimizer's own group dicts and ``state``
+        (a group's ``ns_dtype`` picks its engine here; groups saved before it existed are bfloat16)."""
+        parts = (
+            ("muon", torch.optim.Muon, lambda g: g["use_muon"] and g.get("ns_dtype", "bfloat16") == "bfloat16"),
+            ("muon_fp32", MuonFloat32, lambda g: g["use_muon"] and g.get("ns_dtype", "bfloat16") == "float32"),
+            ("adamw", torch.optim.AdamW, lambda g: not g["use_muon"]),
+        )
+        for name, engine, mine in parts:
+            groups = [g for g in self.param_groups if mine(g)]
             opt = engine(groups) if groups else None  # the groups already hold every hyperparameter
             if opt is not None:
                 opt.state = self.state
@@ -316,7 +385,7 @@ class MuonWithAdamW(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _evaluate_closure(closure)
-        for opt in (self.muon, self.adamw):
+        for opt in (self.muon, self.muon_fp32, self.adamw):
             if opt is not None:
                 opt.step()
         return loss

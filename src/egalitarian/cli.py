@@ -6,7 +6,8 @@
     egd sweep FILE [--workers N] [--backend local|ray] [--address ADDR] [--dry-run]
     egd sweep status FILE|STORE
     egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F]
-    egd reproduce TABLE [--seeds N] [--quick]  one of the EGD paper's tables, ours next to the paper's
+    egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
+    egd reproduce TABLE [--seeds N|A-B|A,B,..] [--quick]  one of the EGD paper's tables, ours next to the paper's
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
@@ -35,6 +36,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.method:
         cfg["method"] = args.method
     cfg = apply_overrides(cfg, args.set or [])
+    tables = cfg.get("methods") if isinstance(cfg.get("methods"), dict) else {}
+    if args.method and args.method not in tables:
+        from .methods import OPTIMIZERS
+
+        if args.method in OPTIMIZERS:  # an unknown name is refused by train(), naming `method`
+            print(f"egd: note: {args.config} has no [methods.{args.method}] table; {args.method} runs with the "
+                  "registry's defaults (egd list optimizers)", file=sys.stderr)
     out = args.out or str(Path("runs") / (Path(args.config).stem + (f"-{args.method}" if args.method else "")))
     summary = train(cfg, out, resume=args.resume, handle_signals=True)
     _print_summary(summary, out)
@@ -112,10 +120,10 @@ def _open_results(target: str) -> tuple[Any, list[str] | None, Any]:
 
 
 def _sweep_report(target: str, baseline: str | None = None, metric: str = "epochs", csv: str | None = None,
-            json_path: str | None = None) -> int:
+            json_path: str | None = None, best: str | None = None) -> int:
     """Print the run counts and the group statistics of a sweep or store; optionally export them."""
     from .sweep import group_stats, stats_table, write_csv, write_json
-    from .sweep.stats import run_rows
+    from .sweep.stats import best_by, run_rows
 
     store, ids, sweep = _open_results(target)
     with store:
@@ -128,6 +136,9 @@ def _sweep_report(target: str, baseline: str | None = None, metric: str = "epoch
     new = len(ids) - len(runs) if ids is not None else 0  # in the sweep file, not yet in the store
     print(f"runs:  {len(runs) + new}  " + ", ".join(f"{k} {v}" for k, v in counts.items())
           + (f", not started {new}" if new else "") + (f"   baseline: {baseline}" if baseline else ""))
+    if best:
+        groups = best_by(groups, best, metric)
+        print(f"\nthe best group of each {best} (smallest Kaplan-Meier median {metric}):")
     if groups:
         print()
         print(stats_table(groups, metric))
@@ -176,8 +187,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .tune import tune
+
+    if args.address and args.backend != "ray":
+        raise ConfigError(f"--address {args.address!r}: only for --backend ray")
+    try:
+        tune(args.spec, workers=args.workers, backend=args.backend, address=args.address)
+    except KeyboardInterrupt:
+        print(f"\negd: tune interrupted; run `egd tune {args.spec}` again to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
-    return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json)
+    return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json, args.best_by)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train one run from a recipe or TOML config")
     p.add_argument("--config", required=True, help="recipe name (egd list recipes) or TOML file")
-    p.add_argument("--method", help="which [methods.NAME] table of the recipe to use")
+    p.add_argument("--method", help="which [methods.NAME] table of the recipe to use, or any registered method "
+                   "(egd list optimizers) with the registry's defaults")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override, e.g. optimizer.lr=0.5")
     p.add_argument("--out", help="run directory (default: runs/<config>[-<method>])")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -199,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
     p.add_argument("table", help="table2 | table3 | table4 | table6 | table7")
-    p.add_argument("--seeds", type=int, help="seeds per setting and method (default 5; 2 with --quick)")
+    p.add_argument("--seeds", metavar="N|A-B|A,B,..",
+                   help="seeds per setting and method: a count N (0..N-1; default 5, 2 with --quick), "
+                   "a range 5-9 or a list 0,3,7")
     p.add_argument("--quick", action="store_true", help="a smoke version that finishes in minutes")
     p.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
     p.add_argument("--out", default="reproduce", help="directory for the store and report (default: reproduce)")
@@ -227,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their ids, run nothing")
     p.set_defaults(func=_cmd_sweep)
 
+    p = sub.add_parser("tune", help="tune every method with the same budget, then a leaderboard on held-out seeds")
+    p.add_argument("spec", metavar="SPEC", help="tune spec (TOML; docs/TUNING.md)")
+    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.set_defaults(func=_cmd_tune)
+
     p = sub.add_parser("results", help="statistics per group of a sweep: table, CSV, JSON")
     p.add_argument("target", metavar="FILE|STORE", help="sweep TOML file or results store (.sqlite)")
     p.add_argument("--baseline", metavar="GROUP", help="e.g. method=sgd (default: the sweep's baseline)")
@@ -234,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time to grok shown in the table (all three are exported)")
     p.add_argument("--csv", metavar="FILE", help="write the group statistics as CSV")
     p.add_argument("--json", metavar="FILE", help="write the group statistics and every run as JSON")
+    p.add_argument("--best-by", metavar="FIELD", help="only the best group per value of FIELD, e.g. method")
     p.set_defaults(func=_cmd_results)
     return parser
 

@@ -8,7 +8,8 @@ A config is a nested dict with six sections::
     [loss]       name = "cross_entropy" | ..., weight_decay = L2 term in the loss (matrices only)
     [optimizer]  name = a registered method, and its hyperparameters (egalitarian.methods)
     method = "egd" with [methods.egd], [methods.sgd], ...: a recipe's per-method hyperparameters; the
-                 chosen table becomes [optimizer] (keys given in [optimizer] win)
+                 chosen table becomes [optimizer] (keys given in [optimizer] win, except a different name);
+                 a method without a table runs with the registry's defaults
     [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints
     diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
 
@@ -21,7 +22,9 @@ TOML files shipped in ``egalitarian/recipes``; :func:`load_config` takes a recip
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,20 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "device": "auto",  # "auto" (cuda → mps → cpu), "cpu", "cuda", "cuda:1", "mps"
     "threads": 0,  # torch.set_num_threads (0 = leave torch's default)
     "progress": "auto",  # progress bar: "auto" (only on a terminal), "on", "off"
+    # Early stops: status "budget" (censored; "grokked" if the run grokked before), summary.stop_reason says
+    # which. These three are left out of the resolved config while they are off (OMITTED_WHEN_DEFAULT), so
+    # run ids made before they existed stay the same.
+    "max_seconds": 0.0,  # wall-clock limit: stop once the loop's seconds (summed over resumes) exceed it (0 = none)
+    "chance_patience": 0,  # > 0: stop after this many consecutive evaluations, counted from the one at which the
+    # run memorized, with test accuracy below chance_threshold (0 = off)
+    "chance_threshold": 0.0,  # the "at chance" test accuracy; 0 = automatic: 2/num_outputs for class targets
+    # with 3 or more classes, 0.6 for sign (±1) targets and 2 classes
 }
+
+OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold")
+"""``[train]`` fields that :func:`resolve` leaves out while they equal their default (off): added after run ids
+existed, they must not change the resolved config (and so the id) of a run that does not use them.  Read
+``[train]`` through :func:`train_settings` to see them."""
 
 _CHOICES = {
     "eval_unit": ("epoch", "step"),
@@ -118,8 +134,16 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return cfg
 
 
-def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check the structure and the ``[train]`` section; returns a new dict."""
+def resolve(cfg: dict[str, Any], known_methods: Collection[str] | None = None) -> dict[str, Any]:
+    """Fill defaults and check the structure and the ``[train]`` section; returns a new dict.
+
+    ``method = X`` picks the table ``[methods.X]``; when there is no such table, X is taken as a registered
+    method run with the registry's defaults (``[optimizer]`` becomes ``{"name": X}`` and the run is still
+    named ``...-X``) when X is in ``known_methods``, the registry's names (this layer does not import the
+    registry: the trainer and the sweep spec pass it); otherwise ``method`` names a missing table, an error.
+    ``[optimizer]`` keys given next to the chosen method win, except a different ``name``: that is an error
+    (the run would be labelled with one method and run another).
+    """
     if not isinstance(cfg, dict):
         raise ConfigError(f"config must be a table, got {type(cfg).__name__}")
     out = copy.deepcopy(cfg)
@@ -134,12 +158,25 @@ def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
     methods = out.pop("methods", None)
     method = out.pop("method", None)
     if methods is not None or method is not None:
-        if not isinstance(methods, dict) or not methods:
-            raise ConfigError(f"method = {method!r} needs a [methods.{method}] table in the config")
+        methods = methods if isinstance(methods, dict) else {}
+        check(bool(methods) or method is not None, "methods", methods, "needs at least one [methods.NAME] table",
+              ConfigError)
         method = method or next(iter(methods))
-        if method not in methods:
-            raise ConfigError(f"method = {method!r}: not in this config; allowed: {', '.join(methods)}")
-        out["optimizer"] = {**methods[method], **out.get("optimizer", {})}
+        check(isinstance(method, str) and method != "", "method", method, "must be a method name", ConfigError)
+        table = methods.get(method)
+        if table is None:  # not a table of this config: a registered method with the registry's defaults
+            tables = f"a table of this config ({', '.join(methods)})" if methods else "a table of this config (none)"
+            registered = f" or a registered method ({', '.join(sorted(known_methods))})" if known_methods else ""
+            check(method in (known_methods or ()), "method", method,
+                  f"no [methods.{method}] table; allowed: {tables}{registered}", ConfigError)
+            table = {"name": method}
+        given = out.get("optimizer", {})
+        if "name" in given and "name" in table and given["name"] != table["name"]:
+            how = (f"; use --method or set methods.{method}.name" if method in methods else
+                   f" (no [methods.{method}] table: the registry's defaults); use --method or optimizer.name, not both")
+            raise ConfigError(f"optimizer.name = {given['name']!r}: differs from the method {table['name']!r} "
+                              f"chosen by method = {method!r}{how}")
+        out["optimizer"] = {**table, **given}
         out.setdefault("name", None)
         out["name"] = f"{out['name']}-{method}" if out["name"] else method
     for section in ("task", "model", "optimizer"):
@@ -162,15 +199,27 @@ def resolve(cfg: dict[str, Any]) -> dict[str, Any]:
     for key, default in TRAIN_DEFAULTS.items():
         train.setdefault(key, default)
     _check_train(train)
+    for key in OMITTED_WHEN_DEFAULT:
+        if train[key] == TRAIN_DEFAULTS[key]:
+            del train[key]
     return out
+
+
+def train_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config's ``[train]`` with every field, including those :data:`OMITTED_WHEN_DEFAULT`."""
+    return {**TRAIN_DEFAULTS, **resolved["train"]}
 
 
 def _check_train(t: dict[str, Any]) -> None:
     def need(ok: bool, key: str, allowed: str) -> None:
         check(ok, f"train.{key}", t[key], allowed, ConfigError)
 
-    for key in ("max_steps", "max_epochs", "batch_size", "checkpoint_every", "patience", "threads"):
+    for key in ("max_steps", "max_epochs", "batch_size", "checkpoint_every", "patience", "threads",
+                "chance_patience"):
         need(t[key] >= 0, key, "must be >= 0")
+    need(math.isfinite(t["max_seconds"]) and t["max_seconds"] >= 0, "max_seconds", "must be >= 0 (0 = no limit)")
+    need(0 <= t["chance_threshold"] < 1, "chance_threshold",
+         "must be in [0, 1) (0 = automatic: 2/num_outputs, or 0.6 for sign targets and 2 classes)")
     need(t["max_steps"] > 0 or t["max_epochs"] > 0, "max_epochs", "max_steps or max_epochs must be > 0")
     need(t["eval_every"] >= 1, "eval_every", "must be >= 1")
     need(t["eval_batch_size"] >= 1, "eval_batch_size", "must be >= 1")

@@ -21,6 +21,15 @@ RunStatus = Literal["grokked", "budget", "nonfinite", "interrupted"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("grokked", "budget", "nonfinite", "interrupted")
 """How a run ended: reached the grokking threshold, used its budget, hit a non-finite loss, or a signal."""
 
+StopReason = Literal["grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "interrupted"]
+STOP_REASONS: tuple[StopReason, ...] = (
+    "grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "interrupted"
+)
+"""Why the loop ended (``summary.stop_reason``): stopped after grokking (``train.stop_after_grok`` and
+``patience``), a budget (steps, epochs, wall-clock seconds), test accuracy stuck at chance after memorizing
+(``train.chance_patience``), a non-finite loss, or a signal.  Every reason but ``grokked``, ``nonfinite`` and
+``interrupted`` ends with status ``budget`` (censored), unless the run had grokked before."""
+
 GrokStatus = Literal["memorizing", "progressing", "grokked", "stalled"]
 GROK_STATUSES: tuple[GrokStatus, ...] = ("memorizing", "progressing", "grokked", "stalled")
 """Which phase a run is in, judged from its metrics by :func:`grok_status`."""
@@ -39,6 +48,9 @@ class Summary(TypedDict, total=False):
 
     name: str | None
     status: RunStatus
+    # why the loop ended (STOP_REASONS): "max_seconds" and "at_chance" are early stops with status "budget"
+    # (censored), like "max_steps"/"max_epochs"; a run that grokked before any of them keeps status "grokked"
+    stop_reason: StopReason
     grokked: bool  # grok is not None
     budget_exhausted: bool  # status == "budget"
     memorized: Event | None  # first evaluation with train accuracy >= memorize_threshold

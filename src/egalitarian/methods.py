@@ -473,8 +473,10 @@ def muon(
     adamw_lr: float = 3e-4,
     adamw_betas: tuple[float, float] | list[float] = (0.9, 0.95),
     adamw_weight_decay: float = 0.0,
+    ns_dtype: str = "bfloat16",
 ) -> Optimizer:
-    """Muon (torch.optim.Muon, bf16 Newton–Schulz) on selected 2-D matrices, AdamW on everything else."""
+    """Muon (torch.optim.Muon, bf16 Newton–Schulz; ``ns_dtype = "float32"``: the same in fp32) on selected 2-D
+    matrices, AdamW on everything else."""
     if select == "all":
         chosen = {n for n, p in named_params if p.ndim == 2 and "emb" not in n}
     else:
@@ -494,6 +496,7 @@ def muon(
         adamw_lr=adamw_lr,
         adamw_betas=tuple(adamw_betas),
         adamw_weight_decay=adamw_weight_decay,
+        ns_dtype=ns_dtype,
     )
 
 

@@ -13,18 +13,23 @@ Tables (arXiv 2510.04930):
 * ``table6`` MNIST-1k MLP, steps to 85% (without MNIST files: the sklearn-digits stand-in, not comparable)
 * ``table7`` the Grokfast transformer, a·b mod 97, steps to 95%
 
+``--seeds`` is a count N (seeds 0..N-1), a range ``5-9`` (inclusive) or a list ``0,3,7``; the store does not
+depend on it, so more seeds continue the same store.
+
 ``--quick`` is a smoke version that finishes in minutes on 2 cores: 2 seeds, the smallest setting, EGD and
 SGD (or the table's baseline) only, and a capped budget, so slow baselines end censored (``> budget``).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .config import load_config
-from .errors import ConfigError
+from .errors import ConfigError, check
 from .sweep import Store, Sweep, expand, group_stats, run_sweep
 from .sweep.spec import group_label
 
@@ -104,8 +109,44 @@ TABLES: dict[str, Table] = {
 }
 
 
-def build_sweep(name: str, seeds: int, quick: bool, root: Path) -> tuple[Sweep, dict[str, tuple[str, str]]]:
-    """The table's sweep, and for each run id its (setting, method)."""
+SEEDS_ALLOWED = "a count N >= 1 (seeds 0..N-1), a range A-B with A <= B, or a list A,B,C of distinct seeds >= 0"
+
+
+def parse_seeds(seeds: int | str | Sequence[int]) -> list[int]:
+    """``--seeds``: a count (``5``: 0-4), an inclusive range (``"5-9"``) or a list (``"0,3,7"``, or a list of ints)."""
+    value = seeds
+    if isinstance(seeds, str):
+        text = seeds.strip()
+        if re.fullmatch(r"\d+", text):
+            seeds = int(text)
+        elif m := re.fullmatch(r"(\d+)\s*-\s*(\d+)", text):
+            first, last = int(m[1]), int(m[2])
+            check(first <= last, "--seeds", value, SEEDS_ALLOWED, ConfigError)
+            return list(range(first, last + 1))
+        else:
+            parts = [x.strip() for x in text.split(",")]
+            check(len(parts) > 1 and all(re.fullmatch(r"\d+", x) for x in parts), "--seeds", value, SEEDS_ALLOWED,
+                  ConfigError)
+            seeds = [int(x) for x in parts]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        check(seeds >= 1, "--seeds", value, SEEDS_ALLOWED, ConfigError)
+        return list(range(seeds))
+    ok = isinstance(seeds, Sequence) and len(seeds) > 0 and len(set(seeds)) == len(seeds)
+    check(ok and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds), "--seeds", value,
+          SEEDS_ALLOWED, ConfigError)
+    return list(seeds)
+
+
+def _describe_seeds(seeds: list[int]) -> str:
+    if seeds == list(range(len(seeds))):
+        return f"{len(seeds)} seeds"
+    return f"{len(seeds)} seeds: {', '.join(map(str, seeds))}"
+
+
+def build_sweep(name: str, seeds: int | Sequence[int], quick: bool,
+                root: Path) -> tuple[Sweep, dict[str, tuple[str, str]]]:
+    """The table's sweep (``seeds``: a count, 0..N-1, or the seeds), and for each run id its (setting, method)."""
+    seeds = parse_seeds(seeds)
     table = TABLES[name]
     settings = table.quick_settings if quick else list(table.settings)
     methods = table.quick_methods if quick else table.methods
@@ -114,7 +155,7 @@ def build_sweep(name: str, seeds: int, quick: bool, root: Path) -> tuple[Sweep, 
     for setting in settings:
         base = load_config(table.settings[setting])
         for method in methods:
-            expanded = expand(base, {"seed": list(range(seeds))}, [{"method": method}], fixed,
+            expanded = expand(base, {"seed": seeds}, [{"method": method}], fixed,
                               where=f"reproduce {name}")
             for r in expanded:
                 # the setting joins the params: labels stay distinct across settings, and each method is
@@ -126,17 +167,17 @@ def build_sweep(name: str, seeds: int, quick: bool, root: Path) -> tuple[Sweep, 
     return Sweep(name=name, store=store, baseline=f"method={table.baseline}", runs=runs), where_of
 
 
-def reproduce(name: str, *, seeds: int | None = None, quick: bool = False, workers: int | None = None,
-              root: str | Path = "reproduce") -> list[dict[str, Any]]:
-    """Run (or continue) the table's sweep, print ours next to the paper's, write the report."""
+def reproduce(name: str, *, seeds: int | str | Sequence[int] | None = None, quick: bool = False,
+              workers: int | None = None, root: str | Path = "reproduce") -> list[dict[str, Any]]:
+    """Run (or continue) the table's sweep, print ours next to the paper's, write the report.  ``seeds``: see
+    :func:`parse_seeds` (default 5 seeds, 2 with ``quick``)."""
     if name not in TABLES:
         raise ConfigError(f"TABLE = {name!r}: allowed: {', '.join(TABLES)}")
-    seeds = seeds if seeds is not None else (2 if quick else 5)
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    chosen = parse_seeds(seeds if seeds is not None else (2 if quick else 5))
     table = TABLES[name]
-    sweep, where_of = build_sweep(name, seeds, quick, Path(root))
-    print(f"{name}: {table.title}; {len(sweep.runs)} runs ({seeds} seeds){' [quick]' if quick else ''}", flush=True)
+    sweep, where_of = build_sweep(name, chosen, quick, Path(root))
+    print(f"{name}: {table.title}; {len(sweep.runs)} runs ({_describe_seeds(chosen)}){' [quick]' if quick else ''}",
+          flush=True)
     counts = run_sweep(sweep, workers=workers)
     with Store(sweep.store, create=False) as store:
         runs = [r for r in store.runs([r.id for r in sweep.runs])]

@@ -8,7 +8,14 @@ What it measures:
 * **grokked**: the first evaluation at which test accuracy ≥ ``grok_threshold`` (0.95; 0.85 for
   MNIST-style tasks); each as (step, epoch, seconds), plus the grokking delay between them;
 * ``epochs`` counts *completed* epochs, the EGD paper's "epochs to 95%" convention;
-* seconds are wall-clock seconds of the training loop (steps and evaluations), summed over resumes.
+* seconds are wall-clock seconds of the training loop (steps and evaluations), summed over resumes;
+* ``stop_reason``: why the loop ended (:data:`~egalitarian.grokking.STOP_REASONS`).  Besides the step and
+  epoch budgets, ``max_seconds`` (a wall-clock limit) and ``chance_patience`` (test accuracy still at chance
+  after memorizing) end a run early with status ``budget``: censored, never a success (a run that grokked
+  before any stop keeps status ``grokked``: the event happened).
+
+Denormal floats are flushed to zero during ``train()`` (``torch.set_flush_denormal``): at high learning rates
+weights drift into the denormal range and CPU steps become 4-9× slower.
 
 The run directory's files are described in :mod:`egalitarian.rundir`.  ``resume=True`` continues from
 ``checkpoint.pt`` bit-identically on CPU: same parameters, optimizer state, data order (the epoch's
@@ -32,15 +39,17 @@ from torch import Tensor, nn
 from . import io as fio
 from . import rundir
 from .build import Assembled, build_run
-from .config import TRAIN_DEFAULTS, resolve
+from .config import TRAIN_DEFAULTS, resolve, train_settings
 from .errors import ConfigError
-from .grokking import Event, RunStatus, Summary, grok_status, update_events
+from .grokking import Event, RunStatus, StopReason, Summary, grok_status, update_events
 from .losses import accuracy, l2_penalty
+from .methods import OPTIMIZERS
 from .progress import Progress
 from .rundir import MetricRow
 
 # Fields that may differ between a run and its resumption (budget and bookkeeping, not the math).
-_RESUMABLE_CHANGES = {"max_steps", "max_epochs", "checkpoint_every", "checkpoint_seconds", "progress", "threads"}
+_RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_seconds", "chance_patience", "chance_threshold",
+                      "checkpoint_every", "checkpoint_seconds", "progress", "threads"}
 
 
 class RunStopped(Exception):
@@ -85,6 +94,7 @@ class LoopState:
     )
     switched: bool = False  # whitening switched off by the switch-off rule
     evals_after_grok: int = 0
+    evals_at_chance: int = 0  # consecutive evaluations since memorizing with test accuracy < the chance threshold
     skipped_steps: int = 0
     epoch_loss: float = 0.0  # sums over this epoch's batches, for train_eval = "running"
     epoch_correct: float = 0.0
@@ -117,6 +127,16 @@ class Batches:
     def of(cls, n: int, tc: dict[str, Any]) -> Batches:
         bs = n if tc["batch_size"] == 0 or tc["batch_size"] >= n else tc["batch_size"]
         return cls(bs, n // bs if tc["drop_last"] else math.ceil(n / bs), bs < n)
+
+
+def chance_threshold(tc: dict[str, Any], data: Any) -> float:
+    """``train.chance_threshold``, or when it is 0 (automatic) twice chance: 2/num_outputs for class targets
+    with 3 or more classes, and 0.6 for sign (±1) targets and 2 classes (chance 0.5; twice would be 1)."""
+    if tc["chance_threshold"] > 0:
+        return float(tc["chance_threshold"])
+    if data.target == "class" and data.num_outputs >= 3:
+        return 2 / data.num_outputs
+    return 0.6
 
 
 @torch.no_grad()
@@ -222,13 +242,14 @@ def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.
 
 
 def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Batches, device: torch.device,
-              rows: list[MetricRow]) -> Summary:
+              rows: list[MetricRow], stop_reason: StopReason) -> Summary:
     """The run's :class:`~egalitarian.grokking.Summary` from its loop state and metric rows."""
     tc, ev = cfg["train"], st.events
     mem, grok = ev["memorized"], ev["grokked"]
     out: Summary = {
         "name": cfg.get("name"),
         "status": status,
+        "stop_reason": stop_reason,
         "grokked": grok is not None,
         "budget_exhausted": status == "budget",
         "memorized": mem,
@@ -263,9 +284,19 @@ def train(
 
     ``on_eval(step, metrics)`` is called after each evaluation (used by sweeps for live progress).
     Raises :class:`RunStopped` when stopped by a non-finite loss or a signal, after saving the state.
+
+    Denormals are flushed to zero for the run and the caller's setting is restored afterwards.  torch sets
+    this for the calling thread; intra-op worker threads started during the run inherit it and keep it (those
+    started before it do not), so a run in a fresh process flushes on every thread.
     """
-    cfg = resolve(cfg)
-    tc = cfg["train"]
+    with _flush_denormals():
+        return _train(cfg, run_dir, resume, handle_signals, on_eval)
+
+
+def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle_signals: bool,
+           on_eval) -> Summary:
+    cfg = resolve(cfg, OPTIMIZERS)
+    tc = train_settings(cfg)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         try:
@@ -289,6 +320,7 @@ def train(
     gen = torch.Generator().manual_seed(tc["shuffle_seed"])
     max_steps = min(tc["max_steps"] or math.inf,
                     tc["max_epochs"] * batches.per_epoch if tc["max_epochs"] else math.inf)
+    at_chance = chance_threshold(tc, data)
 
     st, rows = LoopState(), []
     ckpt = run_dir / rundir.CHECKPOINT if run_dir is not None else None
@@ -297,36 +329,47 @@ def train(
     if run_dir is not None:
         rundir.write_config(run_dir, cfg)
 
-    def run_eval() -> bool:
-        """Evaluate, record, update events; True when the run should stop (grokked, patience used up)."""
+    def over_time() -> bool:
+        return 0 < tc["max_seconds"] < st.seconds
+
+    def stopped() -> StopReason | None:
+        """Why a run stops now: grokked (patience used up) or at chance (chance_patience used up)."""
+        if st.events["grokked"] is not None and tc["stop_after_grok"] and st.evals_after_grok > tc["patience"]:
+            return "grokked"
+        if tc["chance_patience"] and st.evals_at_chance >= tc["chance_patience"]:
+            return "at_chance"
+        return None
+
+    def run_eval() -> StopReason | None:
+        """Evaluate, record, update events; why the run should stop, or None."""
         m = measure(run, st, tc, diag)
         rows.extend(MetricRow(st.step, st.epoch, *k.split("_", 1), float(v)) for k, v in m.items())
         st.last = {k: m[k] for k in ("train_acc", "test_acc", "val_acc", "train_loss", "test_loss") if k in m}
         update_events(st.events, st.when(), m.get("train_acc"), m["test_acc"], tc["memorize_threshold"],
                       tc["grok_threshold"])
         switch_off(run.optimizer, st, tc, m)
+        if st.events["memorized"] is not None:  # from the memorizing evaluation on
+            st.evals_at_chance = st.evals_at_chance + 1 if m["test_acc"] < at_chance else 0
         if on_eval is not None:
             on_eval(st.step, m)
         if st.events["grokked"] is not None and tc["stop_after_grok"]:
             st.evals_after_grok += 1
-            return st.evals_after_grok > tc["patience"]
-        return False
+        return stopped()
 
     total = int(max_steps) if max_steps < math.inf else 0
     bar = Progress(total, cfg.get("name") or "train", {"auto": None, "on": True, "off": False}[tc["progress"]])
     flag: dict[str, Any] = {}
-    status: RunStatus = "budget"
+    reason: StopReason | None = None
     last_ckpt = time.perf_counter()
     model.train()
     with _signals_to_flag(flag, handle_signals):
         if st.step == 0 and not rows:
             st.last = {}
-            if run_eval():  # the initial point (step 0), e.g. for curves on a log-x axis
-                status = "grokked"
-        if st.events["grokked"] is not None and tc["stop_after_grok"] and st.evals_after_grok > tc["patience"]:
-            status = "grokked"  # resuming a run that already stopped after grokking: nothing to do
+            reason = run_eval()  # the initial point (step 0), e.g. for curves on a log-x axis
+        # resuming a run that already stopped (grokked, at chance, out of time): nothing to do
+        reason = reason or stopped() or ("max_seconds" if over_time() else None)
         t_mark = time.perf_counter()
-        while status != "grokked" and st.step < max_steps:
+        while reason is None and st.step < max_steps:
             if st.batch == 0:
                 st.perm = torch.randperm(data.n_train, generator=gen) if batches.shuffle else None
                 st.epoch_loss, st.epoch_correct, st.epoch_count = 0.0, 0.0, 0
@@ -338,7 +381,7 @@ def train(
             loss, out, finite = train_step(run, xb, yb)
             if not finite:
                 if tc["nonfinite"] != "skip":
-                    status = "nonfinite"
+                    reason = "nonfinite"
                     break
                 st.skipped_steps += 1
             st.train_seconds += time.perf_counter() - t0
@@ -358,26 +401,32 @@ def train(
             now = time.perf_counter()
             st.seconds += now - t_mark
             t_mark = now
-            if due or st.step >= max_steps:
-                stop = run_eval()
+            out_of_time = over_time()
+            if due or st.step >= max_steps or out_of_time:  # the last step is always evaluated
+                reason = run_eval()
                 now = time.perf_counter()
                 st.seconds += now - t_mark
                 t_mark = now
                 bar.update(st.step, **{k: v for k, v in st.last.items() if k.endswith("acc")})
-                if stop:
-                    status = "grokked"
+            if reason is None and out_of_time:
+                reason = "max_seconds"
             if flag.get("signal"):
-                status = "interrupted"
+                reason = "interrupted"
                 break
             ce = tc["checkpoint_every"]
             if (epoch_end and ce and st.epoch % ce == 0) or now - last_ckpt > tc["checkpoint_seconds"]:
                 save_checkpoint(run_dir, cfg, run, gen, st, rows)
                 last_ckpt = time.perf_counter()
     bar.close()
+    if reason is None:  # the step or epoch budget (max_epochs when both are reached)
+        reason = "max_epochs" if tc["max_epochs"] and st.epoch >= tc["max_epochs"] else "max_steps"
+    status: RunStatus = "budget"
+    if reason in ("grokked", "nonfinite", "interrupted"):
+        status = reason  # type: ignore[assignment]
     if status == "budget" and st.events["grokked"] is not None:
-        status = "grokked"
+        status = "grokked"  # grokked before the budget or an early stop ended the run
     save_checkpoint(run_dir, cfg, run, gen, st, rows)
-    result = summarize(cfg, st, status, batches, device, rows)
+    result = summarize(cfg, st, status, batches, device, rows, reason)
     if run_dir is not None:
         rundir.write_summary(run_dir, result)
     if status == "nonfinite":
@@ -390,6 +439,23 @@ def train(
     if status == "interrupted":
         raise RunStopped(f"stopped by {flag['signal']} at step {st.step}; resume with --resume", result)
     return result
+
+
+def _flushing_denormals() -> bool:
+    """Whether this thread flushes denormals now: torch has no getter, so multiply a denormal float32 by 1."""
+    return float(torch.tensor(torch.finfo(torch.float32).tiny / 4, dtype=torch.float32) * 1) == 0.0
+
+
+@contextmanager
+def _flush_denormals():
+    """``torch.set_flush_denormal(True)`` inside, the previous setting after (where the CPU supports it)."""
+    was = _flushing_denormals()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield supported
+    finally:
+        if supported and not was:
+            torch.set_flush_denormal(False)
 
 
 @contextmanager

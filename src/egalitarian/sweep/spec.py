@@ -243,8 +243,10 @@ def _build(base: dict[str, Any], sources: list[tuple[str, dict[str, Any]]], wher
     for key, value in FORCED.items():  # a sweep's runs are always single-threaded and silent
         _assign(cfg, key, value)
     methods = base.get("methods") if isinstance(base.get("methods"), dict) else {}  # as written, not overridden
+    from ..methods import OPTIMIZERS  # a method without a table in the base runs with the registry's defaults
+
     try:
-        resolved = resolve(cfg)
+        resolved = resolve(cfg, OPTIMIZERS)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     for source, key, value in applied:

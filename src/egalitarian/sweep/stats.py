@@ -1,12 +1,19 @@
 """Statistics per group of runs (runs that differ only by seed), tables, CSV and JSON export.
 
 Per group: n (runs in the store), done/failed/pending, the success rate (grokked within the budget, over
-finished runs), and for steps, epochs and seconds to grok, over the runs that grokked: the median, the
-quartiles (IQR), and a 95% percentile-bootstrap CI of the median (2000 resamples, fixed seed, so reports
-are reproducible). Runs that finished without grokking are *censored*: they are counted, not timed, so the
-median is that of the successful runs only. The speed-up of a group against its baseline group is the
-ratio of medians ``median(baseline) / median(group)`` (> 1: faster), with a CI from resampling both groups
-independently.
+finished runs), and for steps, epochs and seconds to grok:
+
+* over the runs that grokked: the median, the quartiles (IQR), and a 95% percentile-bootstrap CI of the
+  median (2000 resamples, fixed seed, so reports are reproducible);
+* over **all** finished runs, the Kaplan–Meier median (:func:`km_median`): a run that did not grok is
+  *censored* at the point it stopped (its budget), not dropped, so a group where 3 of 5 seeds grok at 125,
+  300 and 700 and 2 stop at 1000 has a median of 700, not 300.  A run stopped by a non-finite loss is
+  censored at infinity (it would never grok).  When fewer than half the runs grok the median is infinite
+  ("> budget").  Its CI resamples runs (bootstrap of the KM median).
+
+The speed-up of a group against its baseline group is the ratio of Kaplan–Meier medians
+``km(baseline) / km(group)`` (> 1: faster), with a CI from resampling both groups independently; without
+censored runs it is the ratio of ordinary medians.
 """
 
 from __future__ import annotations
@@ -66,7 +73,90 @@ def ratio_ci(
     return float(lo), float(hi)
 
 
+def km_curve(times: Sequence[float], events: Sequence[bool]) -> list[tuple[float, float]]:
+    """The Kaplan–Meier survival curve ``[(t, S(t)), ...]`` at each event time, ``S`` the fraction of runs
+    that have not grokked by ``t``.  ``events[i]`` False means run i was censored at ``times[i]`` (it did not
+    grok by then; it may later).  At a tie, events count before censorings (the usual convention)."""
+    at_risk, s, out = len(times), 1.0, []
+    for t in sorted(set(times)):
+        d = sum(1 for u, e in zip(times, events, strict=True) if u == t and e)
+        if d:
+            s *= 1 - d / at_risk
+            out.append((float(t), s))
+        at_risk -= sum(1 for u in times if u == t)
+    return out
+
+
+def km_median(times: Sequence[float], events: Sequence[bool]) -> float:
+    """The Kaplan–Meier median: the first time at which ``S(t) ≤ 1/2``; ``inf`` if it never gets there.
+
+    When ``S`` equals 1/2 exactly on an interval (e.g. 2 of 4 uncensored runs), the median is the middle of
+    that interval, as in R's ``survfit``; without censoring this is the ordinary sample median.  When it stays
+    at 1/2 to the end (no later event), the median is not reached: ``inf``.
+    """
+    curve = km_curve(times, events)
+    for j, (t, s) in enumerate(curve):
+        if s <= 0.5 + 1e-12:
+            if abs(s - 0.5) <= 1e-12:
+                later = [u for u, _ in curve[j + 1 :] if u > t]
+                return (t + later[0]) / 2 if later else math.inf
+            return t
+    return math.inf
+
+
+def _km_boot(times: np.ndarray, events: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """KM medians of the resamples ``idx`` (n_boot, n): vectorised when nothing is censored."""
+    if events.all():
+        return np.median(times[idx], axis=1)
+    return np.array([km_median(times[row], events[row]) for row in idx])
+
+
+def km_ci(
+    times: Sequence[float], events: Sequence[bool], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the Kaplan–Meier median (runs resampled; bounds may be ``inf``)."""
+    t, e = np.asarray(times, dtype=float), np.asarray(events, dtype=bool)
+    if t.size == 0:
+        raise ValueError("bootstrap of an empty sample")
+    rng = np.random.default_rng(seed)
+    values = _km_boot(t, e, rng.integers(0, t.size, size=(n_boot, t.size)))
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)], method="lower" if np.isinf(values).any()
+                           else "linear")
+    return float(lo), float(hi)
+
+
+def km_ratio_ci(
+    num: tuple[Sequence[float], Sequence[bool]], den: tuple[Sequence[float], Sequence[bool]], *,
+    n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of ``km_median(num) / km_median(den)``, each group resampled independently."""
+    ta, ea = np.asarray(num[0], dtype=float), np.asarray(num[1], dtype=bool)
+    tb, eb = np.asarray(den[0], dtype=float), np.asarray(den[1], dtype=bool)
+    rng = np.random.default_rng(seed)
+    ma = _km_boot(ta, ea, rng.integers(0, ta.size, size=(n_boot, ta.size)))
+    mb = _km_boot(tb, eb, rng.integers(0, tb.size, size=(n_boot, tb.size)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = ma / mb
+    r = r[~np.isnan(r)]
+    if r.size == 0:
+        return math.nan, math.nan
+    lo, hi = np.percentile(r, [50 * (1 - level), 50 * (1 + level)], method="lower" if np.isinf(r).any() else "linear")
+    return float(lo), float(hi)
+
+
+def outcome(summary: dict[str, Any], metric: str) -> tuple[float, bool]:
+    """A finished run's (time, grokked) for ``metric``: the grokking event's steps/epochs/seconds, or the point
+    it stopped at (censored), or ``inf`` for a run stopped by a non-finite loss (it would never grok)."""
+    if summary.get("grokked") and summary.get("grok"):
+        return float(summary["grok"][_EVENT_KEY[metric]]), True
+    if summary.get("status") == "nonfinite":
+        return math.inf, False
+    return float(summary.get(metric) or 0.0), False
+
+
 def _ratio(a: float, b: float) -> float:
+    if math.isinf(a) and math.isinf(b):
+        return math.nan
     return a / b if b else math.inf
 
 
@@ -120,6 +210,8 @@ def group_stats(
         g.update(n=len(rs), **status, grokked=len(grokked), censored=len(done) - len(grokked))
         g["success_rate"] = len(grokked) / len(done) if done else None
         g["samples"] = {m: [float(s["grok"][_EVENT_KEY[m]]) for s in grokked] for m in METRICS}
+        g["outcomes"] = {m: tuple(zip(*[outcome(s, m) for s in done], strict=True)) or ((), ()) for m in METRICS}
+        g["km"] = {}
         for m in METRICS:
             x = g["samples"][m]
             if x:
@@ -128,6 +220,11 @@ def group_stats(
                 g[m] = {"median": med, "q25": q25, "q75": q75, "iqr": q75 - q25, "ci": list(ci)}
             else:
                 g[m] = None
+            times, events = g["outcomes"][m]
+            g["km"][m] = {
+                "median": km_median(times, events), "ci": list(km_ci(times, events, n_boot=n_boot, seed=seed)),
+                "censored": len(times) - sum(events),
+            } if times else None
         out.append(g)
     base_of = pick_baselines(out, baseline)
     by_id = {g["group"]: g for g in out}
@@ -137,13 +234,15 @@ def group_stats(
         g["is_baseline"] = b is g
         g["speedup"] = {}
         for m in METRICS:
-            if b is None or g[m] is None or b[m] is None:
+            gk, bk = g["km"][m], (b["km"][m] if b else None)
+            if bk is None or gk is None or (math.isinf(gk["median"]) and math.isinf(bk["median"])):
                 g["speedup"][m] = None
                 continue
-            ci = ratio_ci(b["samples"][m], g["samples"][m], n_boot=n_boot, seed=seed)
-            g["speedup"][m] = {"ratio": _ratio(b[m]["median"], g[m]["median"]), "ci": list(ci)}
+            ci = km_ratio_ci(b["outcomes"][m], g["outcomes"][m], n_boot=n_boot, seed=seed)
+            g["speedup"][m] = {"ratio": _ratio(bk["median"], gk["median"]), "ci": list(ci)}
     for g in out:
         g.pop("samples")
+        g.pop("outcomes")
     return out
 
 
@@ -169,6 +268,14 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _km_cell(k: dict[str, Any] | None, digits: int = 4) -> str:
+    if not k:
+        return "-"
+    med, (lo, hi) = k["median"], k["ci"]
+    text = "> budget" if math.isinf(med) else _num(med, digits)
+    return f"{text} [{_num(lo, digits)}, {'inf' if math.isinf(hi) else _num(hi, digits)}]"
+
+
 def stats_table(groups: list[dict[str, Any]], metric: str = "epochs") -> str:
     """The per-group table printed by ``egd sweep status`` and ``egd results``."""
     if metric not in METRICS:
@@ -180,16 +287,16 @@ def stats_table(groups: list[dict[str, Any]], metric: str = "epochs") -> str:
         "done",
         "failed",
         "grokked",
-        f"median {unit} [95% CI]",
+        f"KM median {unit} [95% CI]",
+        "median of grokked",
         "IQR",
-        "median s",
+        "KM median s",
         "speed-up [95% CI]",
     ]
     rows = []
     for g in groups:
-        st, sec, sp = g[metric], g["seconds"], g["speedup"][metric]
+        st, sp = g[metric], g["speedup"][metric]
         rate = f"{g['grokked']}/{g['done']}" if g["done"] else "-"
-        med = f"{_num(st['median'])} [{_num(st['ci'][0])}, {_num(st['ci'][1])}]" if st else "-"
         iqr = f"{_num(st['q25'])}-{_num(st['q75'])}" if st else "-"
         if g["is_baseline"]:
             speed = "(baseline)"
@@ -197,10 +304,29 @@ def stats_table(groups: list[dict[str, Any]], metric: str = "epochs") -> str:
             speed = f"{sp['ratio']:.2f} [{sp['ci'][0]:.2f}, {sp['ci'][1]:.2f}]"
         else:
             speed = "-"
-        rows.append(
-            [g["label"], g["n"], g["done"], g["failed"], rate, med, iqr, _num(sec["median"], 3) if sec else "-", speed]
-        )
+        ks = g["km"]["seconds"]
+        km_s = "-" if not ks else ("> budget" if math.isinf(ks["median"]) else _num(ks["median"], 3))
+        rows.append([g["label"], g["n"], g["done"], g["failed"], rate, _km_cell(g["km"][metric]),
+                     _num(st["median"]) if st else "-", iqr, km_s, speed])
     return format_table(header, rows)
+
+
+def best_by(groups: list[dict[str, Any]], field: str, metric: str = "steps") -> list[dict[str, Any]]:
+    """For each value of ``field`` (e.g. ``method``) among the groups' params, the group with the smallest
+    Kaplan–Meier median ``metric`` (ties: higher success rate, then first seen); groups without the field are
+    left out.  Order: best first."""
+    best: dict[Any, dict[str, Any]] = {}
+    for g in groups:
+        if field not in g["params"] or not g["km"][metric]:
+            continue
+        key = json.dumps(g["params"][field], sort_keys=True)
+        rank = (g["km"][metric]["median"], -(g["success_rate"] or 0.0))
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, g)
+    if not best and groups:
+        fields = sorted({k for g in groups for k in g["params"]})
+        raise ConfigError(f"--best-by {field!r}: no group varies it; fields: {', '.join(fields) or 'none'}")
+    return [g for _, g in sorted(best.values(), key=lambda x: x[0])]
 
 
 def _finite(x: Any) -> Any:
@@ -223,7 +349,9 @@ def csv_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["success_rate"] = g["success_rate"]
         row["baseline"] = g["baseline"]
         for m in METRICS:
-            st, sp = g[m] or {}, g["speedup"][m] or {}
+            st, sp, km = g[m] or {}, g["speedup"][m] or {}, g["km"][m] or {}
+            kci = km.get("ci") or [None, None]
+            row.update({f"{m}_km_median": km.get("median"), f"{m}_km_ci_lo": kci[0], f"{m}_km_ci_hi": kci[1]})
             row.update({f"{m}_median": st.get("median"), f"{m}_q25": st.get("q25"), f"{m}_q75": st.get("q75")})
             ci, sci = st.get("ci") or [None, None], sp.get("ci") or [None, None]
             row.update({f"{m}_ci_lo": ci[0], f"{m}_ci_hi": ci[1]})
@@ -259,9 +387,15 @@ def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 __all__ = [
     "METRICS",
+    "best_by",
     "bootstrap_ci",
     "format_table",
     "group_stats",
+    "km_ci",
+    "km_curve",
+    "km_median",
+    "km_ratio_ci",
+    "outcome",
     "parse_spec",
     "pick_baselines",
     "quartiles",
