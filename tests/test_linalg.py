@@ -235,6 +235,23 @@ def test_nonfinite_raises_or_propagates():
         polar(G, "svd")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_propagate_lets_nonfinite_through_every_backend(backend, bad, dtype):
+    """A batch of 3 matrices, the middle one non-finite: it comes out all NaN; the others are U Vᵀ as usual."""
+    G = torch.randn(3, 6, 9, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    G[1, 2, 3] = bad
+    out = polar(G, backend, rank=12, nonfinite="propagate", generator=torch.Generator().manual_seed(0))
+    assert out.shape == G.shape and out.dtype == dtype
+    assert bool(torch.isnan(out[1]).all())
+    assert bool(torch.isfinite(out[[0, 2]]).all())
+    tol = 1e-4 if backend in ("newton-schulz", "rsvd") or dtype == torch.float32 else 1e-10
+    assert rel_err(out[[0, 2]], reference(G[[0, 2]])) < tol
+    # a single (unbatched) non-finite matrix
+    assert bool(torch.isnan(polar(G[1], backend, nonfinite="propagate")).all())
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

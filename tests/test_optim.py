@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -214,6 +215,17 @@ def test_egd_argument_validation(kwargs, match):
         EGD([torch.nn.Parameter(torch.zeros(2, 2))], **kwargs)
 
 
+def test_nonfinite_argument_validation():
+    P = [torch.nn.Parameter(torch.zeros(2, 2))]
+    with pytest.raises(ValueError, match="nonfinite = 'ignore'"):
+        EGD(P, lr=0.1, nonfinite="ignore")
+    with pytest.raises(ValueError, match="nonfinite = 'skip'"):
+        EGD([{"params": P, "nonfinite": "skip"}], lr=0.1)
+    with pytest.raises(ValueError, match="nonfinite = 'ignore'"):
+        Preconditioned(P, torch.optim.AdamW, nonfinite="ignore")
+    assert "nonfinite" not in Preconditioned(P, torch.optim.AdamW, nonfinite="propagate").base.defaults
+
+
 def test_preconditioned_needs_an_optimizer_class():
     with pytest.raises(TypeError, match="base"):
         Preconditioned([torch.nn.Parameter(torch.zeros(2, 2))], base=torch.optim.SGD([torch.zeros(1)], lr=1))
@@ -270,8 +282,182 @@ def test_egd_loads_a_checkpoint_whose_groups_say_method():
     opt = EGD([W], lr=0.1, momentum=0.9)  # backend "auto" here: the checkpoint's "svd" must win
     opt.load_state_dict(old)
     assert opt.param_groups[0]["backend"] == "svd" and "method" not in opt.param_groups[0]
+    assert opt.param_groups[0]["nonfinite"] == "raise"  # saved before the key existed: the default
     assert "method" in old["param_groups"][0]  # the caller's dict is not changed
     W.grad = G.clone()
     opt.step()
     # b ← 0.9·b0 + U Vᵀ(G), W ← W0 − 0.1·b
     torch.testing.assert_close(W.detach(), W0 - 0.1 * (0.9 * b0 + G_WHITE), atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------------- non-finite gradients: all or nothing
+
+
+def _six_params(last_is_matrix: bool) -> torch.nn.Module:
+    """Three layers, six parameters (W, b, W, b, W, b) or five ending in a matrix (last layer without bias)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+        torch.nn.Linear(8, 3, bias=not last_is_matrix),
+    )
+
+
+def _backward(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+
+
+def _same(a, b) -> bool:
+    """Bit-identical nested state: tensors by torch.equal (NaN-free here), everything else by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+NONFINITE_MAKERS = {
+    "egd-momentum": lambda ps, **kw: EGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01, **kw),
+    "egd-rsvd-nesterov": lambda ps, **kw: EGD(ps, lr=0.05, momentum=0.9, nesterov=True, backend="rsvd", rank=4,
+                                              **kw),
+    "preconditioned-adamw": lambda ps, **kw: Preconditioned(ps, torch.optim.AdamW, lr=1e-2, weight_decay=0.1,
+                                                            **kw),
+}
+
+
+@pytest.mark.parametrize("make", NONFINITE_MAKERS.values(), ids=NONFINITE_MAKERS.keys())
+@pytest.mark.parametrize("last_is_matrix", [False, True])
+@pytest.mark.parametrize("good_steps", [0, 2])  # no state yet / momentum buffers and Adam moments in place
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_in_the_last_gradient_changes_nothing(make, last_is_matrix, good_steps, bad):
+    model = _six_params(last_is_matrix)
+    opt = make(model.parameters())
+    for k in range(good_steps):
+        _backward(model, k)
+        opt.step()
+    _backward(model, 99)
+    params = list(model.parameters())
+    params[-1].grad[0] = bad
+    grads = [p.grad.clone() for p in params]
+    before_params = [p.detach().clone() for p in params]
+    before_state = copy.deepcopy(opt.state_dict())
+    before_entries = len(opt.state)
+    shape = tuple(params[-1].shape)
+    with pytest.raises(FloatingPointError, match=rf"params\[{len(params) - 1}\].*shape {re.escape(str(shape))}"
+                       r".*NaN or inf.*nonfinite='propagate'"):
+        opt.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before_params, strict=True))
+    assert _same(opt.state_dict(), before_state)
+    for p, g in zip(params, grads, strict=True):  # .grad as backward() left it
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0, equal_nan=True)
+    # the state has no entries for parameters it did not have before (no empty dicts created)
+    assert len(opt.state) == before_entries
+
+    # the advice of the message is accepted: the same step with nonfinite="propagate" lets NaN into the step
+    model2 = _six_params(last_is_matrix)
+    model2.load_state_dict({k: v for k, v in zip(model2.state_dict(), before_params, strict=True)})
+    opt2 = make(model2.parameters(), nonfinite="propagate")
+    opt2.load_state_dict(before_state)
+    opt2.param_groups[0]["nonfinite"] = "propagate"  # the checkpoint said "raise"
+    for p, g in zip(model2.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    opt2.step()
+    after = list(model2.parameters())
+    assert not bool(torch.isfinite(after[-1]).all())
+    if last_is_matrix:  # a whitened matrix with a NaN/inf gradient: an all-NaN update
+        assert bool(torch.isnan(after[-1]).all())
+    assert all(bool(torch.isfinite(p).all()) for p in after[:-1])  # the others still take finite steps
+
+
+def test_propagate_group_is_not_checked_and_raise_group_is():
+    W1 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    W2 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    opt = EGD([{"params": [W1], "nonfinite": "propagate"}, {"params": [W2]}], lr=1.0, backend="svd")
+    W1.grad, W2.grad = torch.full((2, 3), math.nan, dtype=torch.float64), G.clone()
+    opt.step()
+    assert bool(torch.isnan(W1).all())
+    torch.testing.assert_close(W2.detach(), -G_WHITE, atol=1e-12, rtol=0)
+    W2.grad = torch.full((2, 3), -math.inf, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match=r"max\|params\[1\]\.grad\| = inf: .*shape \(2, 3\)"):
+        opt.step()
+    torch.testing.assert_close(W2.detach(), -G_WHITE, atol=1e-12, rtol=0)
+
+
+def test_huge_finite_gradients_are_not_mistaken_for_overflow():
+    """max|g| (not a 2-norm, which overflows fp32 at 1e20) decides: a 1e30 gradient is finite and whitens."""
+    W = torch.nn.Parameter(torch.zeros(2, 3))
+    W.grad = (G * 1e30).float()
+    EGD([W], lr=1.0, backend="svd").step()
+    torch.testing.assert_close(W.detach().double(), -G_WHITE, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------- gradient clipping and whitening
+
+
+def _clipping_pair(make, max_norm: float):
+    """Two identical models and optimizers; the second clips its gradients to ``max_norm`` before each step."""
+    torch.manual_seed(0)
+    W0 = torch.randn(4, 7, dtype=torch.float64)
+    b0 = torch.randn(4, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    grads = [(torch.randn(4, 7, dtype=torch.float64, generator=gen) * 10,
+              torch.randn(4, dtype=torch.float64, generator=gen) * 10) for _ in range(3)]
+    out = []
+    for clip in (False, True):
+        W, b = torch.nn.Parameter(W0.clone()), torch.nn.Parameter(b0.clone())
+        opt = make([W, b])
+        factors = []
+        for gW, gb in grads:
+            W.grad, b.grad = gW.clone(), gb.clone()
+            if clip:
+                total = torch.linalg.vector_norm(torch.cat([gW.flatten(), gb]))
+                torch.nn.utils.clip_grad_norm_([W, b], max_norm)
+                factors.append(float(max_norm / (total + 1e-6)))  # torch's documented clip coefficient
+            opt.step()
+        out.append((W.detach(), b.detach(), factors))
+    return W0, b0, grads, out
+
+
+def _uvt(g: torch.Tensor) -> torch.Tensor:
+    U, _, Vh = torch.linalg.svd(g, full_matrices=False)  # full rank 4: every singular value kept
+    return U @ Vh
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_clipping_never_changes_egds_whitened_step(momentum):
+    lr, mu = 0.1, momentum
+    W0, b0, grads, [(W, b, _), (Wc, bc, factors)] = _clipping_pair(
+        lambda ps: EGD(ps, lr=lr, momentum=mu, backend="svd"), max_norm=1.0)
+    assert all(f < 0.1 for f in factors)  # clipping was active at every step
+    # by hand: heavy-ball on U Vᵀ of each gradient, buffer starting at the first (torch's convention)
+    buf_W = buf_b = buf_bc = None
+    ref_W, ref_b, ref_bc = W0.clone(), b0.clone(), b0.clone()
+    for (gW, gb), c in zip(grads, factors, strict=True):
+        d = _uvt(gW)
+        buf_W = d if buf_W is None or mu == 0 else mu * buf_W + d
+        buf_b = gb if buf_b is None or mu == 0 else mu * buf_b + gb
+        buf_bc = c * gb if buf_bc is None or mu == 0 else mu * buf_bc + c * gb
+        ref_W, ref_b, ref_bc = ref_W - lr * buf_W, ref_b - lr * buf_b, ref_bc - lr * buf_bc
+    torch.testing.assert_close(W, ref_W, atol=1e-12, rtol=0)
+    torch.testing.assert_close(Wc, ref_W, atol=1e-12, rtol=0)  # the whitened matrix: the same with clipping
+    torch.testing.assert_close(b, ref_b, atol=1e-12, rtol=0)
+    torch.testing.assert_close(bc, ref_bc, atol=1e-12, rtol=0)  # the bias: scaled by the clip factors
+    assert (b - bc).abs().max() > 0.1
+    if mu == 0:  # the momentum-free step's size is set by lr alone: every singular value of the step is lr
+        W1 = torch.nn.Parameter(W0.clone())
+        W1.grad = grads[0][0] * 1e-3
+        EGD([W1], lr=lr, backend="svd").step()
+        torch.testing.assert_close(torch.linalg.svdvals(W0 - W1.detach()), torch.full((4,), lr, dtype=W0.dtype))
+
+
+def test_clipping_never_changes_a_preconditioned_whitened_step():
+    """Preconditioned(SGD with momentum): the whitened matrix is unchanged by clipping, the bias is not."""
+    make = lambda ps: Preconditioned(ps, torch.optim.SGD, lr=0.1, momentum=0.9)  # noqa: E731
+    _, _, _, [(W, b, _), (Wc, bc, factors)] = _clipping_pair(make, max_norm=1.0)
+    assert all(f < 0.1 for f in factors)
+    torch.testing.assert_close(Wc, W, atol=1e-12, rtol=0)
+    assert (b - bc).abs().max() > 0.1

@@ -7,10 +7,12 @@ import io
 import json
 import re
 
+import matplotlib
 import matplotlib.image as mpimg
+import pytest
 
 from egalitarian.cli import main
-from egalitarian.report import load_runs
+from egalitarian.report import load_runs, write_report
 from egalitarian.report.core import LoadedRun, band, facets, group_runs, summary_table
 
 CURVES = {  # (label, seed) -> test accuracy at steps 0, 10, 20
@@ -87,6 +89,21 @@ def test_report_files_are_valid_and_self_contained(tmp_path, capsys):
     md = (out / "summary.md").read_text()
     assert md.splitlines()[0].startswith("| group | n | grokked |") and "| egd | 2 | 2/2 |" in md
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("group,n,grokked")
+
+
+@pytest.fixture
+def svg_backend():
+    """The user's backend is "svg" during the test; restored afterwards."""
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    yield "svg"
+    matplotlib.use(before)
+
+
+def test_report_leaves_the_users_matplotlib_backend_alone(tmp_path, svg_backend):
+    out = write_report(_runs(tmp_path), tmp_path / "out")
+    assert matplotlib.get_backend() == svg_backend
+    assert mpimg.imread(out.parent / "accuracy.png").ndim == 3  # still PNGs, drawn on their own Agg canvas
 
 
 def test_report_bad_path(tmp_path, capsys):

@@ -479,14 +479,40 @@ def test_nonfinite_at_the_first_step_keeps_the_initial_weights(tmp_path):
     assert_same(load_ckpt(tmp_path)["model"], initial)
 
 
-def test_nonfinite_skip_completes_the_run(tmp_path):
+def test_nonfinite_skip_completes_the_run_when_the_skips_are_allowed(tmp_path):
     sgd = {"name": "sgd", "lr": 1e30}
-    summary = train(make_cfg(sgd, max_epochs=5, nonfinite="skip"), tmp_path / "skip")
+    summary = train(make_cfg(sgd, max_epochs=5, nonfinite="skip", max_skip_fraction=1.0), tmp_path / "skip")
     assert summary["status"] == "budget" and summary["steps"] == 15
     # after the first step every loss is inf, every later step is skipped and the weights stay put
     assert summary["skipped_steps"] == 14
     train(make_cfg(sgd, max_steps=1, max_epochs=5), tmp_path / "one")
     assert_same(load_ckpt(tmp_path / "skip")["model"], load_ckpt(tmp_path / "one")["model"])
+
+
+def test_nonfinite_skip_fails_the_run_once_too_many_steps_are_skipped(tmp_path):
+    # 3 steps per epoch x 5 epochs = a budget of 15 steps; the default max_skip_fraction 0.1 allows 1.5 of them.
+    # Step 1 blows the weights up and steps 2, 3, ... are skipped: after step 3, 2 skipped > 1.5, so the run
+    # would end with more than 10% skipped whatever follows; it stops there, status nonfinite.
+    sgd = {"name": "sgd", "lr": 1e30}
+    with pytest.raises(RunStopped, match=r"skipped 2 of 3 steps .* train.max_skip_fraction = 0.1") as e:
+        train(make_cfg(sgd, max_epochs=5, nonfinite="skip"), tmp_path / "skip")
+    s = e.value.summary
+    assert (s["status"], s["stop_reason"], s["steps"], s["skipped_steps"]) == ("nonfinite", "too_many_skipped", 3, 2)
+    assert json.loads((tmp_path / "skip" / "summary.json").read_text())["skipped_steps"] == 2
+    # 0.2 allows 3 skipped steps of 15: the 4th (step 5) ends the run
+    with pytest.raises(RunStopped) as e:
+        train(make_cfg(sgd, max_epochs=5, nonfinite="skip", max_skip_fraction=0.2), tmp_path / "skip2")
+    assert (e.value.summary["steps"], e.value.summary["skipped_steps"]) == (5, 4)
+
+
+def test_nonfinite_skip_checks_the_fraction_at_the_end_of_a_run_cut_short(tmp_path):
+    # every step is skipped (the initial outputs overflow); max_seconds ends the run after its first step, when
+    # 1 skipped step is below 0.1 x 15 = 1.5 of the budget but 1 of the 1 step taken: more than 0.1 of them
+    cfg = make_cfg({"name": "sgd", "lr": 0.1}, max_epochs=5, nonfinite="skip", max_seconds=1e-9)
+    cfg["model"]["init_scale"] = 1e30
+    with pytest.raises(RunStopped, match="skipped 1 of 1 steps") as e:
+        train(cfg, tmp_path)
+    assert (e.value.summary["status"], e.value.summary["stop_reason"]) == ("nonfinite", "too_many_skipped")
 
 
 # ------------------------------------------------------------------------- early stops: wall clock, at chance

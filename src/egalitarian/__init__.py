@@ -11,9 +11,33 @@ Main entry points:
     egalitarian.baselines      the methods EGD is compared with (Grokfast, column norm, ⊥Grad, Muon+AdamW)
 """
 
-from . import baselines, transforms
-from .linalg import polar
-from .optim import EGD, Preconditioned
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["EGD", "Preconditioned", "baselines", "polar", "transforms", "__version__"]
+
+# The entry points are imported on first use (PEP 562), so that `import egalitarian.cli` does not import torch:
+# the `egd` command then starts its own error handling (Ctrl-C during start-up: exit 130, one line) first.
+_LAZY = {"EGD": ".optim", "Preconditioned": ".optim", "polar": ".linalg", "baselines": None, "transforms": None}
+
+if TYPE_CHECKING:
+    from . import baselines, transforms
+    from .linalg import polar
+    from .optim import EGD, Preconditioned
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY[name]
+    value = (importlib.import_module(f".{name}", __name__) if module is None
+             else getattr(importlib.import_module(module, __name__), name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,9 +1,10 @@
 """``egd``: the command line.
 
-    egd demo                                   SGD memorizes, EGD groks (mod-add p=97), table + plot
-    egd run --config RECIPE|FILE [--method M] [--set field=value ...] [--out DIR] [--resume]
-    egd list tasks|optimizers|recipes
-    egd sweep FILE [--workers N] [--backend local|ray] [--address ADDR] [--dry-run]
+    egd demo [--threads N]                     SGD memorizes, EGD groks (mod-add p=97), table + plot
+    egd run --config RECIPE|FILE [--method M] [--set field=value ...] [--out DIR] [--resume|--overwrite]
+            [--threads N]
+    egd list tasks|optimizers|recipes|fields
+    egd sweep FILE [--workers N] [--threads N] [--backend local|ray] [--address ADDR] [--dry-run]
     egd sweep status FILE|STORE
     egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F]
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
@@ -11,8 +12,18 @@
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
-by a non-finite loss exits 3, by SIGINT/SIGTERM 130 (its state saved for ``--resume``); any other failure
-exits 1 with one line (``EGD_DEBUG=1`` shows the traceback).
+by a non-finite loss (or with more than ``train.max_skip_fraction`` of its steps skipped) exits 3, by
+SIGINT/SIGTERM 130 (its state saved for ``--resume``), and Ctrl-C anywhere else also exits 130 with one line;
+any other failure exits 1 with one line (``EGD_DEBUG=1`` shows the traceback).
+
+``egd run`` never replaces a run: a directory holding a ``summary.json`` or ``checkpoint.pt`` needs ``--resume``
+(continue it) or ``--overwrite`` (delete its run files first), and one ``egd run`` at a time holds a directory
+(a lock; a second one exits 2 naming the pid).  Without ``--out`` the directory is ``runs/<config>[-<method>]``,
+plus ``-<hash>`` of the resolved config when ``--set`` changes the trajectory (anything but the budgets, early
+stops and bookkeeping fields of ``config.RESUMABLE``, which a ``--resume`` may change).
+
+``--threads N`` (run, demo, sweep): intra-op threads per run (per worker in a sweep), from 1 to the cores this
+process may use; it sets ``EGD_THREADS`` for this command, which overrides ``train.threads`` (0 = auto = 1).
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +41,100 @@ from .config import load_config, recipe_names
 from .errors import ConfigError
 
 
+def _check_threads(n: int | None) -> None:
+    from .io import usable_cores
+
+    cores = usable_cores()
+    if n is not None and not 1 <= n <= cores:
+        raise ConfigError(f"--threads {n}: must be from 1 to {cores}, the cores this process may use")
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """``--threads N``: ``EGD_THREADS=N`` while the command runs (its runs and the workers it starts read it)."""
+    from .train import THREADS_ENV
+
+    if n is None:
+        yield
+        return
+    _check_threads(n)
+    before = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(n)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = before
+
+
+def _default_out(config: str, method: str | None, written: dict[str, Any], overridden: dict[str, Any],
+                 resolved: dict[str, Any]) -> str:
+    """``runs/<config>[-<method>]``, plus ``-<first 8 hex digits of its hash>`` when the overrides change the
+    trajectory (:func:`egalitarian.config.trajectory`: not only budgets, early stops or bookkeeping)."""
+    from .config import resolve, trajectory
+    from .methods import OPTIMIZERS
+    from .sweep.spec import config_hash
+
+    name = Path(config).stem + (f"-{method}" if method else "")
+    if overridden != written:
+        mine = config_hash(trajectory(resolved))
+        try:
+            theirs = config_hash(trajectory(resolve(written, OPTIMIZERS)))
+        except ConfigError:  # the file alone is incomplete; the overrides complete it
+            theirs = None
+        if mine != theirs:
+            name += f"-{mine[:8]}"
+    return str(Path("runs") / name)
+
+
+def _check_run_dir(out: str, resume: bool, overwrite: bool) -> None:
+    """``egd run`` never replaces a run it was not asked to, and never resumes from nothing."""
+    from . import rundir
+
+    path = Path(out)
+    if resume and not (path / rundir.CHECKPOINT).is_file():
+        raise ConfigError(f"--resume: run directory {out!r} holds no {rundir.CHECKPOINT} to continue from; "
+                          "run without --resume to start the run")
+    if not (resume or overwrite) and rundir.holds_run(path):
+        status = rundir.read_summary(path).get("status") if (path / rundir.SUMMARY).is_file() else None
+        what = f"a run (status {status!r})" if status else f"a run ({rundir.CHECKPOINT}, no {rundir.SUMMARY})"
+        raise ConfigError(f"run directory {out!r} already holds {what}; use --resume to continue it, --overwrite "
+                          "to replace it, or --out for another directory")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import apply_overrides
+    from . import rundir
+    from .config import apply_overrides, resolve
+    from .methods import OPTIMIZERS
     from .train import train
 
-    cfg = load_config(args.config)
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume --overwrite: choose one (--resume continues the run, --overwrite replaces it)")
+    _check_threads(args.threads)
+    written = load_config(args.config)
     if args.method:
-        cfg["method"] = args.method
-    cfg = apply_overrides(cfg, args.set or [])
+        written["method"] = args.method
+    cfg = apply_overrides(written, args.set or [])
     tables = cfg.get("methods") if isinstance(cfg.get("methods"), dict) else {}
-    if args.method and args.method not in tables:
-        from .methods import OPTIMIZERS
-
-        if args.method in OPTIMIZERS:  # an unknown name is refused by train(), naming `method`
-            print(f"egd: note: {args.config} has no [methods.{args.method}] table; {args.method} runs with the "
-                  "registry's defaults (egd list optimizers)", file=sys.stderr)
-    out = args.out or str(Path("runs") / (Path(args.config).stem + (f"-{args.method}" if args.method else "")))
-    summary = train(cfg, out, resume=args.resume, handle_signals=True)
+    if args.method and args.method not in tables and args.method in OPTIMIZERS:  # unknown names: resolve refuses
+        print(f"egd: note: {args.config} has no [methods.{args.method}] table; {args.method} runs with the "
+              "registry's defaults (egd list optimizers)", file=sys.stderr)
+    resolved = resolve(cfg, OPTIMIZERS)  # bad input stops here, before any directory is made
+    out = args.out or _default_out(args.config, args.method, written, cfg, resolved)
+    if not args.out:
+        print(f"egd: run directory: {out}", file=sys.stderr)
+    _check_run_dir(out, args.resume, args.overwrite)  # before the lock makes the directory ...
+    with _threads(args.threads), rundir.lock(out):
+        _check_run_dir(out, args.resume, args.overwrite)  # ... and again under it (another run may have finished)
+        if args.overwrite:
+            rundir.remove_run(out)
+        summary = train(cfg, out, resume=args.resume, handle_signals=True)
     _print_summary(summary, out)
+    if summary.get("skipped_steps"):
+        print(f"egd: skipped {summary['skipped_steps']} of {summary['steps']} steps with a non-finite loss or "
+              f"gradient (train.nonfinite = 'skip')", file=sys.stderr)
     return 0
 
 
@@ -78,12 +167,38 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, m in OPTIMIZERS.items():
             print(f"{name:16s} {m.description}")
             print(f"{'':16s} defaults: {json.dumps(m.defaults)}")
+    elif args.what == "fields":
+        _list_fields()
     else:
         for name in recipe_names():
             cfg = load_config(name)
             methods = ", ".join(cfg.get("methods", {})) or cfg.get("optimizer", {}).get("name", "")
             print(f"{name:26s} methods: {methods}")
     return 0
+
+
+def _list_fields() -> None:
+    """Every ``[train]`` field with its default and meaning; where the other sections' fields are listed."""
+    import textwrap
+
+    from .build import MODELS, accepted_fields
+    from .config import TRAIN_FIELDS
+    from .losses import LOSSES
+
+    print("[train]  (egd run --set train.FIELD=VALUE)")
+    for name, default, text in TRAIN_FIELDS:
+        head = f"  {name:20s} {json.dumps(default):10s} "
+        lines = textwrap.wrap(text, 110 - len(head)) or [""]
+        print(head + lines[0])
+        for line in lines[1:]:
+            print(" " * len(head) + line)
+    print()
+    print("[task]       name and the task's parameters: egd list tasks")
+    for name in MODELS:
+        print(f"[model]      name = {name!r}: {', '.join(accepted_fields('model', name)[1:])}")
+    loss_fields = ", ".join(accepted_fields("loss", next(iter(LOSSES)))[1:])
+    print(f"[loss]       name = {' | '.join(repr(n) for n in LOSSES)}; {loss_fields}")
+    print("[optimizer]  name and the method's hyperparameters: egd list optimizers")
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -105,7 +220,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
-    demo(out_dir=args.out, epochs=args.epochs)
+    with _threads(args.threads):
+        demo(out_dir=args.out, epochs=args.epochs)
     return 0
 
 
@@ -171,6 +287,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"sweep {' '.join(target)!r}: expected one sweep file (or: status FILE|STORE)")
     if args.address and args.backend != "ray":
         raise ConfigError(f"--address {args.address!r}: only for --backend ray")
+    _check_threads(args.threads)
     sweep = load_sweep(target[0])
     if args.dry_run:
         print(f"{len(sweep.runs)} runs -> {sweep.store}")
@@ -178,8 +295,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             print(f"  {r.id}  {' '.join(f'{k}={format_value(v)}' for k, v in r.params.items())}")
         return 0
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {sweep.store}", file=sys.stderr)
+    workers = args.workers
+    if workers is None and args.threads:  # the default fills the cores: N threads per worker, cores // N workers
+        from .io import usable_cores
+
+        workers = max(1, usable_cores() // args.threads)
     try:
-        counts = run_sweep(sweep, workers=args.workers, backend=args.backend, address=args.address)
+        with _threads(args.threads):
+            counts = run_sweep(sweep, workers=workers, backend=args.backend, address=args.address)
     except KeyboardInterrupt:
         print(f"\negd: sweep interrupted; run `egd sweep {target[0]}` again to continue", file=sys.stderr)
         return 130
@@ -204,6 +327,9 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json, args.best_by)
 
 
+THREADS_HELP = "intra-op threads per run, from 1 to the number of cores (default: train.threads, where 0 = 1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egd", description="Egalitarian Gradient Descent and a grokking lab.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,15 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="SGD memorizes while EGD groks: mod-add p=97, paper MLP")
     p.add_argument("--out", default="egd-demo", help="directory for runs and the plot (default: egd-demo)")
     p.add_argument("--epochs", type=int, default=400, help="epoch budget per method (default: 400)")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("run", help="train one run from a recipe or TOML config")
+    p = sub.add_parser("run", help="train one run from a recipe or TOML config",
+                       epilog="[train] fields, their defaults and meanings: egd list fields")
     p.add_argument("--config", required=True, help="recipe name (egd list recipes) or TOML file")
     p.add_argument("--method", help="which [methods.NAME] table of the recipe to use, or any registered method "
                    "(egd list optimizers) with the registry's defaults")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override, e.g. optimizer.lr=0.5")
-    p.add_argument("--out", help="run directory (default: runs/<config>[-<method>])")
+    p.add_argument("--out", help="run directory (default: runs/<config>[-<method>], plus -<hash> of the config "
+                   "when --set changes more than budgets and bookkeeping)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete the run directory's run files, then start over")
+    p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
@@ -237,18 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default: PATH/report, or STORE-report/)")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("list", help="list tasks, optimizers or recipes")
-    p.add_argument("what", choices=["tasks", "optimizers", "recipes"])
+    p = sub.add_parser("list", help="list tasks, optimizers, recipes, or the config fields")
+    p.add_argument("what", choices=["tasks", "optimizers", "recipes", "fields"])
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser(
         "sweep",
         help="run a sweep file (grid of settings x seeds) into a results store; `egd sweep status FILE|STORE`",
-        usage="egd sweep [--workers N] [--backend local|ray] [--address ADDR] [--dry-run] FILE\n"
+        usage="egd sweep [--workers N] [--threads N] [--backend local|ray] [--address ADDR] [--dry-run] FILE\n"
         "       egd sweep status FILE|STORE",
     )
     p.add_argument("target", nargs="+", metavar="FILE", help="sweep TOML file; or `status` and a file or store")
-    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
+    p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores, divided by --threads)")
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads per worker (default: 1)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their ids, run nothing")
@@ -274,25 +406,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .train import RunStopped
-
     try:
-        return args.func(args)
-    except ConfigError as e:
-        print(f"egd: error: {e}", file=sys.stderr)
-        return 2
-    except RunStopped as e:
-        print(f"egd: {e}", file=sys.stderr)
-        return 130 if e.summary["status"] == "interrupted" else 3
-    except OSError as e:  # missing or unwritable paths, a full disk: the message names the path
-        print(f"egd: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # anything else is a bug or a library failure: one line, traceback on request
-        if os.environ.get("EGD_DEBUG"):
-            raise
-        print(f"egd: error: {type(e).__name__}: {e} (set EGD_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+        from .train import RunStopped
+
+        try:
+            return args.func(args)
+        except ConfigError as e:
+            print(f"egd: error: {e}", file=sys.stderr)
+            return 2
+        except RunStopped as e:
+            print(f"egd: {e}", file=sys.stderr)
+            return 130 if e.summary["status"] == "interrupted" else 3
+        except OSError as e:  # missing or unwritable paths, a full disk: the message names the path
+            print(f"egd: error: {e}", file=sys.stderr)
+            return 2
+        except Exception as e:  # anything else is a bug or a library failure: one line, traceback on request
+            if os.environ.get("EGD_DEBUG"):
+                raise
+            print(f"egd: error: {type(e).__name__}: {e} (set EGD_DEBUG=1 for the traceback)", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handler: start-up, imports, building the model, ...
+        print("\negd: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ A config is a nested dict with six sections::
     [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints
     diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
 
-``[train]`` is fully specified here (:data:`TRAIN_DEFAULTS`); which fields the other sections accept is
-answered by :func:`egalitarian.build.accepted_fields` (the signature of the function each one feeds), so an
-unknown or misspelt key is an error that names it.  Recipes (the paper's setups, ``egd list recipes``) are
-TOML files shipped in ``egalitarian/recipes``; :func:`load_config` takes a recipe name or a file path.
+``[train]`` is fully specified here (:data:`TRAIN_FIELDS`: each field's default and meaning, ``egd list
+fields``); which fields the other sections accept is answered by :func:`egalitarian.build.accepted_fields` (the
+signature of the function each one feeds), so an unknown or misspelt key is an error that names it.  Recipes
+(the paper's setups, ``egd list recipes``) are TOML files shipped in ``egalitarian/recipes``; :func:`load_config`
+takes a recipe name or a file path.
 """
 
 from __future__ import annotations
@@ -33,44 +34,61 @@ from .errors import ConfigError, check, same_kind
 
 SECTIONS = ("task", "model", "loss", "optimizer", "train")
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "max_steps": 0,  # budget in optimizer steps (0 = no step budget; one of max_steps/max_epochs must be > 0)
-    "max_epochs": 100,  # budget in epochs (0 = no epoch budget)
-    "batch_size": 512,  # 0 = full batch
-    "drop_last": True,  # drop the trailing partial batch, as the EGD paper's code does
-    "seed": 0,  # model init (and dropout) seed
-    "shuffle_seed": 0,  # data order seed
-    "eval_every": 1,  # evaluation cadence, in eval_unit
-    "eval_unit": "epoch",  # "epoch" or "step"
-    "eval_batch_size": 16384,  # evaluation batch (no_grad)
-    "train_eval": "running",  # "running": mean over the epoch's batches (free); "full": whole train split
-    "memorize_threshold": 0.99,  # train accuracy that counts as memorized
-    "grok_threshold": 0.95,  # test accuracy that counts as grokked (0.85 for MNIST-style tasks)
-    "stop_after_grok": True,  # stop once grokked ...
-    "patience": 0,  # ... after this many further evaluations
-    "switch_off_threshold": 0.0,  # > 0: stop whitening once switch_off_split accuracy reaches it (paper §4)
-    "switch_off_split": "val",  # "val" (needs task.val_frac > 0) or "test" (what the paper's code does)
-    "switch_off_latch": True,  # False: switch back on if accuracy drops again (the official code)
-    "nonfinite": "stop",  # NaN/inf loss: "stop" (checkpoint of the last good state) or "skip" the step
-    "checkpoint_every": 0,  # epochs between checkpoints (0 = only by time and at the end)
-    "checkpoint_seconds": 60.0,  # wall-clock seconds between checkpoints
-    "device": "auto",  # "auto" (cuda → mps → cpu), "cpu", "cuda", "cuda:1", "mps"
-    "threads": 0,  # torch.set_num_threads (0 = leave torch's default)
-    "progress": "auto",  # progress bar: "auto" (only on a terminal), "on", "off"
+TRAIN_FIELDS: tuple[tuple[str, Any, str], ...] = (
+    # (field, default, what it means): `egd list fields` prints this table
+    ("max_steps", 0, "budget in optimizer steps (0 = no step budget; one of max_steps/max_epochs must be > 0)"),
+    ("max_epochs", 100, "budget in epochs (0 = no epoch budget)"),
+    ("batch_size", 512, "0 = full batch"),
+    ("drop_last", True, "drop the trailing partial batch, as the EGD paper's code does"),
+    ("seed", 0, "model init (and dropout) seed"),
+    ("shuffle_seed", 0, "data order seed"),
+    ("eval_every", 1, "evaluation cadence, in eval_unit"),
+    ("eval_unit", "epoch", '"epoch" or "step"'),
+    ("eval_batch_size", 16384, "evaluation batch (no_grad)"),
+    ("train_eval", "running", '"running": mean over the epoch\'s batches (free); "full": whole train split'),
+    ("memorize_threshold", 0.99, "train accuracy that counts as memorized"),
+    ("grok_threshold", 0.95, "test accuracy that counts as grokked (0.85 for MNIST-style tasks)"),
+    ("stop_after_grok", True, "stop once grokked, after `patience` further evaluations"),
+    ("patience", 0, "evaluations to continue after grokking before stop_after_grok stops the run"),
+    ("switch_off_threshold", 0.0, "> 0: stop whitening once switch_off_split accuracy reaches it (paper §4)"),
+    ("switch_off_split", "val", '"val" (needs task.val_frac > 0) or "test" (what the paper\'s code does)'),
+    ("switch_off_latch", True, "False: switch back on if accuracy drops again (the official code)"),
+    ("nonfinite", "stop", 'NaN/inf loss or gradient: "stop" (checkpoint of the last good state, exit 3) or "skip" '
+     "the step"),
+    ("max_skip_fraction", 0.1, 'with nonfinite = "skip": the run fails (status "nonfinite", stop_reason '
+     '"too_many_skipped", exit 3) when more than this fraction of its steps were skipped: at its end, or as soon '
+     "as the skipped steps alone exceed this fraction of the step budget (1 = never)"),
+    ("checkpoint_every", 0, "epochs between checkpoints (0 = only by time and at the end)"),
+    ("checkpoint_seconds", 60.0, "wall-clock seconds between checkpoints"),
+    ("device", "auto", '"auto" (cuda → mps → cpu), "cpu", "cuda", "cuda:1", "mps"'),
+    ("threads", 0, "intra-op CPU threads (torch.set_num_threads); 0 = auto = 1: the lab's models are small, and "
+     "more threads make every step wait for a core another process keeps busy. At most the cores this process "
+     "may use; $EGD_THREADS (set by egd run|demo|sweep --threads N) overrides it"),
+    ("progress", "auto", 'progress bar: "auto" (only on a terminal), "on", "off"'),
     # Early stops: status "budget" (censored; "grokked" if the run grokked before), summary.stop_reason says
     # which. These three are left out of the resolved config while they are off (OMITTED_WHEN_DEFAULT), so
     # run ids made before they existed stay the same.
-    "max_seconds": 0.0,  # wall-clock limit: stop once the loop's seconds (summed over resumes) exceed it (0 = none)
-    "chance_patience": 0,  # > 0: stop after this many consecutive evaluations, counted from the one at which the
-    # run memorized, with test accuracy below chance_threshold (0 = off)
-    "chance_threshold": 0.0,  # the "at chance" test accuracy; 0 = automatic: 2/num_outputs for class targets
-    # with 3 or more classes, 0.6 for sign (±1) targets and 2 classes
-}
+    ("max_seconds", 0.0, "wall-clock limit: stop once the loop's seconds (summed over resumes) exceed it "
+     "(0 = none)"),
+    ("chance_patience", 0, "> 0: stop after this many consecutive evaluations, counted from the one at which the "
+     "run memorized, with test accuracy below chance_threshold (0 = off)"),
+    ("chance_threshold", 0.0, 'the "at chance" test accuracy; 0 = automatic: 2/num_outputs for class targets with '
+     "3 or more classes, 0.6 for sign (±1) targets and 2 classes"),
+)
+"""The ``[train]`` schema: every field with its default and its meaning."""
 
-OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold")
-"""``[train]`` fields that :func:`resolve` leaves out while they equal their default (off): added after run ids
-existed, they must not change the resolved config (and so the id) of a run that does not use them.  Read
-``[train]`` through :func:`train_settings` to see them."""
+TRAIN_DEFAULTS: dict[str, Any] = {name: default for name, default, _ in TRAIN_FIELDS}
+TRAIN_HELP: dict[str, str] = {name: text for name, _, text in TRAIN_FIELDS}
+
+OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold", "max_skip_fraction")
+"""``[train]`` fields that :func:`resolve` leaves out while they equal their default (off, or for
+``max_skip_fraction`` its default 0.1): added after run ids existed, they must not change the resolved config
+(and so the id) of a run that does not use them.  Read ``[train]`` through :func:`train_settings` to see them."""
+
+RESUMABLE = frozenset({"max_steps", "max_epochs", "max_seconds", "chance_patience", "chance_threshold",
+                       "max_skip_fraction", "checkpoint_every", "checkpoint_seconds", "progress", "threads"})
+"""``[train]`` fields that may differ between a run and its resumption: budgets, early stops and bookkeeping.
+The rest of the resolved config (:func:`trajectory`) fixes the run's parameters step by step."""
 
 _CHOICES = {
     "eval_unit": ("epoch", "step"),
@@ -82,8 +100,11 @@ _CHOICES = {
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing file or a syntax error is a ConfigError naming the file."""
+    """Read a TOML file; a missing file, a directory, a syntax error or bytes that are not UTF-8 text are a
+    ConfigError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory; expected a TOML file")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -91,6 +112,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # tomllib decodes the bytes as UTF-8 before parsing
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}: "
+                          f"{e.object[e.start:e.start + 1]!r}); expected a TOML file") from None
 
 
 def recipe_names() -> list[str]:
@@ -210,6 +234,14 @@ def train_settings(resolved: dict[str, Any]) -> dict[str, Any]:
     return {**TRAIN_DEFAULTS, **resolved["train"]}
 
 
+def trajectory(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without its :data:`RESUMABLE` ``[train]`` fields: what fixes the parameters step by step
+    (a run with a larger budget continues the same trajectory, bit-identically on CPU)."""
+    out = copy.deepcopy(resolved)
+    out["train"] = {k: v for k, v in out.get("train", {}).items() if k not in RESUMABLE}
+    return out
+
+
 def _check_train(t: dict[str, Any]) -> None:
     def need(ok: bool, key: str, allowed: str) -> None:
         check(ok, f"train.{key}", t[key], allowed, ConfigError)
@@ -227,6 +259,7 @@ def _check_train(t: dict[str, Any]) -> None:
     for key in ("memorize_threshold", "grok_threshold"):
         need(0 < t[key] <= 1, key, "must be in (0, 1]")
     need(0 <= t["switch_off_threshold"] <= 1, "switch_off_threshold", "must be in [0, 1] (0 = off)")
+    need(0 <= t["max_skip_fraction"] <= 1, "max_skip_fraction", "must be in [0, 1] (1 = never fail)")
 
 
 def section_kwargs(cfg: dict[str, Any], section: str) -> dict[str, Any]:

@@ -44,12 +44,13 @@ def demo(out_dir: str | Path = "egd-demo", epochs: int = 400) -> list[dict]:
 
 def plot_runs(runs: dict[str, Path], path: Path) -> Path:
     """Train (dashed) and test (solid) accuracy against epoch, log-x, one colour per run."""
-    import matplotlib
+    # a Figure on its own Agg canvas, not pyplot: the user's matplotlib backend stays as it was
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     for i, (label, run_dir) in enumerate(runs.items()):
         rows = read_metrics(run_dir)
         for split, style in (("train", "--"), ("test", "-")):
@@ -66,5 +67,4 @@ def plot_runs(runs: dict[str, Path], path: Path) -> Path:
     ax.set_title("(a + b) mod 97: SGD memorizes, EGD groks")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

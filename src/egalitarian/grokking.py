@@ -21,14 +21,17 @@ RunStatus = Literal["grokked", "budget", "nonfinite", "interrupted"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("grokked", "budget", "nonfinite", "interrupted")
 """How a run ended: reached the grokking threshold, used its budget, hit a non-finite loss, or a signal."""
 
-StopReason = Literal["grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "interrupted"]
+StopReason = Literal["grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "too_many_skipped",
+                     "interrupted"]
 STOP_REASONS: tuple[StopReason, ...] = (
-    "grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "interrupted"
+    "grokked", "max_steps", "max_epochs", "max_seconds", "at_chance", "nonfinite", "too_many_skipped", "interrupted"
 )
 """Why the loop ended (``summary.stop_reason``): stopped after grokking (``train.stop_after_grok`` and
 ``patience``), a budget (steps, epochs, wall-clock seconds), test accuracy stuck at chance after memorizing
-(``train.chance_patience``), a non-finite loss, or a signal.  Every reason but ``grokked``, ``nonfinite`` and
-``interrupted`` ends with status ``budget`` (censored), unless the run had grokked before."""
+(``train.chance_patience``), a non-finite loss, more than ``train.max_skip_fraction`` of the steps skipped
+(``train.nonfinite = "skip"``; status ``nonfinite``), or a signal.  Every reason but ``grokked``, ``nonfinite``,
+``too_many_skipped`` and ``interrupted`` ends with status ``budget`` (censored), unless the run had grokked
+before."""
 
 GrokStatus = Literal["memorizing", "progressing", "grokked", "stalled"]
 GROK_STATUSES: tuple[GrokStatus, ...] = ("memorizing", "progressing", "grokked", "stalled")
@@ -65,6 +68,7 @@ class Summary(TypedDict, total=False):
     skipped_steps: int  # non-finite steps skipped (train.nonfinite = "skip")
     steps_per_epoch: int
     device: str
+    threads: int  # intra-op CPU threads the run used (train.threads, or $EGD_THREADS; 0 = auto = 1)
     final_train_acc: float
     final_test_acc: float
     final_val_acc: float

@@ -7,10 +7,13 @@ with the path in its message and leaves the old file intact.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,4 +60,55 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def torch_save(path: str | Path, obj: Any) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` atomically; a failed write (torch's ``RuntimeError: [enforce fail at inline_container.cc…]``
+    on a full disk) is an ``OSError`` naming ``path``, like any other write here."""
+    atomic_write(path, lambda f: _torch_write(obj, f))
+
+
+_TORCH_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed")
+
+
+def _torch_write(obj: Any, f: IO[bytes]) -> None:
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        msg = str(e)
+        if not any(s in msg for s in _TORCH_WRITE_FAILURES):
+            raise
+        first = (msg.strip().splitlines() or [""])[0]
+        raise OSError(errno.EIO, f"torch.save could not write ({first}); is the disk full?") from e
+
+
+@contextmanager
+def exclusive(lock: str | Path, refuse: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` for the duration of the block, on every OS (``filelock``:
+    ``flock`` on POSIX, ``msvcrt.locking`` on Windows, both released by the OS when the holder dies, even by
+    kill -9).  The holder writes ``pid N on HOST`` to the sidecar ``LOCK.owner`` (Windows does not let others
+    read a locked file); a second holder gets ``refuse(that text)`` raised."""
+    from filelock import FileLock, Timeout
+
+    lock = Path(lock)
+    held = FileLock(lock, timeout=0)
+    owner = lock.with_name(lock.name + ".owner")
+    try:
+        held.acquire()
+    except Timeout:
+        try:
+            who = owner.read_text().strip()
+        except OSError:
+            who = ""
+        raise refuse(who or "pid unknown") from None
+    try:
+        owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        held.release()
+
+
+def usable_cores() -> int:
+    """The number of cores this process may use (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -61,7 +61,10 @@ Scale: with the cutoff (the default) every backend first divides ``G`` by ``max|
 unchanged and keeps gradients as large as 1e30 or as small as 1e-30 (fp32) free of overflow and underflow.
 
 Non-finite input: ``nonfinite="raise"`` (default) raises ``FloatingPointError`` naming the problem;
-``"propagate"`` skips the check (one reduction and, on CUDA, a device sync) and lets NaN flow to the output.
+``"propagate"`` never raises for it and skips the check's device sync (on CUDA): every matrix of the batch that
+holds a NaN or an inf comes out **all NaN** (same shape and dtype), on every backend, and the other matrices of
+the batch are computed as usual.  (LAPACK's SVD and eigh refuse non-finite input, so such a matrix is replaced
+by zeros for the decomposition and its output is then filled with NaN.)
 """
 
 from __future__ import annotations
@@ -211,7 +214,8 @@ def polar(
             fp16/bf16 computed in fp32.
         rank, power_iters, generator: ``rsvd`` only (target rank r, subspace iterations, sketch RNG).
         ns_coefficients, ns_steps, ns_polish: ``newton-schulz`` only.
-        nonfinite: ``"raise"`` (default) or ``"propagate"``.
+        nonfinite: ``"raise"`` (default): NaN or inf in ``G`` raises ``FloatingPointError``.  ``"propagate"``:
+            no check and no raise; each matrix with a NaN or inf gives an all-NaN matrix, on every backend.
         method: deprecated name of ``backend`` (warns; giving both is a ValueError).
 
     Returns:
@@ -240,10 +244,14 @@ def polar(
     # max|G| per matrix: one reduction serves the finiteness check (it is NaN or inf exactly when G has a NaN
     # or inf) and the rescaling below
     peak = G.abs().amax(dim=(-2, -1), keepdim=True)
+    bad = ~torch.isfinite(peak)  # per matrix: amax propagates NaN, so NaN or inf anywhere in the matrix
     if nonfinite == "raise":
-        finite = bool(torch.isfinite(peak).all())
+        finite = not bool(bad.any())
         check(finite, "max|G|", float(peak.max()), "must be finite (G has NaN or inf); pass nonfinite='propagate' "
               "to let it through", FloatingPointError)
+    else:  # decompose zeros instead (LAPACK refuses NaN/inf) and fill those matrices with NaN at the end
+        G = torch.where(bad, torch.zeros((), dtype=G.dtype, device=G.device), G)
+        peak = torch.where(bad, torch.zeros_like(peak), peak)
 
     if rtol is None:
         rtol = default_rtol(G.shape, G.dtype)
@@ -270,4 +278,7 @@ def polar(
         out = _newton_schulz(X, ns_coefficients, ns_steps, ns_polish)
     else:
         out = _rsvd(X, rank, power_iters, generator, rtol, eps)
-    return out.to(G.dtype)
+    out = out.to(G.dtype)
+    if nonfinite == "propagate":
+        out = out.masked_fill(bad, math.nan)
+    return out

@@ -89,13 +89,41 @@ def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optim
         if key.endswith("weight_decay"):
             check(math.isfinite(value) and value >= 0, f"optimizer.{key}", value, "must be a number >= 0",
                   ConfigError)
+    settings = {**allowed, **hyper}
+    if "rank" in settings:  # the EGD methods' rSVD knobs: checked here, not at the first step
+        check(settings["rank"] >= 1, "optimizer.rank", settings["rank"], "must be an integer >= 1", ConfigError)
+    if "power_iters" in settings:
+        check(settings["power_iters"] >= 0, "optimizer.power_iters", settings["power_iters"],
+              "must be an integer >= 0", ConfigError)
     named_params = [(n, p) for n, p in named_params if p.requires_grad]
     try:
-        return method.build(named_params, **hyper)
+        opt = method.build(named_params, **hyper)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
         raise in_section("optimizer", e) from None
+    if "rank" in hyper:  # given (the default 64 is clamped per matrix, min(rank, m, n), as rsvd always did)
+        _check_rank(hyper["rank"], named_params, _whitened_matrices(opt))
+    return opt
+
+
+def _whitened_matrices(opt: Optimizer) -> list[Tensor]:
+    """The ≥ 2-D parameters whose gradient ``opt`` whitens (for Preconditioned: those its transform sees)."""
+    if isinstance(opt, EGD):
+        return opt.whitened_params()
+    return [p for g in opt.param_groups if g.get("precondition") for p in g["params"] if p.ndim >= 2]
+
+
+def _check_rank(rank: int, named_params: NamedParams, matrices: list[Tensor]) -> None:
+    """A rank above min(m, n) of every whitened matrix (an ``(out, in, ...)`` tensor is whitened as
+    ``(out, in·...)``) would be clamped everywhere: refused, naming the largest rank that is used."""
+    if not matrices:
+        return
+    names = {id(p): n for n, p in named_params}
+    sizes = [(min(p.shape[0], p[0].numel()), names.get(id(p), "?"), p.shape[0], p[0].numel()) for p in matrices]
+    top, name, m, n = max(sizes)
+    check(rank <= top, "optimizer.rank", rank,
+          f"must be at most {top}, the largest min(m, n) of the whitened matrices ({name}: {m} x {n})", ConfigError)
 
 
 # ----------------------------------------------------------------------------------------------- groups

@@ -18,6 +18,7 @@ be assigned to one owner rank per matrix and the result scattered back), as dist
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,33 @@ from .transforms import GradientTransform, add_decayed_weights, trace, whiten
 __all__ = ["EGD", "Preconditioned"]
 
 _WD_MODES = ("decoupled", "l2")
+_NONFINITE = ("raise", "propagate")
+
+_NONFINITE_DOC = """
+    Non-finite gradients (``nonfinite=``, also a param-group key): a step is all or nothing.
+
+    * ``"raise"`` (default): before anything changes, the gradients of every group that says ``"raise"`` are
+      checked with one fused reduction (``max|g|`` of each, one device sync per device); if any has a NaN or an
+      inf, ``FloatingPointError`` names the first such parameter (its index in ``state_dict()`` order and its
+      shape) and **no parameter and no state has changed**.
+    * ``"propagate"``: no check and no raise, like ``torch.optim``: NaN and inf flow into the step (a whitened
+      matrix whose gradient has a NaN or an inf gets an all-NaN update, see :func:`egalitarian.linalg.polar`).
+
+    Either way every update is computed before the first parameter or state entry is written, so an exception
+    raised while computing them (say by a transform of your own) also leaves everything as it was.
+"""
+
+_CLIPPING_DOC = """
+    Gradient clipping and whitening: the polar factor is scale-invariant (``U Vᵀ`` is the same for ``G`` and
+    ``cG``, ``c > 0``), so clipping the gradient norm (``torch.nn.utils.clip_grad_norm_``, which rescales every
+    gradient by one factor) before ``step()`` **never changes the step of a whitened matrix**: what follows the
+    whitening (momentum, Adam's moments) sees the same matrices, clipped or not.  In EGD without momentum every
+    kept singular value of that step is ``lr``: its size is set by ``lr`` alone.  Clipping still changes the
+    step of the parameters that are not whitened (biases, groups opted out).  Exceptions: element-wise clipping
+    (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``; and where an absolute quantity is not
+    scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term added before whitening
+    (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a chain), clipping changes the whitened step too.
+"""
 
 
 def _evaluate_closure(closure: Callable[[], float] | None) -> float | None:
@@ -40,6 +68,42 @@ def _evaluate_closure(closure: Callable[[], float] | None) -> float | None:
         return None
     with torch.enable_grad():
         return closure()
+
+
+def _check_finite(groups: list[dict[str, Any]], default: str) -> None:
+    """Raise ``FloatingPointError`` naming the first parameter whose gradient has a NaN or an inf, among the
+    groups whose ``nonfinite`` is ``"raise"`` (``default`` when a group has no key, e.g. an older checkpoint).
+
+    One fused reduction per device (``max|g|`` of every gradient: unlike a 2-norm it cannot overflow for a
+    finite gradient) and one sync per device; nothing is written.
+    """
+    checked: list[tuple[int, Tensor]] = []
+    index = 0
+    for g in groups:
+        raise_ = g.get("nonfinite", default) == "raise"
+        for p in g["params"]:
+            if raise_ and p.grad is not None and p.grad.numel() > 0 and (not p.grad.is_sparse or p.grad._nnz()):
+                checked.append((index, p))
+            index += 1
+    by_device: dict[torch.device, list[tuple[int, Tensor]]] = {}
+    for i, p in checked:
+        by_device.setdefault(p.grad.device, []).append((i, p))
+    bad: list[tuple[int, Tensor, float]] = []
+    for items in by_device.values():
+        grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for _, p in items]
+        peaks = torch.stack([n.double() for n in torch._foreach_norm(grads, ord=math.inf)])
+        if not bool(torch.isfinite(peaks).all()):
+            k = int((~torch.isfinite(peaks)).nonzero()[0, 0])
+            bad.append((*items[k], float(peaks[k])))
+    if bad:
+        i, p, peak = min(bad, key=lambda b: b[0])
+        check(False, f"max|params[{i}].grad|", peak,
+              f"must be finite (the gradient of parameter {i}, shape {tuple(p.shape)}, has NaN or inf); no parameter "
+              "or state was changed; pass nonfinite='propagate' to let NaN/inf into the step", FloatingPointError)
+
+
+def _check_nonfinite_arg(value: Any) -> None:
+    check(value in _NONFINITE, "nonfinite", value, f"must be one of {', '.join(map(repr, _NONFINITE))}")
 
 
 def _switch_whitening(groups: list[dict[str, Any]], flag: str, on: bool) -> None:
@@ -86,11 +150,14 @@ class EGD(Optimizer):
             before whitening (the paper's convention).
         backend, rtol, eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
             ``eps`` selects the paper's clamp ``1/max(s, eps)``.  ``backend`` is also a param-group key.
+        nonfinite: ``"raise"`` (default) or ``"propagate"``: what a NaN or inf gradient does (below).
         method: deprecated name of ``backend`` (warns; giving both is a ValueError).  Checkpoints whose
             groups still say ``"method"`` load (:meth:`load_state_dict` renames the key).
 
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
     """
+
+    __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
 
     def __init__(
         self,
@@ -108,6 +175,7 @@ class EGD(Optimizer):
         rank: int = 64,
         power_iters: int = 2,
         seed: int = 0,
+        nonfinite: str = "raise",
         method: str | None = None,
     ) -> None:
         defaults = dict(
@@ -123,6 +191,7 @@ class EGD(Optimizer):
             rank=rank,
             power_iters=power_iters,
             seed=seed,
+            nonfinite=nonfinite,
         )
         self._validate(defaults)
         super().__init__(params, defaults)
@@ -137,6 +206,7 @@ class EGD(Optimizer):
         check(mode in _WD_MODES, "weight_decay_mode", mode, f"must be one of {', '.join(_WD_MODES)}")
         check(isinstance(g["whiten"], bool), "whiten", g["whiten"], "must be True or False")
         check(g["backend"] in BACKENDS, "backend", g["backend"], f"must be one of {', '.join(BACKENDS)}")
+        _check_nonfinite_arg(g["nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "method" in param_group:  # the deprecated name of the group key "backend", as for the keyword
@@ -146,8 +216,10 @@ class EGD(Optimizer):
         self._validate(self.param_groups[-1])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``; param groups saved before the ``method`` → ``backend`` rename load too."""
-        groups = [_renamed(g, "method", "backend") for g in state_dict["param_groups"]]
+        """torch's ``load_state_dict``; param groups saved before the ``method`` → ``backend`` rename load too,
+        and groups saved before ``nonfinite`` existed take this optimizer's default."""
+        groups = [{"nonfinite": self.defaults["nonfinite"], **_renamed(g, "method", "backend")}
+                  for g in state_dict["param_groups"]]
         super().load_state_dict({**state_dict, "param_groups": groups})
 
     def set_whitening(self, on: bool) -> bool:
@@ -183,6 +255,7 @@ class EGD(Optimizer):
                         seed=group["seed"],
                         rank=group["rank"],
                         power_iters=group["power_iters"],
+                        nonfinite="propagate",  # step() has checked already when the group says "raise"
                     ),
                 )
             )
@@ -193,21 +266,29 @@ class EGD(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _evaluate_closure(closure)
         for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError("EGD does not support sparse gradients")
+        _check_finite(self.param_groups, self.defaults["nonfinite"])
+        # every update and new state first (transforms are pure), then the writes: a step is all or nothing
+        updates: list[tuple[dict[str, Any], Tensor, Tensor, dict[str, Any]]] = []
+        for group in self.param_groups:
             stages = self.transforms_for(group)
-            lr, wd = group["lr"], group["weight_decay"]
-            decoupled = group["weight_decay_mode"] == "decoupled" and wd != 0
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("EGD does not support sparse gradients")
-                state = self.state[p]
+                old = self.state.get(p, {})  # .get: no empty state entry is created before the writes
+                new: dict[str, Any] = {}
                 d = p.grad
                 for key, t in stages:
-                    d, state[key] = t.update(d, state[key] if key in state else t.init(p), p)
-                if decoupled:
-                    p.mul_(1 - lr * wd)
-                p.add_(d, alpha=-lr)
+                    d, new[key] = t.update(d, old[key] if key in old else t.init(p), p)
+                updates.append((group, p, d, new))
+        for group, p, d, new in updates:
+            self.state[p].update(new)
+            lr, wd = group["lr"], group["weight_decay"]
+            if group["weight_decay_mode"] == "decoupled" and wd != 0:
+                p.mul_(1 - lr * wd)
+            p.add_(d, alpha=-lr)
         return loss
 
 
@@ -231,7 +312,14 @@ class Preconditioned(Optimizer):
     ``whitens`` declares that ``transform`` is EGD's whitening alone, so that :meth:`set_whitening` may switch
     it off and on; the default ``None`` means ``True`` for the default transform (``whiten()``) and ``False``
     for any other (Grokfast, or whitening chained with another filter, must not be switched off).
+
+    ``nonfinite`` (keyword, also a param-group key, default ``"raise"``) covers every group, preconditioned or
+    not.  With ``"propagate"``, the default transform lets NaN through; a ``transform`` of your own decides for
+    itself (``whiten()`` raises unless built with ``whiten(nonfinite="propagate")``), and the step stays all
+    or nothing: the transform runs on every gradient before ``base.step()``.
     """
+
+    __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
 
     def __init__(
         self,
@@ -240,24 +328,30 @@ class Preconditioned(Optimizer):
         transform: GradientTransform | None = None,
         *,
         whitens: bool | None = None,
+        nonfinite: str = "raise",
         **base_kwargs: Any,
     ) -> None:
         check(isinstance(base, type) and issubclass(base, Optimizer), "base", base,
               "must be a torch.optim.Optimizer subclass (not an instance)", TypeError)
         check(whitens is None or isinstance(whitens, bool), "whitens", whitens, "must be None, True or False")
-        self.transform = transform if transform is not None else whiten()
+        _check_nonfinite_arg(nonfinite)
+        # the default whitening never checks by itself: step() has checked when a group says "raise"
+        self.transform = transform if transform is not None else whiten(nonfinite="propagate")
         self.whitens = transform is None if whitens is None else whitens
-        super().__init__(params, {"precondition": True})
+        own = {"precondition": True, "nonfinite": nonfinite}
+        super().__init__(params, own)
         self.base = base(self.param_groups, **base_kwargs)
         self.param_groups = self.base.param_groups  # the same group dicts: lr schedules reach the base
-        self.defaults = {**self.base.defaults, "precondition": True}
+        self.defaults = {**self.base.defaults, **own}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if hasattr(self, "base"):
             param_group.setdefault("precondition", True)
+            param_group.setdefault("nonfinite", self.defaults["nonfinite"])
             self.base.add_param_group(param_group)
         else:
             super().add_param_group(param_group)
+        _check_nonfinite_arg(self.param_groups[-1]["nonfinite"])
 
     def set_whitening(self, on: bool) -> bool:
         """Turn the transform on/off in every group first chosen for it, if it is whitening alone (``whitens``).
@@ -276,20 +370,24 @@ class Preconditioned(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _evaluate_closure(closure)
-        raw: list[tuple[Tensor, Tensor]] = []
+        _check_finite(self.param_groups, self.defaults["nonfinite"])
+        # every transformed gradient and state first (transforms are pure), then the writes
+        updates: list[tuple[Tensor, Tensor, Any]] = []
         for group in self.param_groups:
             if not group.get("precondition", True):
                 continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if "transform" not in state:
-                    state["transform"] = self.transform.init(p)
-                new, state["transform"] = self.transform.update(p.grad, state["transform"], p)
+                old = self.state[p]["transform"] if "transform" in self.state.get(p, {}) else self.transform.init(p)
+                new, state = self.transform.update(p.grad, old, p)
+                updates.append((p, new, state))
+        raw: list[tuple[Tensor, Tensor]] = []
+        try:
+            for p, new, state in updates:
+                self.state[p]["transform"] = state
                 raw.append((p, p.grad))
                 p.grad = new
-        try:
             self.base.step()
         finally:
             for p, g in raw:
@@ -313,6 +411,8 @@ class Preconditioned(Optimizer):
         state_dict = copy.deepcopy(state_dict)  # never alias the caller's tensors
         self.base.load_state_dict(state_dict["base"])
         self.param_groups = self.base.param_groups
+        for g in self.param_groups:  # saved before nonfinite existed: this optimizer's default
+            g.setdefault("nonfinite", self.defaults["nonfinite"])
         params = self._params()
         self.state.clear()
         for i, s in state_dict["transform_state"].items():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
 
 
 class Progress:
-    """``Progress(total, enabled)``; ``update(done, **fields)`` redraws at most 10 times a second."""
+    """``Progress(total, enabled)``; ``update(done, **fields)`` redraws at most 10 times a second.
+
+    The line is cut to the terminal's width minus one (``shutil.get_terminal_size``: ``COLUMNS``, else the
+    terminal, else 80), read at every redraw, and padded only over what the previous line showed, never past
+    the width: a line as wide as the terminal would wrap, and every redraw would then scroll.
+    """
 
     def __init__(self, total: int, label: str = "", enabled: bool | None = None, stream: TextIO | None = None):
         self.total, self.label = total, label
@@ -16,6 +22,7 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.start = time.perf_counter()
         self._last = 0.0
+        self._shown = 0  # characters of the line on screen now
 
     def update(self, done: int, force: bool = False, **fields: object) -> None:
         if not self.enabled:
@@ -29,11 +36,14 @@ class Progress:
         elapsed = now - self.start
         eta = f"{elapsed * (1 - frac) / frac:4.0f}s" if frac > 0 else "   ?"
         extra = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-        line = f"\r{self.label} [{bar:<24}] {done}/{self.total}  {elapsed:5.0f}s<{eta}  {extra}"
-        self.stream.write(line[:160].ljust(100))
+        line = f"{self.label} [{bar:<24}] {done}/{self.total}  {elapsed:5.0f}s<{eta}  {extra}".rstrip()
+        line = line[: max(shutil.get_terminal_size().columns - 1, 1)]
+        self.stream.write("\r" + line + " " * max(self._shown - len(line), 0))  # blank the rest of the last one
+        self._shown = len(line)
         self.stream.flush()
 
     def close(self) -> None:
         if self.enabled:
+            self._shown = 0
             self.stream.write("\n")
             self.stream.flush()

@@ -4,6 +4,8 @@
     metrics.csv      long format, one :class:`MetricRow` a line: step, epoch, split, metric, value
     summary.json     the run's :class:`~egalitarian.grokking.Summary`
     checkpoint.pt    model, optimizer, RNG states, loop state and metric rows (written by the trainer)
+    .egd-run.lock    held by the ``egd run`` training in the directory (:func:`lock`); .egd-run.lock.owner
+                     names it (pid and host)
 
 A leaf: the report layer reads runs through this module without importing the trainer.
 """
@@ -13,16 +15,21 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import io as fio
+from .errors import ConfigError
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 CHECKPOINT = "checkpoint.pt"
+RUN_FILES = (CONFIG, METRICS, SUMMARY, CHECKPOINT)
+LOCK = ".egd-run.lock"
+LOCK_OWNER = ".egd-run.lock.owner"
 
 _HEADER = "step,epoch,split,metric,value"
 
@@ -99,3 +106,42 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "git_commit": commit,
     }
+
+
+# ------------------------------------------------------------------------------------------ the directory
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run that got anywhere: a summary (finished, stopped, interrupted) or a
+    checkpoint (killed before it could write a summary)."""
+    return (Path(run_dir) / SUMMARY).exists() or (Path(run_dir) / CHECKPOINT).exists()
+
+
+def remove_run(run_dir: str | Path) -> None:
+    """Delete the run's files (:data:`RUN_FILES` and temporary files left by interrupted atomic writes); other
+    files in the directory, and the directory, stay."""
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``run_dir`` (created if missing) while a run trains there.
+
+    A second holder gets a ConfigError naming the process that holds it (``.egd-run.lock.owner``).  The lock
+    is a ``filelock`` on ``.egd-run.lock``, released by the OS when the holder dies, even by kill -9."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
+
+    def refuse(who: str) -> ConfigError:
+        return ConfigError(f"run directory {str(run_dir)!r} is in use by another egd run ({who}); wait for it to "
+                           "finish or stop it, or use --out for another directory")
+
+    with fio.exclusive(run_dir / LOCK, refuse):
+        yield run_dir

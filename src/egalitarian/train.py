@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -39,17 +40,17 @@ from torch import Tensor, nn
 from . import io as fio
 from . import rundir
 from .build import Assembled, build_run
-from .config import TRAIN_DEFAULTS, resolve, train_settings
-from .errors import ConfigError
+from .config import RESUMABLE, TRAIN_DEFAULTS, resolve, train_settings
+from .errors import ConfigError, check
 from .grokking import Event, RunStatus, StopReason, Summary, grok_status, update_events
 from .losses import accuracy, l2_penalty
 from .methods import OPTIMIZERS
 from .progress import Progress
 from .rundir import MetricRow
 
-# Fields that may differ between a run and its resumption (budget and bookkeeping, not the math).
-_RESUMABLE_CHANGES = {"max_steps", "max_epochs", "max_seconds", "chance_patience", "chance_threshold",
-                      "checkpoint_every", "checkpoint_seconds", "progress", "threads"}
+THREADS_ENV = "EGD_THREADS"
+"""Environment variable that overrides ``train.threads`` for every run of this process and of the processes it
+starts (``egd run|demo|sweep --threads N`` set it; sweep workers inherit it)."""
 
 
 class RunStopped(Exception):
@@ -58,6 +59,23 @@ class RunStopped(Exception):
     def __init__(self, message: str, summary: Summary):
         super().__init__(message)
         self.summary = summary
+
+
+def run_threads(setting: int) -> int:
+    """The intra-op thread count of a run: ``$EGD_THREADS`` when set, else ``train.threads``, where 0 = auto = 1.
+
+    One thread is the default because the lab's models are small: a second OpenMP thread gains little alone,
+    and when another process keeps a core busy every parallel region waits for it (an EGD step of the
+    paper's MLP took 2275 ms instead of 21 ms; bench/threads.py).  More than the usable cores is refused."""
+    cores = fio.usable_cores()
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        check(env.isdigit() and 1 <= int(env) <= cores, f"{THREADS_ENV} (--threads)", env,
+              f"must be an integer from 1 to {cores}, the cores this process may use", ConfigError)
+        return int(env)
+    check(setting <= cores, "train.threads", setting,
+          f"must be at most {cores}, the cores this process may use (0 = auto: 1 thread)", ConfigError)
+    return setting or 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -226,8 +244,19 @@ def save_checkpoint(run_dir: Path | None, cfg: dict[str, Any], run: Assembled, g
 
 def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.Generator,
                     device: torch.device) -> tuple[LoopState, list[MetricRow]]:
-    """Restore model, optimizer, RNGs, loop state and rows; the config may differ only in budget fields."""
-    ck = torch.load(path, map_location=device, weights_only=False)
+    """Restore model, optimizer, RNGs, loop state and rows; the config may differ only in budget fields.
+
+    A checkpoint that cannot be read (empty, truncated, corrupt, not a checkpoint) is a ConfigError naming it."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(ck, dict) or not {"config", "model", "optimizer", "loop", "metrics"} <= set(ck):
+            raise ValueError("not a checkpoint of egd run")
+    except Exception as e:  # torch and pickle raise RuntimeError, EOFError, UnpicklingError, ... for bad bytes
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: {first}): it is empty, truncated or "
+            "corrupt; start the run over (egd run --overwrite) or resume from a copy"
+        ) from None
     diffs = _differences(ck["config"], cfg)
     if diffs:
         raise ConfigError(f"cannot resume {str(path.parent)!r}: the config differs in {', '.join(diffs)}")
@@ -242,7 +271,7 @@ def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.
 
 
 def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Batches, device: torch.device,
-              rows: list[MetricRow], stop_reason: StopReason) -> Summary:
+              rows: list[MetricRow], stop_reason: StopReason, threads: int | None = None) -> Summary:
     """The run's :class:`~egalitarian.grokking.Summary` from its loop state and metric rows."""
     tc, ev = cfg["train"], st.events
     mem, grok = ev["memorized"], ev["grokked"]
@@ -264,6 +293,7 @@ def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Ba
         "skipped_steps": st.skipped_steps,
         "steps_per_epoch": batches.per_epoch,
         "device": str(device),
+        "threads": threads if threads is not None else torch.get_num_threads(),
         **{f"final_{k}": v for k, v in st.last.items()},  # type: ignore[typeddict-item]
     }
     out["grok_status"], out["grok_status_reason"] = grok_status(  # type: ignore[typeddict-item]
@@ -285,11 +315,14 @@ def train(
     ``on_eval(step, metrics)`` is called after each evaluation (used by sweeps for live progress).
     Raises :class:`RunStopped` when stopped by a non-finite loss or a signal, after saving the state.
 
+    The run uses :func:`run_threads` intra-op threads (``train.threads``, 0 = 1; ``$EGD_THREADS`` overrides it);
+    the caller's thread count is restored afterwards.
+
     Denormals are flushed to zero for the run and the caller's setting is restored afterwards.  torch sets
     this for the calling thread; intra-op worker threads started during the run inherit it and keep it (those
     started before it do not), so a run in a fresh process flushes on every thread.
     """
-    with _flush_denormals():
+    with _flush_denormals(), _threads_restored():
         return _train(cfg, run_dir, resume, handle_signals, on_eval)
 
 
@@ -303,8 +336,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
-    if tc["threads"]:
-        torch.set_num_threads(tc["threads"])
+    threads = run_threads(tc["threads"])
+    torch.set_num_threads(threads)
     device = pick_device(tc["device"])
     run = build_run(cfg, device)  # the task's split seed is in [task]; init seed train.seed
     if tc["switch_off_threshold"] > 0 and tc["switch_off_split"] == "val" and run.data.x_val is None:
@@ -326,6 +359,9 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     ckpt = run_dir / rundir.CHECKPOINT if run_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
         st, rows = load_checkpoint(ckpt, cfg, run, gen, device)
+    # with nonfinite = "skip": once the skipped steps exceed this, more than max_skip_fraction of the run's
+    # steps are skipped however it ends (it has at most max_steps), so it fails now rather than at its end
+    skip_limit = tc["max_skip_fraction"] * max_steps if tc["nonfinite"] == "skip" else math.inf
     if run_dir is not None:
         rundir.write_config(run_dir, cfg)
 
@@ -413,6 +449,9 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             if flag.get("signal"):
                 reason = "interrupted"
                 break
+            if st.skipped_steps > skip_limit:
+                reason = "too_many_skipped"
+                break
             ce = tc["checkpoint_every"]
             if (epoch_end and ce and st.epoch % ce == 0) or now - last_ckpt > tc["checkpoint_seconds"]:
                 save_checkpoint(run_dir, cfg, run, gen, st, rows)
@@ -420,15 +459,26 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     bar.close()
     if reason is None:  # the step or epoch budget (max_epochs when both are reached)
         reason = "max_epochs" if tc["max_epochs"] and st.epoch >= tc["max_epochs"] else "max_steps"
+    if reason != "interrupted" and st.skipped_steps > tc["max_skip_fraction"] * st.step:
+        reason = "too_many_skipped"  # (skipped steps happen only with nonfinite = "skip")
     status: RunStatus = "budget"
     if reason in ("grokked", "nonfinite", "interrupted"):
         status = reason  # type: ignore[assignment]
+    elif reason == "too_many_skipped":
+        status = "nonfinite"
     if status == "budget" and st.events["grokked"] is not None:
         status = "grokked"  # grokked before the budget or an early stop ended the run
     save_checkpoint(run_dir, cfg, run, gen, st, rows)
-    result = summarize(cfg, st, status, batches, device, rows, reason)
+    result = summarize(cfg, st, status, batches, device, rows, reason, threads)
     if run_dir is not None:
         rundir.write_summary(run_dir, result)
+    if reason == "too_many_skipped":
+        raise RunStopped(
+            f"skipped {st.skipped_steps} of {st.step} steps with a non-finite loss or gradient, more than "
+            f"train.max_skip_fraction = {tc['max_skip_fraction']:g} of them; the last state is saved"
+            + (f" in {run_dir}" if run_dir else ""),
+            result,
+        )
     if status == "nonfinite":
         raise RunStopped(
             f"non-finite loss or gradient at step {st.step}; the last good state is saved"
@@ -456,6 +506,17 @@ def _flush_denormals():
     finally:
         if supported and not was:
             torch.set_flush_denormal(False)
+
+
+@contextmanager
+def _threads_restored():
+    """The caller's ``torch.get_num_threads()`` is restored after the run (which sets its own)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @contextmanager
@@ -494,8 +555,9 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Dotted names of the fields that differ, ignoring budget and bookkeeping fields of ``[train]``."""
     fa, fb = _flatten(a), _flatten(b)
-    skip = {f"train.{k}" for k in _RESUMABLE_CHANGES}
+    skip = {f"train.{k}" for k in RESUMABLE}
     return sorted(k for k in set(fa) | set(fb) if k not in skip and fa.get(k) != fb.get(k))
 
 
-__all__ = ["TRAIN_DEFAULTS", "LoopState", "RunStopped", "evaluate", "pick_device", "train"]
+__all__ = ["THREADS_ENV", "TRAIN_DEFAULTS", "LoopState", "RunStopped", "evaluate", "pick_device", "run_threads",
+           "train"]

@@ -107,10 +107,9 @@ def facets(groups: dict[str, list[LoadedRun]]) -> dict[str, dict[str, list[Loade
 
 
 def _figure(groups: dict[str, list[LoadedRun]], panels: list[tuple[str, str, str]], ylabel: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on its own Agg canvas, not pyplot: the user's matplotlib backend stays as it was
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     by_facet = facets(groups)
     # one colour per group label (per method, across the panels of a table)
@@ -118,8 +117,9 @@ def _figure(groups: dict[str, list[LoadedRun]], panels: list[tuple[str, str, str
     n = len(by_facet)
     cols = min(n, 3)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(7.5 if n == 1 else 4.2 * cols, 4.2 * rows), squeeze=False,
-                             sharey=True)
+    fig = Figure(figsize=(7.5 if n == 1 else 4.2 * cols, 4.2 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for ax, (facet, facet_groups) in zip(axes.flat, by_facet.items(), strict=False):
         for label, runs in facet_groups.items():
             for split, metric, style in panels:
@@ -142,7 +142,6 @@ def _figure(groups: dict[str, list[LoadedRun]], panels: list[tuple[str, str, str
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 

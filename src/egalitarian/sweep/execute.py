@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import usable_cores
 from ..progress import Progress
 from ..rundir import MetricRow
 from .spec import Sweep
@@ -96,38 +97,20 @@ def execute_run(
 
 @contextmanager
 def sweep_lock(store: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``STORE.lock`` (released by the OS even on kill -9); POSIX only."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
+    """Hold an exclusive lock on ``STORE.lock`` while the sweep runs, on every OS (``filelock``: ``flock`` on
+    POSIX, ``msvcrt.locking`` on Windows, both released by the OS when the process dies, even by kill -9).
+
+    The holder writes ``pid N on HOST`` to the sidecar ``STORE.lock.owner`` (a separate file: Windows does not
+    let others read a locked file), which the refusal names.
+    """
+    from .. import io as fio
+
+    def refuse(who: str) -> ConfigError:
+        return ConfigError(f"results store {str(store)!r} is in use by another `egd sweep` ({who});"
+                           " wait for it to finish or stop it")
+
+    with fio.exclusive(store.with_name(store.name + ".lock"), refuse):
         yield
-        return
-    path = store.with_name(store.name + ".lock")
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise ConfigError(
-                f"results store {str(store)!r} is in use by another `egd sweep` ({f.read().strip() or 'unknown'});"
-                " wait for it to finish or stop it"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def default_workers() -> int:
-    """The number of cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def run_sweep(
@@ -146,7 +129,7 @@ def run_sweep(
     """
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers {workers!r}: must be an integer >= 1")
     sweep.store.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,11 @@ So a killed process leaves at most a ``running`` row, which :meth:`Store.reset_s
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,36 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 _IDS = "id IN (SELECT value FROM json_each(?))"
 
 
+def damaged(path: Path, e: sqlite3.DatabaseError) -> ConfigError:
+    """The one message for a store SQLite cannot read: damaged (``database disk image is malformed``) or not a
+    database at all (``file is not a database``); it names the file and the way out."""
+    what = "is not a results store" if getattr(e, "sqlite_errorname", "") == "SQLITE_NOTADB" else "is damaged"
+    return ConfigError(
+        f"results store {str(path)!r} {what} ({e}); restore it from a copy, or move it away and run the "
+        "sweep again (its runs resume from the checkpoints in their run directories)"
+    )
+
+
+def _is_damage(e: sqlite3.DatabaseError) -> bool:
+    """Corrupt or not a database, as opposed to a busy, locked or read-only one (OperationalError)."""
+    return getattr(e, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(e) is sqlite3.DatabaseError
+
+
+def _named(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A store method whose damaged-database errors become :func:`damaged` ConfigErrors naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if _is_damage(e):
+                raise damaged(self.path, e) from None
+            raise
+
+    return wrapper
+
+
 class Store:
     """A results store at ``path`` (created on first use unless ``create=False``)."""
 
@@ -75,15 +106,22 @@ class Store:
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        try:
+            self._open(create, timeout)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            if _is_damage(e):
+                raise damaged(self.path, e) from None
+            if not create:  # e.g. an SQLite file of something else: no such table
+                raise ConfigError(f"{str(self.path)!r} is not a results store: {e}") from None
+            raise
+
+    def _open(self, create: bool, timeout: float) -> None:
         self.db.row_factory = sqlite3.Row
         self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         if not create:
-            try:
-                self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
-                self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
-            except sqlite3.DatabaseError as e:
-                self.db.close()
-                raise ConfigError(f"{str(self.path)!r} is not a results store: {e}") from None
+            self.db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+            self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
         else:
             self.db.execute("PRAGMA journal_mode = WAL")
             with self.transaction() as db:  # (executescript would commit first)
@@ -114,6 +152,7 @@ class Store:
 
     # -------------------------------------------------------------------------------------------- writes
 
+    @_named
     def add(self, sweep: str, runs: Sequence[Any]) -> int:
         """Insert the runs that are missing as ``pending`` (idempotent); returns how many were new.
 
@@ -131,18 +170,21 @@ class Store:
                 )
             return db.execute("SELECT count(*) FROM runs").fetchone()[0] - before
 
+    @_named
     def reset_stale(self) -> int:
         """Every ``running`` row back to ``pending`` (call only when no worker can be alive, e.g. under the
         sweep lock at start-up); returns how many."""
         with self.transaction() as db:
             return db.execute("UPDATE runs SET status='pending', worker=NULL WHERE status='running'").rowcount
 
+    @_named
     def requeue_failed(self, ids: Sequence[str]) -> int:
         """Failed runs among ``ids`` back to ``pending`` (a new ``egd sweep`` retries them once more)."""
         with self.transaction() as db:
             sql = f"UPDATE runs SET status='pending', worker=NULL WHERE status='failed' AND {_IDS}"
             return db.execute(sql, (json.dumps(list(ids)),)).rowcount
 
+    @_named
     def claim(self, ids: Sequence[str], worker: str) -> tuple[str, dict[str, Any]] | None:
         """Atomically take the first ``pending`` run among ``ids`` (in sweep order) for ``worker``.
 
@@ -161,6 +203,7 @@ class Store:
             )
             return row["id"], json.loads(row["config"])
 
+    @_named
     def finish(self, run_id: str, worker: str, summary: dict[str, Any], rows: Iterable[Sequence[Any]]) -> bool:
         """Mark the run ``done`` with its summary and metric rows, in one transaction.
 
@@ -182,6 +225,7 @@ class Store:
             )
             return True
 
+    @_named
     def fail(self, run_id: str, worker: str, error: str) -> bool:
         """Mark the run ``failed`` with an error message (only by the worker holding the claim)."""
         with self.transaction() as db:
@@ -191,6 +235,7 @@ class Store:
             )
             return cur.rowcount == 1
 
+    @_named
     def release(
         self, worker: str, *, run_id: str | None = None, max_attempts: int | None = None, reason: str = ""
     ) -> int:
@@ -211,16 +256,19 @@ class Store:
             n += db.execute(f"UPDATE runs SET status='pending', worker=NULL WHERE {where}", args).rowcount
             return n
 
+    @_named
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # --------------------------------------------------------------------------------------------- reads
 
+    @_named
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    @_named
     def runs(self, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """All runs (or those in ``ids``) in sweep order, JSON columns decoded."""
         sql = "SELECT * FROM runs" + (f" WHERE {_IDS}" if ids is not None else "") + " ORDER BY sweep, idx, id"
@@ -232,12 +280,14 @@ class Store:
             out.append(r)
         return out
 
+    @_named
     def counts(self, ids: Sequence[str] | None = None) -> dict[str, int]:
         """Number of runs per status (all four keys present)."""
         sql = "SELECT status, count(*) FROM runs" + (f" WHERE {_IDS}" if ids is not None else "")
         rows = self.db.execute(sql + " GROUP BY status", () if ids is None else (json.dumps(list(ids)),))
         return {s: 0 for s in JOB_STATES} | {s: n for s, n in rows}
 
+    @_named
     def metrics(self, run_id: str) -> list[MetricRow]:
         """A run's metric rows, in training order (a NaN value reads back as None: SQLite stores it as NULL)."""
         rows = self.db.execute(
