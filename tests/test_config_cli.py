@@ -110,7 +110,8 @@ def test_resolve_fills_defaults_and_does_not_modify_its_input():
     assert cfg == _base()
     # the fields added after run ids existed are left out while at their default (the early stops: off, 0;
     # the skipped-step limit: 0.1), so old ids stay the same
-    off = {"max_seconds": 0.0, "chance_patience": 0, "chance_threshold": 0.0, "max_skip_fraction": 0.1}
+    off = {"max_seconds": 0.0, "chance_patience": 0, "chance_threshold": 0.0, "max_skip_fraction": 0.1,
+           "clip_grad_norm": 0.0, "autocast": "off", "tensorboard": ""}
     assert {k: TRAIN_DEFAULTS[k] for k in off} == off
     assert out["train"] == {k: v for k, v in TRAIN_DEFAULTS.items() if k not in off}
     assert train_settings(out) == TRAIN_DEFAULTS
@@ -131,7 +132,8 @@ def test_resolve_unknown_train_field():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("batch_size", "big"), ("batch_size", True), ("batch_size", 1.5), ("drop_last", 1), ("grok_threshold", "high")],
+    [("batch_size", "big"), ("batch_size", True), ("batch_size", 1.5), ("drop_last", 1), ("grok_threshold", "high"),
+     ("clip_grad_norm", "x"), ("tensorboard", 1), ("tensorboard", False)],
 )
 def test_resolve_wrong_type(field, value):
     _raises({**_base(), "train": {field: value}}, f"train.{field}", repr(value), "type")
@@ -145,6 +147,14 @@ def test_resolve_keeps_the_early_stops_when_they_are_on():
     out = resolve({**_base(), "train": {"chance_patience": 2, "max_seconds": 0.0}})
     assert out["train"]["chance_patience"] == 2 and "max_seconds" not in out["train"]
     assert "chance_threshold" not in out["train"]
+
+
+def test_resolve_keeps_the_trainer_options_when_they_are_on():
+    on = {"clip_grad_norm": 1.0, "autocast": "bf16", "tensorboard": "tb"}
+    for key, value in on.items():
+        out = resolve({**_base(), "train": {key: value}})
+        assert out["train"][key] == value and not set(on) - {key} & set(out["train"])
+    assert "scheduler" not in resolve(_base())
 
 
 def test_resolve_int_is_accepted_for_a_float_field():
@@ -169,6 +179,8 @@ def test_resolve_int_is_accepted_for_a_float_field():
         ("chance_patience", -1),
         ("chance_threshold", 1.0),
         ("chance_threshold", -0.5),
+        ("clip_grad_norm", -1.0),
+        ("clip_grad_norm", float("nan")),
     ],
 )
 def test_resolve_out_of_range(field, value):
@@ -176,7 +188,8 @@ def test_resolve_out_of_range(field, value):
 
 
 @pytest.mark.parametrize(
-    "field,value", [("eval_unit", "batch"), ("nonfinite", "ignore"), ("progress", "yes"), ("switch_off_split", "x")]
+    "field,value", [("eval_unit", "batch"), ("nonfinite", "ignore"), ("progress", "yes"), ("switch_off_split", "x"),
+                    ("autocast", "fp16")]
 )
 def test_resolve_choices(field, value):
     _raises({**_base(), "train": {field: value}}, f"train.{field}", repr(value), "must be one of")
@@ -417,7 +430,7 @@ def test_cli_list_tasks(capsys):
     assert main(["list", "tasks"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    assert set(names) == {"modular", "parity", "mnist"}
+    assert set(names) == {"modular", "parity", "mnist", "cifar10"}
     line = next(ln for ln in out.splitlines() if ln.startswith("modular"))
     assert "Modular arithmetic" in line
 

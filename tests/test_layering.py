@@ -19,8 +19,8 @@ PKG = Path(egalitarian.__file__).parent
 
 # Lower layers first: a module may import modules of its own layer or lower ones, never higher ones.
 LAYERS = [
-    {"errors", "io", "progress", "rundir", "linalg"},
-    {"tasks", "models", "losses", "config", "grokking", "transforms"},
+    {"errors", "io", "progress", "rundir", "linalg", "data", "tracking", "theory"},
+    {"tasks", "models", "losses", "config", "grokking", "transforms", "schedules"},
     {"optim"},
     {"baselines"},
     {"methods"},
@@ -28,7 +28,7 @@ LAYERS = [
     {"train"},
     {"sweep"},
     {"report", "tune"},
-    {"reproduce", "demo"},
+    {"reproduce", "demo", "table5"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -363,6 +363,7 @@ INVALID = [
     (mnist, {"n_test": 0}, "task.n_test", "0"),
     (mnist, {"val_frac": 1.5}, "task.val_frac", "1.5"),
     (mnist, {"path": 12}, "task.path", "12"),
+    (mnist, {"dataset": "emnist"}, "task.dataset", "'emnist'"),
 ]
 
 
@@ -383,7 +384,7 @@ def test_config_error_is_a_value_error() -> None:
 
 
 def test_registry() -> None:
-    assert set(TASKS) == {"modular", "parity", "mnist"}
+    assert set(TASKS) == {"modular", "parity", "mnist", "cifar10"}
     for name in TASKS:
         assert task_summary(name).strip()
     data = make_task("modular", p=5, op="mul")

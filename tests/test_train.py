@@ -684,3 +684,95 @@ def test_unavailable_device_in_a_config(tmp_path):
         pytest.skip("CUDA present")
     with pytest.raises(ConfigError, match="train.device"):
         train(make_cfg(device="cuda"), tmp_path)
+
+
+# ------------------------------------------------------------------------------------ clipping and autocast
+
+
+def _full_batch_gradient(cfg):
+    """The run's initial parameters and their gradient over the whole training split, computed here."""
+    from egalitarian.build import build_run
+    from egalitarian.config import resolve
+    from egalitarian.methods import OPTIMIZERS
+
+    run = build_run(resolve(cfg, OPTIMIZERS))
+    names = [n for n, _ in run.model.named_parameters()]
+    loss = torch.nn.functional.cross_entropy(run.model(run.data.x_train), run.data.y_train)
+    grads = torch.autograd.grad(loss, list(run.model.parameters()))
+    p0 = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    return p0, dict(zip(names, grads, strict=True))
+
+
+def test_clip_grad_norm_by_hand(tmp_path):
+    """One full-batch SGD step: g is scaled by c / (‖g‖ + 1e-6) (torch's clip_grad_norm_) when ‖g‖ > c."""
+    c, lr = 0.01, 0.5
+    cfg = make_cfg({"name": "sgd", "lr": lr}, batch_size=0, max_steps=1, stop_after_grok=False, clip_grad_norm=c)
+    p0, g = _full_batch_gradient(cfg)
+    norm = math.sqrt(sum(float(v.double().pow(2).sum()) for v in g.values()))  # the global L2 norm
+    assert norm > 10 * c  # the clip is active
+    train(cfg, tmp_path / "clipped")
+    after = load_ckpt(tmp_path / "clipped")["model"]
+    for k in p0:
+        torch.testing.assert_close(after[k], p0[k] - lr * (c / (norm + 1e-6)) * g[k], rtol=0, atol=1e-7)
+    # a bound above the norm changes nothing, bit for bit (and the field is in the resolved config)
+    train({**cfg, "train": {**cfg["train"], "clip_grad_norm": 1e6}}, tmp_path / "loose")
+    train({**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "clip_grad_norm"}}, tmp_path / "off")
+    assert_same(load_ckpt(tmp_path / "loose")["model"], load_ckpt(tmp_path / "off")["model"])
+    assert json.loads((tmp_path / "loose" / "config.json").read_text())["config"]["train"]["clip_grad_norm"] == 1e6
+    assert "clip_grad_norm" not in json.loads((tmp_path / "off" / "config.json").read_text())["config"]["train"]
+
+
+def test_clipping_leaves_the_whitened_step_and_scales_the_rest(tmp_path):
+    """EGD without momentum: the whitened W1 moves by lr·U Vᵀ either way; the biases' SGD step is clipped."""
+    egd = {"name": "egd", "lr": 0.1, "whiten": ["layers.0.weight"], "weight_decay": 0.0}
+    base = make_cfg(egd, batch_size=0, max_steps=1, stop_after_grok=False)
+    train(base, tmp_path / "a")
+    train({**base, "train": {**base["train"], "clip_grad_norm": 1e-3}}, tmp_path / "b")
+    a, b = load_ckpt(tmp_path / "a")["model"], load_ckpt(tmp_path / "b")["model"]
+    torch.testing.assert_close(a["layers.0.weight"], b["layers.0.weight"], rtol=0, atol=1e-6)
+    p0, _ = _full_batch_gradient(base)
+    bias = next(k for k in p0 if k.endswith("bias"))
+    assert (b[bias] - p0[bias]).norm() < 0.1 * (a[bias] - p0[bias]).norm()
+
+
+def test_clip_grad_norm_must_be_a_finite_number_at_least_zero(tmp_path):
+    for value in (-1.0, float("inf"), "big"):
+        with pytest.raises(ConfigError, match=r"train\.clip_grad_norm"):
+            train(make_cfg(clip_grad_norm=value), tmp_path)
+
+
+def test_bf16_autocast_trains_in_bfloat16_with_float32_parameters(tmp_path):
+    opt = {"name": "adamw", "lr": 3e-2, "weight_decay": 0.0}
+    cfg = make_cfg(opt, max_epochs=8, stop_after_grok=False, train_eval="full", autocast="bf16")
+    train(cfg, tmp_path / "bf16")
+    loss = [v for _, _, v in series(read_rows(tmp_path / "bf16" / "metrics.csv"), "train", "loss")]
+    assert all(b < a for a, b in zip(loss, loss[1:], strict=False)) and loss[-1] < 0.6 * loss[0]  # it learns
+    ck = load_ckpt(tmp_path / "bf16")
+    assert all(v.dtype == torch.float32 for v in ck["model"].values())
+    assert all(t.dtype in (torch.float32, torch.int64) or t.ndim == 0 for s in ck["optimizer"]["state"].values()
+               for t in s.values() if isinstance(t, torch.Tensor))
+    # bfloat16 arithmetic: the same run in float32 measures other losses
+    train({**cfg, "train": {**cfg["train"], "autocast": "off"}}, tmp_path / "fp32")
+    fp32 = [v for _, _, v in series(read_rows(tmp_path / "fp32" / "metrics.csv"), "train", "loss")]
+    assert fp32 != loss and fp32[-1] == pytest.approx(loss[-1], rel=0.05)  # as far as float32 gets
+
+
+def test_autocast_off_is_the_run_without_the_field(tmp_path):
+    cfg = make_cfg({"name": "egd", "lr": 0.3, "momentum": 0.5}, max_epochs=3, stop_after_grok=False)
+    train(cfg, tmp_path / "before")
+    train({**cfg, "train": {**cfg["train"], "autocast": "off"}}, tmp_path / "off")
+    assert (tmp_path / "before" / "metrics.csv").read_bytes() == (tmp_path / "off" / "metrics.csv").read_bytes()
+    assert_same(load_ckpt(tmp_path / "before")["model"], load_ckpt(tmp_path / "off")["model"])
+    config = lambda d: json.loads((d / "config.json").read_text())["config"]
+    assert config(tmp_path / "before") == config(tmp_path / "off")  # "off" is left out: the same run id
+
+
+def test_autocast_choices_and_devices():
+    from egalitarian.train import autocast
+
+    with pytest.raises(ConfigError, match=r"train\.autocast = 'fp16': must be one of off, bf16"):
+        train(make_cfg(autocast="fp16"))
+    with pytest.raises(ConfigError, match=r"train\.autocast = 'bf16': bfloat16 autocast runs on cpu and cuda"):
+        autocast("bf16", torch.device("mps"))
+    with autocast("bf16", torch.device("cpu"))():
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16

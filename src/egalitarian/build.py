@@ -7,8 +7,9 @@ spec, the benches and the tests all ask it.  ``[train]`` is declared in :mod:`eg
 ``[model]`` and ``[optimizer]`` accept the keyword arguments of the builder they name (a task's builder in
 :data:`egalitarian.tasks.TASKS`, a model class in :data:`MODELS` minus the dimensions the task fixes,
 :data:`TASK_DERIVED`, a method's keyword defaults in :data:`egalitarian.methods.OPTIMIZERS`); ``[loss]``
-accepts :data:`LOSS_FIELDS`.  Errors from the library (which names its own arguments, ``hidden = 0: …``)
-get the config path in front here (``model.hidden = 0: …``).
+accepts :data:`LOSS_FIELDS`; ``[scheduler]`` the fields of its schedule (:mod:`egalitarian.schedules`).  Errors
+from the library (which names its own arguments, ``hidden = 0: …``) get the config path in front here
+(``model.hidden = 0: …``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from .config import SECTIONS, TRAIN_DEFAULTS, section_kwargs
 from .errors import ConfigError, check, in_section
 from .losses import LOSSES, LossFn
 from .methods import OPTIMIZERS, build_optimizer
-from .models import MLP, Transformer
+from .models import CNN, MLP, Transformer
+from .schedules import SCHEDULES, fields_of
 from .tasks import TASKS, TaskData
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "transformer": Transformer}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "transformer": Transformer, "cnn": CNN}
 
 TASK_DERIVED: dict[str, tuple[str, ...]] = {
     "mlp": ("in_dim", "out_dim"),
     "transformer": ("vocab_size", "seq_len", "num_outputs"),
+    "cnn": ("in_channels", "height", "width", "num_outputs"),
 }
 """The model arguments a task fixes (see :func:`task_derived`); a config may not set them."""
 
@@ -60,6 +63,10 @@ def accepted_fields(section: str, name: Any = None) -> list[str]:
     """The fields ``[section]`` accepts when it names builder ``name`` (``name`` first; none for train)."""
     if section == "train":
         return list(TRAIN_DEFAULTS)
+    if section == "scheduler":
+        check(isinstance(name, str) and name in SCHEDULES, "scheduler.name", name,
+              f"unknown schedule; allowed: {', '.join(SCHEDULES)}", ConfigError)
+        return fields_of(name)
     if section not in SECTIONS:
         raise ConfigError(f"{section}: unknown config section; allowed: {', '.join(SECTIONS)}")
     check_name(section, name)
@@ -75,6 +82,8 @@ def accepted_fields(section: str, name: Any = None) -> list[str]:
 
 
 def _describe(section: str, name: Any) -> str:
+    if section == "scheduler":
+        return f"schedule {name!r}"
     if section in ("train", "loss"):
         return f"[{section}]"
     return f"{'method' if section == 'optimizer' else section} {name!r}"
@@ -106,6 +115,12 @@ def task_derived(model: str, data: TaskData) -> dict[str, int]:
         check(data.vocab_size is None, "model.name", model,
               "needs feature inputs, not tokens: set task.encoding = 'onehot' or 'index'", ConfigError)
         dims = {"in_dim": data.input_dim, "out_dim": data.num_outputs}
+    elif model == "cnn":
+        check(data.image_shape is not None, "model.name", model,
+              "needs an image task (task.name = 'mnist' or 'cifar10')", ConfigError)
+        assert data.image_shape is not None
+        c, h, w = data.image_shape
+        dims = {"in_channels": c, "height": h, "width": w, "num_outputs": data.num_outputs}
     else:
         check(data.vocab_size is not None, "model.name", model,
               "needs a token task, e.g. task.encoding = 'tokens'", ConfigError)
@@ -151,13 +166,16 @@ def build_optimizer_from(cfg: dict[str, Any], model: nn.Module) -> Optimizer:
 
 @dataclass
 class Assembled:
-    """What a run trains: the task's tensors, the model, the loss, its L2 coefficient, the optimizer."""
+    """What a run trains: the task's tensors, the model, the loss, its L2 coefficient, the optimizer, and the
+    learning-rate schedule (``[scheduler]``; the trainer attaches it, :func:`egalitarian.schedules.lambda_lr`,
+    once it knows the step budget)."""
 
     data: TaskData
     model: nn.Module
     loss_fn: LossFn
     l2: float
     optimizer: Optimizer
+    scheduler: Any = None
 
     @property
     def decayed(self) -> list[torch.Tensor]:

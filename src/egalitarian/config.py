@@ -1,6 +1,6 @@
 """Run configuration: TOML files, ``--set`` overrides, defaults and validation.
 
-A config is a nested dict with six sections::
+A config is a nested dict with these sections::
 
     name = "modadd-p97-egd"          # optional label
     [task]       name = "modular", and the builder's parameters   (egalitarian.tasks)
@@ -10,7 +10,10 @@ A config is a nested dict with six sections::
     method = "egd" with [methods.egd], [methods.sgd], ...: a recipe's per-method hyperparameters; the
                  chosen table becomes [optimizer] (keys given in [optimizer] win, except a different name);
                  a method without a table runs with the registry's defaults
-    [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints
+    [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints,
+                 gradient clipping, autocast, TensorBoard
+    [scheduler]  optional: a learning-rate schedule (egalitarian.schedules); a method table may carry its own
+                 ([methods.X.scheduler], its paper's warm-up), whose fields [scheduler] overrides
     diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
 
 ``[train]`` is fully specified here (:data:`TRAIN_FIELDS`: each field's default and meaning, ``egd list
@@ -31,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, check, same_kind
+from .schedules import resolve_scheduler
 
-SECTIONS = ("task", "model", "loss", "optimizer", "train")
+SECTIONS = ("task", "model", "loss", "optimizer", "train", "scheduler")
 
 TRAIN_FIELDS: tuple[tuple[str, Any, str], ...] = (
     # (field, default, what it means): `egd list fields` prints this table
@@ -74,19 +78,30 @@ TRAIN_FIELDS: tuple[tuple[str, Any, str], ...] = (
      "run memorized, with test accuracy below chance_threshold (0 = off)"),
     ("chance_threshold", 0.0, 'the "at chance" test accuracy; 0 = automatic: 2/num_outputs for class targets with '
      "3 or more classes, 0.6 for sign (±1) targets and 2 classes"),
+    # Trainer options, off by default and left out of the resolved config while off (OMITTED_WHEN_DEFAULT).
+    ("clip_grad_norm", 0.0, "> 0: scale the gradients so that their global L2 norm over every trainable parameter "
+     "is at most this before each optimizer step (torch.nn.utils.clip_grad_norm_, after the non-finite check; it "
+     "does not change the step of a matrix EGD whitens); 0 = off"),
+    ("autocast", "off", '"bf16": the forward passes (training and evaluation) and the loss under torch.autocast '
+     'with bfloat16, on cpu or cuda; parameters, gradients, whitening and optimizer state stay float32; "off": '
+     "float32 throughout"),
+    ("tensorboard", "", "a directory: TensorBoard scalars of every evaluation (tag split/metric, e.g. test/acc; step "
+     "= optimizer step); needs pip install 'egalitarian[tensorboard]'; \"\" = off"),
 )
 """The ``[train]`` schema: every field with its default and its meaning."""
 
 TRAIN_DEFAULTS: dict[str, Any] = {name: default for name, default, _ in TRAIN_FIELDS}
 TRAIN_HELP: dict[str, str] = {name: text for name, _, text in TRAIN_FIELDS}
 
-OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold", "max_skip_fraction")
+OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold", "max_skip_fraction", "clip_grad_norm",
+                        "autocast", "tensorboard")
 """``[train]`` fields that :func:`resolve` leaves out while they equal their default (off, or for
 ``max_skip_fraction`` its default 0.1): added after run ids existed, they must not change the resolved config
 (and so the id) of a run that does not use them.  Read ``[train]`` through :func:`train_settings` to see them."""
 
 RESUMABLE = frozenset({"max_steps", "max_epochs", "max_seconds", "chance_patience", "chance_threshold",
-                       "max_skip_fraction", "checkpoint_every", "checkpoint_seconds", "progress", "threads"})
+                       "max_skip_fraction", "checkpoint_every", "checkpoint_seconds", "progress", "threads",
+                       "tensorboard"})
 """``[train]`` fields that may differ between a run and its resumption: budgets, early stops and bookkeeping.
 The rest of the resolved config (:func:`trajectory`) fixes the run's parameters step by step."""
 
@@ -96,6 +111,7 @@ _CHOICES = {
     "switch_off_split": ("val", "test"),
     "nonfinite": ("stop", "skip"),
     "progress": ("auto", "on", "off"),
+    "autocast": ("off", "bf16"),
 }
 
 
@@ -194,6 +210,12 @@ def resolve(cfg: dict[str, Any], known_methods: Collection[str] | None = None) -
             check(method in (known_methods or ()), "method", method,
                   f"no [methods.{method}] table; allowed: {tables}{registered}", ConfigError)
             table = {"name": method}
+        if isinstance(table, dict) and "scheduler" in table:  # the method's own schedule (its paper's warm-up)
+            table = dict(table)
+            schedule = table.pop("scheduler")
+            check(isinstance(schedule, dict), f"methods.{method}.scheduler", schedule,
+                  "must be a table of [scheduler] fields", ConfigError)
+            out["scheduler"] = {**schedule, **out.get("scheduler", {})}  # fields given in [scheduler] win
         given = out.get("optimizer", {})
         if "name" in given and "name" in table and given["name"] != table["name"]:
             how = (f"; use --method or set methods.{method}.name" if method in methods else
@@ -226,6 +248,8 @@ def resolve(cfg: dict[str, Any], known_methods: Collection[str] | None = None) -
     for key in OMITTED_WHEN_DEFAULT:
         if train[key] == TRAIN_DEFAULTS[key]:
             del train[key]
+    if "scheduler" in out:  # resolved only when present: configs without one keep their run ids
+        out["scheduler"] = resolve_scheduler(out["scheduler"])
     return out
 
 
@@ -260,6 +284,8 @@ def _check_train(t: dict[str, Any]) -> None:
         need(0 < t[key] <= 1, key, "must be in (0, 1]")
     need(0 <= t["switch_off_threshold"] <= 1, "switch_off_threshold", "must be in [0, 1] (0 = off)")
     need(0 <= t["max_skip_fraction"] <= 1, "max_skip_fraction", "must be in [0, 1] (1 = never fail)")
+    need(math.isfinite(t["clip_grad_norm"]) and t["clip_grad_norm"] >= 0, "clip_grad_norm",
+         "must be a finite number >= 0 (0 = off)")
 
 
 def section_kwargs(cfg: dict[str, Any], section: str) -> dict[str, Any]:

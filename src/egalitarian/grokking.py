@@ -69,6 +69,7 @@ class Summary(TypedDict, total=False):
     steps_per_epoch: int
     device: str
     threads: int  # intra-op CPU threads the run used (train.threads, or $EGD_THREADS; 0 = auto = 1)
+    data: str  # image tasks only: which data ran, e.g. "mnist (genuine, DIR)" or the digits stand-in
     final_train_acc: float
     final_test_acc: float
     final_val_acc: float

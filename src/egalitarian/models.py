@@ -1,4 +1,4 @@
-"""Models used in the grokking experiments: a plain MLP and a small causal transformer.
+"""Models used in the grokking experiments: a plain MLP, a small causal transformer and a small CNN.
 
 * :class:`MLP` covers the EGD paper's 2-layer ReLU MLP for modular arithmetic and sparse parity
   (``relu(x @ W1 + b1) @ W2``, He-normal init, no output bias; EGD paper §3.1–3.2) and the
@@ -7,6 +7,8 @@
 * :class:`Transformer` covers the Power et al. / Grokfast decoder (2 layers, width 128, 4 heads,
   MLP 4×, GELU; EGD paper §3.4; Lee et al. 2024, "Grokfast") and Nanda et al.'s (2023) 1-layer,
   LayerNorm-free model.
+* :class:`CNN` is the small convolutional network of the EGD paper's label-shuffle experiment (App. E,
+  Table 8: "3 conv + max-pool + FC + head", EGD on every conv kernel and the FC layer).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from egalitarian.errors import ConfigError, check
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "NORMS", "Transformer", "count_params"]
+__all__ = ["ACTIVATIONS", "CNN", "INITS", "MLP", "NORMS", "POOLS", "Transformer", "count_params"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -31,6 +33,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 INITS: tuple[str, ...] = ("he_normal", "he_normal_bias", "torch")
 NORMS: tuple[str, ...] = ("pre", "grokfast", "post", "none")
+POOLS: tuple[str, ...] = ("each", "last")
 
 
 def _is_int(value: object) -> bool:
@@ -290,6 +293,84 @@ class Transformer(nn.Module):
         """Logits ``(N, num_outputs)`` at the last position, or ``(N, L, num_outputs)`` if ``all_positions``."""
         h = self.hidden_states(tokens)
         return self.head(h if all_positions else h[:, -1])
+
+
+class CNN(nn.Module):
+    r"""Convolutions, 2×2 max-pooling, one fully connected layer and a linear head.
+
+    .. math::
+        h_0 = x,\qquad h_{i+1} = \mathrm{pool}(\sigma(\mathrm{conv}_i(h_i))),\qquad
+        f(x) = W_{\text{head}}\,\sigma(W_{\text{fc}}\,\mathrm{flatten}(h_L) + b_{\text{fc}}) + b_{\text{head}}
+
+    The EGD paper's App. E (Table 8, the label-shuffle protocol of Sokar et al. 2023 in the setup of Castanyer
+    et al. 2025) describes the network only as "3 conv + max-pool + FC + head"; the widths, kernel size and
+    where the pooling sits are not given, so they are arguments here, with small defaults (3×3 kernels, 32-64-64
+    channels, a 2×2 max-pool after each conv, FC width 256).  Convolutions keep the spatial size
+    (``padding = kernel_size // 2``); each pool halves it (floor).
+
+    Parameters: ``convs.{i}.weight`` ``(out, in, k, k)``, ``convs.{i}.bias``, ``fc.weight``, ``fc.bias``,
+    ``head.weight``, ``head.bias``.  EGD whitens a conv kernel as the ``(out, in·k·k)`` matrix
+    (:func:`egalitarian.transforms.whiten`); the paper's choice "every conv layer and the FC layer" is
+    ``whiten = ["convs.*.weight", "fc.weight"]`` (``"all"`` also whitens the head).  Init: PyTorch defaults.
+
+    Args:
+        in_channels, height, width: the image layout (fixed by the task: ``TaskData.image_shape``).  The
+            input is ``(N, C, H, W)`` or the task's flattened ``(N, C·H·W)`` rows (reshaped here).
+        num_outputs: number of classes (fixed by the task).
+        channels: output channels of each convolution (one per conv layer; the paper has three).
+        kernel_size: odd kernel size of every convolution.
+        fc: width of the fully connected layer.
+        activation: one of ``relu, gelu, tanh, silu, identity``.
+        pool: ``"each"`` (a 2×2 max-pool after every conv) or ``"last"`` (one, after the last conv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        num_outputs: int,
+        channels: Sequence[int] = (32, 64, 64),
+        kernel_size: int = 3,
+        fc: int = 256,
+        activation: str = "relu",
+        pool: str = "each",
+    ) -> None:
+        super().__init__()
+        for field, value in [("in_channels", in_channels), ("height", height), ("width", width),
+                             ("num_outputs", num_outputs), ("kernel_size", kernel_size), ("fc", fc)]:
+            _check_positive_int(field, value)
+        ok = not isinstance(channels, (str, bytes)) and isinstance(channels, Sequence) and len(channels) > 0
+        check(ok and all(_is_int(c) and c > 0 for c in channels), "channels", channels,
+              "must be a non-empty list of positive integers", ConfigError)
+        check(kernel_size % 2 == 1, "kernel_size", kernel_size, "must be odd (the convolutions keep the size)",
+              ConfigError)
+        _check_choice("activation", activation, list(ACTIVATIONS))
+        _check_choice("pool", pool, POOLS)
+        pools = len(channels) if pool == "each" else 1
+        check(min(height, width) >> pools >= 1, "pool", pool,
+              f"{pools} 2x2 max-pool(s) do not fit a {height}x{width} image", ConfigError)
+
+        self.shape = (in_channels, height, width)
+        self.pool_each = pool == "each"
+        widths = [in_channels, *channels]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(widths[i], widths[i + 1], kernel_size, padding=kernel_size // 2) for i in range(len(channels))
+        )
+        self.act = ACTIVATIONS[activation]()
+        self.fc = nn.Linear(channels[-1] * (height >> pools) * (width >> pools), fc)
+        self.head = nn.Linear(fc, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` or ``(N, C·H·W)`` images to ``(N, num_outputs)`` logits."""
+        if x.ndim == 2:
+            x = x.view(x.shape[0], *self.shape)
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            x = self.act(conv(x))
+            if self.pool_each or i == last:
+                x = F.max_pool2d(x, 2)
+        return self.head(self.act(self.fc(x.flatten(1))))
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -52,12 +52,13 @@ _NONFINITE_DOC = """
 _CLIPPING_DOC = """
     Gradient clipping and whitening: the polar factor is scale-invariant (``U Vᵀ`` is the same for ``G`` and
     ``cG``, ``c > 0``), so clipping the gradient norm (``torch.nn.utils.clip_grad_norm_``, which rescales every
-    gradient by one factor) before ``step()`` **never changes the step of a whitened matrix**: what follows the
-    whitening (momentum, Adam's moments) sees the same matrices, clipped or not.  In EGD without momentum every
-    kept singular value of that step is ``lr``: its size is set by ``lr`` alone.  Clipping still changes the
-    step of the parameters that are not whitened (biases, groups opted out).  Exceptions: element-wise clipping
-    (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``; and where an absolute quantity is not
-    scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term added before whitening
+    gradient by one factor; the trainer's ``train.clip_grad_norm``) before ``step()`` **never changes the step of
+    a whitened matrix**: what follows the whitening (momentum, Adam's moments) sees the same matrices, clipped or
+    not.  In EGD without momentum every kept singular value of that step is ``lr``: its size is set by ``lr``
+    alone.  Clipping still changes the step of the parameters that are not whitened (biases, groups opted out)
+    and, since the global norm includes the whitened matrices' gradients, by how much.  Exceptions: element-wise
+    clipping (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``; and where an absolute quantity is
+    not scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term added before whitening
     (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a chain), clipping changes the whitened step too.
 """
 

@@ -14,6 +14,12 @@ What it measures:
   after memorizing) end a run early with status ``budget``: censored, never a success (a run that grokked
   before any stop keeps status ``grokked``: the event happened).
 
+Trainer options (``egd list fields``): ``[scheduler]`` (a learning-rate factor, :mod:`egalitarian.schedules`,
+stepped after each optimizer step and saved in the checkpoint), ``train.clip_grad_norm`` (global-norm clipping
+after the non-finite check), ``train.autocast = "bf16"`` (forward passes and loss in bfloat16, parameters and
+optimizer in float32) and ``train.tensorboard`` (the metrics as TensorBoard event files,
+:mod:`egalitarian.tracking`).
+
 Denormal floats are flushed to zero during ``train()`` (``torch.set_flush_denormal``): at high learning rates
 weights drift into the denormal range and CPU steps become 4-9× slower.
 
@@ -24,11 +30,13 @@ permutation and position are saved) and metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from . import io as fio
-from . import rundir
+from . import rundir, tracking
 from .build import Assembled, build_run
 from .config import RESUMABLE, TRAIN_DEFAULTS, resolve, train_settings
 from .errors import ConfigError, check
@@ -47,6 +55,7 @@ from .losses import accuracy, l2_penalty
 from .methods import OPTIMIZERS
 from .progress import Progress
 from .rundir import MetricRow
+from .schedules import lambda_lr, schedule_change
 
 THREADS_ENV = "EGD_THREADS"
 """Environment variable that overrides ``train.threads`` for every run of this process and of the processes it
@@ -95,6 +104,20 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device = {name!r}: MPS is not available on this machine; use auto or cpu")
     return dev
+
+
+Cast = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def autocast(setting: str, device: torch.device) -> Cast:
+    """``train.autocast``: a factory of the context the forward passes and the loss run in.  ``"bf16"``:
+    ``torch.autocast(device.type, dtype=torch.bfloat16)`` (cpu and cuda); ``"off"``: no context at all, so the
+    float32 run is exactly the run before this option existed."""
+    if setting == "off":
+        return contextlib.nullcontext
+    check(device.type in ("cpu", "cuda"), "train.autocast", setting,
+          f"bfloat16 autocast runs on cpu and cuda devices, not {device.type!r}; use 'off'", ConfigError)
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 @dataclass
@@ -158,33 +181,38 @@ def chance_threshold(tc: dict[str, Any], data: Any) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn, batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy over (x, y) in large no-grad batches."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, loss_fn, batch_size: int,
+             cast: Cast = contextlib.nullcontext) -> tuple[float, float]:
+    """Mean loss and accuracy over (x, y) in large no-grad batches (forward and loss inside ``cast()``)."""
     was_training = model.training
     model.eval()
     total_loss, total_acc = 0.0, 0.0
     for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size])
         yb = y[i : i + batch_size]
+        with cast():
+            out = model(x[i : i + batch_size])
+            loss = loss_fn(out, yb)
         n = len(yb)
-        total_loss += float(loss_fn(out, yb)) * n
+        total_loss += float(loss) * n
         total_acc += float(accuracy(out, yb)) * n
     model.train(was_training)
     return total_loss / len(x), total_acc / len(x)
 
 
-def measure(run: Assembled, st: LoopState, tc: dict[str, Any], diag: Any) -> dict[str, float]:
-    """One evaluation: train (running or full), test and val accuracy and loss, and the diagnostics."""
+def measure(run: Assembled, st: LoopState, tc: dict[str, Any], diag: Any,
+            cast: Cast = contextlib.nullcontext) -> dict[str, float]:
+    """One evaluation: train (running or full), test and val accuracy and loss (forward passes inside ``cast()``,
+    :func:`autocast`), and the diagnostics (float32)."""
     data, bs = run.data, tc["eval_batch_size"]
     m: dict[str, float] = {}
     if tc["train_eval"] == "full":
-        m["train_loss"], m["train_acc"] = evaluate(run.model, data.x_train, data.y_train, run.loss_fn, bs)
+        m["train_loss"], m["train_acc"] = evaluate(run.model, data.x_train, data.y_train, run.loss_fn, bs, cast)
     elif st.epoch_count:
         m["train_loss"] = st.epoch_loss / st.epoch_count
         m["train_acc"] = st.epoch_correct / st.epoch_count
-    m["test_loss"], m["test_acc"] = evaluate(run.model, data.x_test, data.y_test, run.loss_fn, bs)
+    m["test_loss"], m["test_acc"] = evaluate(run.model, data.x_test, data.y_test, run.loss_fn, bs, cast)
     if data.x_val is not None:
-        m["val_loss"], m["val_acc"] = evaluate(run.model, data.x_val, data.y_val, run.loss_fn, bs)
+        m["val_loss"], m["val_acc"] = evaluate(run.model, data.x_val, data.y_val, run.loss_fn, bs, cast)
     if diag is not None:
         m.update(diag.compute(run.optimizer))
     return m
@@ -207,21 +235,29 @@ def switch_off(opt: Any, st: LoopState, tc: dict[str, Any], m: dict[str, float])
         st.switched = False
 
 
-def train_step(run: Assembled, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """Forward, backward and an optimizer step; returns (loss, outputs, finite).  A non-finite loss or gradient
-    takes no step (``finite`` is False) and leaves the parameters and the optimizer state untouched."""
-    out = run.model(xb)
-    loss = run.loss_fn(out, yb)
+def train_step(run: Assembled, xb: Tensor, yb: Tensor, clip_grad_norm: float = 0.0,
+               cast: Cast = contextlib.nullcontext) -> tuple[Tensor, Tensor, bool]:
+    """Forward (and loss) inside ``cast()`` (:func:`autocast`), backward, gradient clipping (``clip_grad_norm > 0``:
+    ``torch.nn.utils.clip_grad_norm_`` over every trainable parameter), an optimizer step and a schedule step;
+    returns (loss, outputs, finite).  A non-finite loss or gradient takes no step (``finite`` is False) and leaves
+    the parameters, the optimizer state and the schedule untouched."""
+    with cast():
+        out = run.model(xb)
+        loss = run.loss_fn(out, yb)
     if run.l2:
         loss = loss + l2_penalty(run.decayed, run.l2)
     if not torch.isfinite(loss):
         return loss, out, False
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grads = [p.grad for p in run.model.parameters() if p.requires_grad and p.grad is not None]
-    if not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())):
+    params = [p for p in run.model.parameters() if p.requires_grad and p.grad is not None]
+    if not bool(torch.isfinite(torch.stack(torch._foreach_norm([p.grad for p in params])).sum())):
         return loss, out, False
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
     run.optimizer.step()
+    if run.scheduler is not None:
+        run.scheduler.step()
     return loss, out, True
 
 
@@ -239,6 +275,7 @@ def save_checkpoint(run_dir: Path | None, cfg: dict[str, Any], run: Assembled, g
         "torch_rng": torch.get_rng_state(),
         "loop": st.to_dict(),
         "metrics": [tuple(r) for r in rows],
+        **({"scheduler": run.scheduler.state_dict()} if run.scheduler is not None else {}),
     })
 
 
@@ -260,8 +297,16 @@ def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.
     diffs = _differences(ck["config"], cfg)
     if diffs:
         raise ConfigError(f"cannot resume {str(path.parent)!r}: the config differs in {', '.join(diffs)}")
+    if run.scheduler is not None:  # the config asks for the same schedule; a cosine may follow another budget
+        change = schedule_change(run.scheduler, ck.get("scheduler", {}))
+        if change:
+            raise ConfigError(f"cannot resume {str(path.parent)!r}: its learning-rate schedule differs ({change}): "
+                              "scheduler.total_steps = 0 follows the step budget; resume it with the budget it "
+                              "started with")
     run.model.load_state_dict(ck["model"])
     run.optimizer.load_state_dict(ck["optimizer"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(ck["scheduler"])
     gen.set_state(ck["shuffle_rng"])
     torch.set_rng_state(ck["torch_rng"])
     st = LoopState.from_dict(ck["loop"])
@@ -271,7 +316,8 @@ def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.
 
 
 def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Batches, device: torch.device,
-              rows: list[MetricRow], stop_reason: StopReason, threads: int | None = None) -> Summary:
+              rows: list[MetricRow], stop_reason: StopReason, threads: int | None = None,
+              data: str | None = None) -> Summary:
     """The run's :class:`~egalitarian.grokking.Summary` from its loop state and metric rows."""
     tc, ev = cfg["train"], st.events
     mem, grok = ev["memorized"], ev["grokked"]
@@ -294,6 +340,7 @@ def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Ba
         "steps_per_epoch": batches.per_epoch,
         "device": str(device),
         "threads": threads if threads is not None else torch.get_num_threads(),
+        **({"data": data} if data else {}),  # which data ran (image tasks: TaskData.info["data"])
         **{f"final_{k}": v for k, v in st.last.items()},  # type: ignore[typeddict-item]
     }
     out["grok_status"], out["grok_status_reason"] = grok_status(  # type: ignore[typeddict-item]
@@ -312,7 +359,10 @@ def train(
 ) -> Summary:
     """Train one run; returns the summary (also written to ``run_dir/summary.json`` when given).
 
-    ``on_eval(step, metrics)`` is called after each evaluation (used by sweeps for live progress).
+    ``on_eval(step, metrics)`` is called after each evaluation with the optimizer step and the measurements
+    (``{"test_acc": …, "train_loss": …, "diag_<metric>": …}``): sweeps use it for live progress, and it is the
+    hook for any tracker (docs/TRACKING.md logs it to Weights & Biases).  ``train.tensorboard`` writes the same
+    measurements as TensorBoard scalars (:mod:`egalitarian.tracking`).
     Raises :class:`RunStopped` when stopped by a non-finite loss or a signal, after saving the state.
 
     The run uses :func:`run_threads` intra-op threads (``train.threads``, 0 = 1; ``$EGD_THREADS`` overrides it);
@@ -330,6 +380,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
            on_eval) -> Summary:
     cfg = resolve(cfg, OPTIMIZERS)
     tc = train_settings(cfg)
+    if tc["tensorboard"]:  # a missing package is an error before anything is made
+        tracking.writer_class(f"train.tensorboard = {tc['tensorboard']!r}")
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         try:
@@ -339,6 +391,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     threads = run_threads(tc["threads"])
     torch.set_num_threads(threads)
     device = pick_device(tc["device"])
+    cast = autocast(tc["autocast"], device)
     run = build_run(cfg, device)  # the task's split seed is in [task]; init seed train.seed
     if tc["switch_off_threshold"] > 0 and tc["switch_off_split"] == "val" and run.data.x_val is None:
         raise ConfigError("train.switch_off_split = 'val' needs a validation split: set task.val_frac > 0")
@@ -354,6 +407,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     max_steps = min(tc["max_steps"] or math.inf,
                     tc["max_epochs"] * batches.per_epoch if tc["max_epochs"] else math.inf)
     at_chance = chance_threshold(tc, data)
+    if "scheduler" in cfg:  # before the checkpoint is loaded: it restores the schedule's step
+        run.scheduler = lambda_lr(run.optimizer, cfg["scheduler"], max_steps)
 
     st, rows = LoopState(), []
     ckpt = run_dir / rundir.CHECKPOINT if run_dir is not None else None
@@ -378,8 +433,11 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
 
     def run_eval() -> StopReason | None:
         """Evaluate, record, update events; why the run should stop, or None."""
-        m = measure(run, st, tc, diag)
-        rows.extend(MetricRow(st.step, st.epoch, *k.split("_", 1), float(v)) for k, v in m.items())
+        m = measure(run, st, tc, diag, cast)
+        new = [MetricRow(st.step, st.epoch, *k.split("_", 1), float(v)) for k, v in m.items()]
+        rows.extend(new)
+        if tb is not None:  # train.tensorboard (tb: the `with` of the loop below)
+            tb.write(new)
         st.last = {k: m[k] for k in ("train_acc", "test_acc", "val_acc", "train_loss", "test_loss") if k in m}
         update_events(st.events, st.when(), m.get("train_acc"), m["test_acc"], tc["memorize_threshold"],
                       tc["grok_threshold"])
@@ -398,7 +456,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     reason: StopReason | None = None
     last_ckpt = time.perf_counter()
     model.train()
-    with _signals_to_flag(flag, handle_signals):
+    with _signals_to_flag(flag, handle_signals), _tensorboard(tc["tensorboard"], rows) as tb:
         if st.step == 0 and not rows:
             st.last = {}
             reason = run_eval()  # the initial point (step 0), e.g. for curves on a log-x axis
@@ -414,7 +472,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             xb, yb = data.x_train[idx], data.y_train[idx]
 
             t0 = time.perf_counter()
-            loss, out, finite = train_step(run, xb, yb)
+            loss, out, finite = train_step(run, xb, yb, tc["clip_grad_norm"], cast)
             if not finite:
                 if tc["nonfinite"] != "skip":
                     reason = "nonfinite"
@@ -469,7 +527,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     if status == "budget" and st.events["grokked"] is not None:
         status = "grokked"  # grokked before the budget or an early stop ended the run
     save_checkpoint(run_dir, cfg, run, gen, st, rows)
-    result = summarize(cfg, st, status, batches, device, rows, reason, threads)
+    result = summarize(cfg, st, status, batches, device, rows, reason, threads, data.info.get("data"))
     if run_dir is not None:
         rundir.write_summary(run_dir, result)
     if reason == "too_many_skipped":
@@ -489,6 +547,12 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     if status == "interrupted":
         raise RunStopped(f"stopped by {flag['signal']} at step {st.step}; resume with --resume", result)
     return result
+
+
+def _tensorboard(logdir: str, rows: list[MetricRow]) -> contextlib.AbstractContextManager[Any]:
+    """``train.tensorboard``: the run's :class:`~egalitarian.tracking.TensorBoardLog`, holding the rows so far
+    (a resumed run's TensorBoard then shows exactly its metrics.csv); ``""``: None."""
+    return tracking.TensorBoardLog(logdir, rows) if logdir else contextlib.nullcontext(None)
 
 
 def _flushing_denormals() -> bool:

@@ -491,7 +491,8 @@ def test_run_reports_skipped_steps_and_fails_when_too_many(tmp_path, capsys, tin
 def test_list_fields_shows_every_train_field_with_its_default_and_meaning(capsys):
     code, out, _ = _run(capsys, "list", "fields")
     assert code == 0
-    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and ln[2] != " "}
+    block = out.split("[train]", 1)[1].split("\n\n", 1)[0].splitlines()[1:]  # ([scheduler] follows)
+    rows = {ln.split()[0]: ln for ln in block if ln.startswith("  ") and ln[2] != " "}
     assert set(rows) == set(TRAIN_DEFAULTS)
     assert rows["max_skip_fraction"].split()[1] == "0.1"
     assert rows["threads"].split()[1] == "0" and "0 = auto = 1" in rows["threads"]

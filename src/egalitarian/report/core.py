@@ -151,8 +151,10 @@ def _diagnostic_metrics(runs: list[LoadedRun]) -> list[str]:
 
 
 def summary_table(groups: dict[str, list[LoadedRun]]) -> list[dict[str, Any]]:
-    """Per group: n, success rate, median (min–max) steps/epochs/seconds to grok, median final test accuracy."""
+    """Per group: n, success rate, median (min–max) steps/epochs/seconds to grok, median final test accuracy;
+    and which data ran when the runs say so (image tasks: ``summary["data"]``, e.g. genuine MNIST or the stand-in)."""
     out = []
+    with_data = any(r.summary.get("data") for runs in groups.values() for r in runs)
     for label, runs in groups.items():
         grok = [r.summary["grok"] for r in runs if r.summary.get("grok")]
 
@@ -173,6 +175,8 @@ def summary_table(groups: dict[str, list[LoadedRun]]) -> list[dict[str, Any]]:
             "seconds to grok": med("seconds"),
             "final test acc": f"{statistics.median(finals):.4f}" if finals else "-",
         })
+        if with_data:
+            out[-1]["data"] = "; ".join(sorted({str(r.summary.get("data") or "-") for r in runs}))
     return out
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from egalitarian.errors import ConfigError
 from egalitarian.tasks.base import TaskData
+from egalitarian.tasks.cifar10 import cifar10, read_batch
 from egalitarian.tasks.mnist import mnist, read_idx
 from egalitarian.tasks.modular import OPS, modular
 from egalitarian.tasks.parity import parity
@@ -20,6 +21,7 @@ TASKS: dict[str, Callable[..., TaskData]] = {
     "modular": modular,
     "parity": parity,
     "mnist": mnist,
+    "cifar10": cifar10,
 }
 
 
@@ -33,9 +35,11 @@ __all__ = [
     "TASKS",
     "ConfigError",
     "TaskData",
+    "cifar10",
     "mnist",
     "modular",
     "parity",
+    "read_batch",
     "read_idx",
     "task_summary",
 ]

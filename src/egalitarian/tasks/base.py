@@ -44,6 +44,9 @@ class TaskData:
     vocab_size: int | None  # token encodings only
     target: str  # "class" or "sign"
     info: dict[str, Any] = field(default_factory=dict)
+    # images only: (channels, height, width) of each row of x, which is stored flattened in C order (an MLP
+    # reads it as it is; a convolutional model reshapes it); None for the non-image tasks
+    image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -53,6 +56,8 @@ class TaskData:
         for split, x, y in self._splits():
             if len(x) != len(y):
                 raise ValueError(f"TaskData: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        if self.image_shape is not None and math.prod(self.image_shape) != self.input_dim:
+            raise ValueError(f"TaskData: image_shape {self.image_shape} does not hold input_dim = {self.input_dim}")
 
     def _splits(self) -> list[tuple[str, Tensor, Tensor]]:
         splits = [("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)]

@@ -1,20 +1,34 @@
 """Few-sample image classification in the Omnigrok style (Liu et al. 2023; reused by Grokfast and EGD App. D).
 
+Data sets (``dataset``)
+-----------------------
+* ``"mnist"`` — MNIST (LeCun et al. 1998), 28×28 digits.
+* ``"fashion-mnist"`` — Fashion-MNIST (Xiao et al. 2017, Zalando), 28×28 clothing images, same file format.
+
 Sources
 -------
-* ``source="idx"`` — real MNIST, read from the four standard IDX files in directory ``path``
-  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
-  ``t10k-labels-idx1-ubyte``, each optionally gzipped as ``<name>.gz``). As in Omnigrok/Grokfast
-  (``Subset(range(1000))``) the training set is the *first* ``n_train`` training images, and the test set is
-  the full 10k test set (or its first ``n_test`` images); ``split_seed`` is not used. Nothing is downloaded.
+* ``source="idx"`` — the four standard IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; also spelt ``train-images.idx3-ubyte``; each
+  optionally gzipped as ``<name>.gz``) in directory ``path`` or, without ``path``, in the data directory's
+  folder of the data set (:func:`egalitarian.data.dataset_dir`: ``$EGD_DATA/mnist`` etc., filled by
+  ``egd data mnist``). As in Omnigrok/Grokfast (``Subset(range(1000))``) the training set is the *first*
+  ``n_train`` training images, and the test set is the full 10k test set (or its first ``n_test`` images);
+  ``split_seed`` is not used. Nothing is downloaded.
 * ``source="digits"`` — an offline **stand-in, not MNIST**: scikit-learn's bundled 8×8 digits
   (``sklearn.datasets.load_digits``, 1797 images, no network access). Pixels are 0..16, scaled by 1/16 and
   flattened to 64 features. The images are permuted with ``split_seed``; the first ``n_train`` (default 1000)
   train and the rest (797 by default) test, or the first ``n_test`` of the rest. Use it to smoke-test the
-  pipeline on a fresh machine; its numbers are not comparable with MNIST results.
-* ``source="auto"`` — ``"idx"`` if ``path`` is given, else ``"digits"``.
+  pipeline on a fresh machine; its numbers are not comparable with MNIST results. MNIST only.
+* ``source="auto"`` — ``"idx"`` if ``path`` is given or the data directory holds the data set's four files;
+  else ``"digits"`` for MNIST (Fashion-MNIST has no stand-in: an error says how to get it).
 
-Outputs: x float32 in [0, 1], flattened (784 for MNIST); y int64 in [0, 10); ``target = "class"``.
+Which data ran is in ``info["data"]`` (the trainer copies it into ``summary.json``): ``"mnist (genuine, DIR)"``
+when the four files' sizes and MD5s are the genuine ones (:data:`egalitarian.data.DATASETS`),
+``"mnist-format IDX files, not the genuine mnist (DIR)"`` otherwise, or ``"digits stand-in (sklearn 8x8, not
+MNIST)"``.  ``info["genuine"]`` is the same as a bool.
+
+Outputs: x float32 in [0, 1], flattened (784 for MNIST; ``image_shape`` = (1, 28, 28) gives the layout for
+convolutional models); y int64 in [0, 10); ``target = "class"``.
 With ``val_frac > 0`` the last ``int(n_train * val_frac)`` training images become validation.
 """
 
@@ -28,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from egalitarian.data import DATASETS, IDX_NAMES, dataset_dir, find_idx, installed, is_genuine, spellings
 from egalitarian.errors import ConfigError
 from egalitarian.tasks.base import (
     TaskData,
@@ -40,14 +55,11 @@ from egalitarian.tasks.base import (
 )
 
 SOURCES = ("auto", "idx", "digits")
+DATASET_NAMES = tuple(DATASETS)  # "mnist", "fashion-mnist"
 NUM_CLASSES = 10
 IDX_UBYTE = 0x08
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+IDX_FILES = IDX_NAMES  # the canonical file names (egalitarian.data owns them)
+STAND_IN = "digits stand-in (sklearn 8x8, not MNIST)"
 
 
 def _idx_error(path: str | os.PathLike[str], problem: str) -> ConfigError:
@@ -96,11 +108,12 @@ def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarra
 
 
 def _find_idx(directory: Path, name: str) -> Path:
-    """``directory/name`` or, failing that, ``directory/name.gz``."""
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise config_error("path", str(directory), f"missing MNIST file {name!r} (or {name + '.gz'!r})")
+    """The file ``name`` in ``directory`` in any accepted spelling (:func:`egalitarian.data.spellings`)."""
+    found = find_idx(directory, name)
+    if found is None:
+        others = ", ".join(map(repr, spellings(name)[1:]))
+        raise config_error("path", str(directory), f"missing MNIST file {name!r} (or {others})")
+    return found
 
 
 def _read_split(directory: Path, images_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -155,18 +168,21 @@ def mnist(
     source: str = "auto",
     split_seed: int = 0,
     val_frac: float = 0.0,
+    dataset: str = "mnist",
 ) -> TaskData:
-    """Few-sample MNIST (first n_train images, Omnigrok); offline fallback: sklearn 8×8 digits (not MNIST).
+    """Few-sample MNIST or Fashion-MNIST (first n_train images, Omnigrok); offline stand-in: sklearn 8×8 digits.
 
     Args:
-        path: directory with the MNIST IDX files (needed for ``source="idx"``).
+        path: directory with the IDX files (default: the data directory's folder, ``egd data DATASET``).
         n_train: number of training images (first ones for IDX, after a seeded permutation for digits).
         n_test: number of test images (default: all remaining / the full test set).
         source: ``"auto"``, ``"idx"`` or ``"digits"`` (see the module docstring).
         split_seed: permutation seed, used by ``"digits"`` only.
         val_frac: fraction of the training images moved to a validation split, in [0, 1).
+        dataset: ``"mnist"`` or ``"fashion-mnist"`` (the same IDX format; no stand-in for the latter).
     """
     source = check_choice("source", source, SOURCES)
+    dataset = check_choice("dataset", dataset, DATASET_NAMES)
     n_train = check_int("n_train", n_train, low=1)
     if n_test is not None:
         n_test = check_int("n_test", n_test, low=1)
@@ -175,12 +191,19 @@ def mnist(
     val_count(n_train, val_frac)
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise config_error("path", path, "must be a directory path (string) or None")
+    if path is None and source != "digits":
+        found = installed(dataset)
+        path = None if found is None else str(found)
     if source == "auto":
         source = "idx" if path is not None else "digits"
+    if source == "digits" and dataset != "mnist":
+        raise config_error("dataset", dataset, f"has no offline stand-in (source 'digits' is MNIST's): run `egd data "
+                           f"{dataset}` (data directory {dataset_dir(dataset)}) or set task.path")
 
     if source == "idx":
         if path is None:
-            raise config_error("path", path, "source 'idx' needs a directory holding the MNIST IDX files")
+            raise config_error("path", path, f"source 'idx' needs a directory holding the {dataset} IDX files: run "
+                               f"`egd data {dataset}` (it fills {dataset_dir(dataset)}) or set task.path")
         train_images, train_labels, test_images, test_labels = load_idx(path)
         n_train = check_int("n_train", n_train, low=1, high=len(train_images))
         n_test = (
@@ -190,6 +213,10 @@ def mnist(
         y_train = torch.from_numpy(train_labels[:n_train]).long()
         x_test = torch.from_numpy(test_images[:n_test].reshape(n_test, -1)).float() / 255.0
         y_test = torch.from_numpy(test_labels[:n_test]).long()
+        image_shape = (1, *train_images.shape[1:])
+        genuine = is_genuine(path, DATASETS[dataset])
+        data = (f"{dataset} (genuine, {path})" if genuine
+                else f"{dataset}-format IDX files, not the genuine {dataset} ({path})")
     else:
         images, labels = load_digits_arrays()
         n_train = check_int("n_train", n_train, low=1, high=len(images) - 1)
@@ -199,6 +226,7 @@ def mnist(
         x_all, y_all = torch.from_numpy(images)[perm], torch.from_numpy(labels)[perm]
         x_train, y_train = x_all[:n_train], y_all[:n_train]
         x_test, y_test = x_all[n_train : n_train + n_test], y_all[n_train : n_train + n_test]
+        image_shape, genuine, data = (1, 8, 8), False, STAND_IN
 
     x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
     return TaskData(
@@ -212,8 +240,12 @@ def mnist(
         num_outputs=NUM_CLASSES,
         vocab_size=None,
         target="class",
+        image_shape=image_shape,
         info={
             "source": source,
+            "dataset": dataset,
+            "data": data,
+            "genuine": genuine,
             "path": None if path is None else str(path),
             "n_train": n_train,
             "n_test": n_test,
