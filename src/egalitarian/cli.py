@@ -510,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         except RunStopped as e:
             print(f"egd: {e}", file=sys.stderr)
             return 130 if e.summary["status"] == "interrupted" else 3
+        except BrokenPipeError:  # `egd ... | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         except OSError as e:  # missing or unwritable paths, a full disk: the message names the path
             print(f"egd: error: {e}", file=sys.stderr)
             return 2

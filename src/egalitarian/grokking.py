@@ -137,7 +137,7 @@ def grok_status(
     the mean of the window's last quarter against its first quarter.  A loss "falls" or "rises" when it moves
     by more than ``rel`` (1%) relatively; an accuracy "rises" when it gains ``acc_gain`` (0.01 absolute).
     Before memorization the train loss counts as falling when it falls by at least ``fit_rate`` (0.02%)
-    relatively per epoch (1% per 50 epochs): SGD on the paper's recipe starts slowly (0.1% per epoch).
+    relatively per epoch (1% per 50 epochs): SGD on the paper's recipe fits slowly (docs/RESULTS.md, "Grokking status").
 
     1. **grokked**: test accuracy reached ``grok_threshold`` at some evaluation (latched, like the trainer's
        ``grokked`` event).

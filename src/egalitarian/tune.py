@@ -440,10 +440,13 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             num, den = km_median(*bm), km_median(*gm)
             ratio = math.nan if math.isinf(num) and math.isinf(den) else (num / den if den else math.inf)
             ci = list(km_ratio_ci(bm, gm)) if bm[0] and gm[0] else [math.nan, math.nan]
-            # a baseline that did not reach the threshold: the speed-up is at least its budget / our median
-            budget = max([t for t, e in zip(*bm, strict=True) if not e and math.isfinite(t)], default=math.nan)
-            at_least = budget / den if math.isinf(num) and math.isfinite(den) and den else None
-            entry["speedup"][b] = {"ratio": ratio, "ci": ci, "at_least": at_least}
+            # one side did not reach the threshold: bound the speed-up by that side's budget
+            def budget(o: tuple[list[float], list[bool]]) -> float:
+                return max([t for t, e in zip(*o, strict=True) if not e and math.isfinite(t)], default=math.nan)
+
+            at_least = budget(bm) / den if math.isinf(num) and math.isfinite(den) and den else None
+            at_most = num / budget(gm) if math.isinf(den) and math.isfinite(num) else None
+            entry["speedup"][b] = {"ratio": ratio, "ci": ci, "at_least": at_least, "at_most": at_most}
     board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
     return board
 
@@ -484,6 +487,8 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
             x = e["speedup"][b]
             if x["at_least"] is not None:
                 sp.append(f"> {x['at_least']:.2f} ({b} censored)")
+            elif x["at_most"] is not None:
+                sp.append(f"< {x['at_most']:.2f} (censored)")
             elif math.isnan(x["ratio"]):
                 sp.append("-")
             else:
