@@ -3,6 +3,9 @@
 Each write goes to a temporary file in the same directory, is flushed and fsync'ed, then ``os.replace``-d
 over the target (atomic on POSIX and Windows).  A full disk or a read-only directory raises ``OSError``
 with the path in its message and leaves the old file intact.
+
+Also the one exclusive lock of the package (:func:`exclusive`: a run directory, a sweep store) and the number
+of cores this process may use (:func:`usable_cores`).
 """
 
 from __future__ import annotations
