@@ -154,3 +154,12 @@ def split_off_val(
         return x, y, None, None
     cut = len(x) - n_val
     return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def with_val_split(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, val_frac: float,
+                   **fields: Any) -> TaskData:
+    """The :class:`TaskData` of a task whose validation split is the end of its training part
+    (:func:`split_off_val`); ``fields`` are TaskData's other fields."""
+    x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
+    return TaskData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_val=x_val, y_val=y_val,
+                    **fields)

@@ -25,7 +25,7 @@ import torch
 
 from egalitarian.data import data_root
 from egalitarian.errors import ConfigError
-from egalitarian.tasks.base import TaskData, check_fraction, check_int, config_error, split_off_val, val_count
+from egalitarian.tasks.base import TaskData, check_fraction, check_int, config_error, val_count, with_val_split
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -141,14 +141,12 @@ def cifar10(
     y_train = torch.from_numpy(train_labels[:n_train])
     x_test = torch.from_numpy(test_images[:n_test]).float() / 255.0
     y_test = torch.from_numpy(test_labels[:n_test])
-    x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
-    return TaskData(
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        x_val=x_val,
-        y_val=y_val,
+    return with_val_split(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        val_frac,
         input_dim=x_train.shape[1],
         num_outputs=NUM_CLASSES,
         vocab_size=None,

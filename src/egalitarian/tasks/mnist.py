@@ -50,8 +50,8 @@ from egalitarian.tasks.base import (
     check_fraction,
     check_int,
     config_error,
-    split_off_val,
     val_count,
+    with_val_split,
 )
 
 SOURCES = ("auto", "idx", "digits")
@@ -228,14 +228,12 @@ def mnist(
         x_test, y_test = x_all[n_train : n_train + n_test], y_all[n_train : n_train + n_test]
         image_shape, genuine, data = (1, 8, 8), False, STAND_IN
 
-    x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
-    return TaskData(
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        x_val=x_val,
-        y_val=y_val,
+    return with_val_split(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        val_frac,
         input_dim=x_train.shape[1],
         num_outputs=NUM_CLASSES,
         vocab_size=None,

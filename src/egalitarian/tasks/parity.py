@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from egalitarian.tasks.base import TaskData, check_choice, check_fraction, check_int, split_off_val, val_count
+from egalitarian.tasks.base import TaskData, check_choice, check_fraction, check_int, val_count, with_val_split
 
 SECRETS = ("first", "random")
 
@@ -65,15 +65,12 @@ def parity(
     x_test = _draw(n_test, n, generator)
     y_train = x_train[:, subset].prod(dim=1)
     y_test = x_test[:, subset].prod(dim=1)
-    x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
-
-    return TaskData(
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        x_val=x_val,
-        y_val=y_val,
+    return with_val_split(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        val_frac,
         input_dim=n,
         num_outputs=1,
         vocab_size=None,
