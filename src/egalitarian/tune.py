@@ -446,6 +446,8 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
 
             at_least = budget(bm) / den if math.isinf(num) and math.isfinite(den) and den else None
             at_most = num / budget(gm) if math.isinf(den) and math.isfinite(num) else None
+            at_least = at_least if at_least is not None and math.isfinite(at_least) else None  # diverged: no bound
+            at_most = at_most if at_most is not None and math.isfinite(at_most) else None
             entry["speedup"][b] = {"ratio": ratio, "ci": ci, "at_least": at_least, "at_most": at_most}
     board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
     return board
