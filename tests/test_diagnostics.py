@@ -341,6 +341,62 @@ def test_wnorm_known_answer():
     assert out["diag_wnorm.layers.0.weight"] == pytest.approx(0.5 * math.sqrt(14 * 8))
 
 
+def test_travel_known_answer():
+    data = make_task("modular", p=7, train_frac=0.5)
+    model = MLP(14, 8, 7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+        model.layers[1].weight.zero_()  # W₀ = 0: no relative travel
+    diag = Diagnostics(["travel"], model, data, cross_entropy)
+    start = diag.compute()
+    assert start["diag_travel"] == 0.0 and start["diag_travel.layers.0.weight"] == 0.0
+    with torch.no_grad():  # in place, as an optimizer moves them: θ₀ is a copy, not a view
+        model.layers[0].weight.add_(2.0)
+        model.layers[0].bias.sub_(1.0)
+        model.layers[1].weight.add_(3.0)
+    out = diag.compute()
+    n1, nb, n2 = 14 * 8, 8, 8 * 7
+    assert out["diag_travel.layers.0.weight"] == pytest.approx(2 * math.sqrt(n1))
+    assert out["diag_travel.layers.0.bias"] == pytest.approx(math.sqrt(nb))
+    assert out["diag_travel.layers.1.weight"] == pytest.approx(3 * math.sqrt(n2))
+    assert out["diag_travel"] == pytest.approx(math.sqrt(4 * n1 + nb + 9 * n2))
+    assert out["diag_travel_rel.layers.0.weight"] == pytest.approx(2.0)  # ‖2·1‖/‖1‖
+    assert math.isnan(out["diag_travel_rel.layers.1.weight"])
+    assert "diag_travel_rel.layers.0.bias" not in out  # 1-D: absolute only
+    assert set(out) == {"diag_travel", *(f"diag_travel.{n}" for n, _ in model.named_parameters()),
+                        "diag_travel_rel.layers.0.weight", "diag_travel_rel.layers.1.weight"}
+
+
+def test_travel_of_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    """The trainer makes Diagnostics before loading the checkpoint, and the init depends on train.seed only, so
+    θ₀ is the init on resume too; the last travel is ‖θ_final − θ_init‖ of the checkpoint."""
+    from egalitarian.build import build_run
+    from egalitarian.config import resolve
+    from egalitarian.methods import OPTIMIZERS
+    from egalitarian.rundir import read_metrics
+
+    cfg = {
+        "task": {"name": "modular", "p": 11, "op": "add", "train_frac": 0.5},
+        "model": {"name": "mlp", "hidden": 32},
+        "optimizer": {"name": "sgd", "lr": 0.5},
+        "train": {"threads": 1, "progress": "off", "batch_size": 16, "max_epochs": 4, "seed": 3},
+        "diagnostics": ["travel"],
+    }
+    train(cfg, tmp_path / "whole")
+    train({**cfg, "train": {**cfg["train"], "max_epochs": 2}}, tmp_path / "split")
+    train(cfg, tmp_path / "split", resume=True)
+    whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    travel = [r for r in whole if r.split == "diag" and r.metric.startswith("travel")]
+    assert travel == [r for r in split if r.split == "diag" and r.metric.startswith("travel")]
+    assert {r.epoch for r in travel} == {0, 1, 2, 3, 4} and travel[0].value == 0.0
+    init = build_run(resolve(cfg, OPTIMIZERS)).model.state_dict()
+    final = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["model"]
+    dist = math.sqrt(sum(float((final[k].double() - init[k].double()).pow(2).sum()) for k in init))
+    last = [r for r in travel if r.metric == "travel"][-1]
+    assert last.value == pytest.approx(dist, rel=1e-12)
+
+
 def test_spectrum_reads_the_raw_gradient_and_the_whitened_angle():
     data = make_task("modular", p=7, train_frac=0.5)
     torch.manual_seed(0)
@@ -379,14 +435,19 @@ def test_end_to_end_run_writes_diag_rows_and_trains_identically(tmp_path):
         "train": {"threads": 1, "progress": "off", "batch_size": 16, "max_epochs": 3},
     }
     plain = train(base, tmp_path / "plain")
-    s = train({**base, "diagnostics": ["default", "nlm", "fourier", "restricted"]}, tmp_path / "diag")
+    s = train({**base, "diagnostics": ["default", "nlm", "fourier", "restricted", "travel"]}, tmp_path / "diag")
     assert s["final_test_acc"] == plain["final_test_acc"] and s["final_train_acc"] == plain["final_train_acc"]
     assert s["grok_status"] in ("memorizing", "progressing", "grokked", "stalled")
+    ck = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=False) for d in ("plain", "diag")]
+    assert ck[0]["model"].keys() == ck[1]["model"].keys()
+    assert all(torch.equal(ck[0]["model"][k], ck[1]["model"][k]) for k in ck[0]["model"])  # bit-identical weights
+    assert [r for r in ck[1]["metrics"] if r[2] != "diag"] == ck[0]["metrics"]  # and the same measurements
     with open(tmp_path / "diag" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     diag = {r["metric"] for r in rows if r["split"] == "diag"}
     assert {"lar", "keff", "wnorm", "cond.layers.0.weight", "wcos.layers.0.weight", "collapse_frac", "nlm",
-            "fourier_gini", "restricted", "excluded"} <= diag
+            "fourier_gini", "restricted", "excluded", "travel", "travel.layers.0.weight",
+            "travel_rel.layers.0.weight"} <= diag
     epochs = {int(r["epoch"]) for r in rows if r["split"] == "diag" and r["metric"] == "lar"}
     assert epochs == {0, 1, 2, 3}
     assert {int(r["epoch"]) for r in rows if r["metric"] == "cond.layers.0.weight"} == {1, 2, 3}  # no grad at 0

@@ -22,13 +22,13 @@ LAYERS = [
     {"errors", "io", "progress", "rundir", "linalg", "data", "tracking", "theory"},
     {"tasks", "models", "losses", "config", "grokking", "transforms", "schedules"},
     {"optim"},
-    {"baselines"},
+    {"baselines", "routing"},
     {"methods"},
     {"build", "diagnostics"},
     {"train"},
     {"sweep"},
     {"report", "tune"},
-    {"reproduce", "demo", "table5"},
+    {"reproduce", "demo", "table5", "appf"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}

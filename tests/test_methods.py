@@ -384,7 +384,8 @@ def test_library_errors_get_the_optimizer_section_in_front():
     assert str(e.value) == "optimizer.lr = -1.0: must be a number > 0"
     with pytest.raises(ConfigError) as e:
         build_optimizer(named, "egd", backend="qr")
-    assert str(e.value) == "optimizer.backend = 'qr': must be one of auto, svd, gram-eigh, newton-schulz, rsvd"
+    assert str(e.value) == ("optimizer.backend = 'qr': must be one of auto, svd, gram-eigh, newton-schulz, rsvd, "
+                            "polar-express")
     with pytest.raises(ConfigError) as e:
         build_optimizer(named, "grokfast", alpha=1.5)
     assert str(e.value) == "optimizer.alpha = 1.5: must be in [0, 1)"

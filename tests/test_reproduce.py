@@ -83,3 +83,19 @@ def test_cli_reproduce_bad_seeds_exits_2(capsys, tmp_path):
     assert main(["reproduce", "table4", "--seeds", "5-", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"egd: error: --seeds = '5-': {SEEDS_ALLOWED}"]
+
+
+def test_table7_runs_the_official_warmup_at_a_stated_budget(tmp_path):
+    # the paper's Table 7 comes from Grokfast's code, whose LambdaLR warms up over 10 updates: every method of the
+    # full table has lr·min(1, t/10) at step t, and every method gets the same 20k-step budget
+    from egalitarian.schedules import lr_factor
+
+    sweep, where = build_sweep("table7", 2, False, tmp_path)
+    assert {m for _, m in where.values()} == {"adam_warmup", "grokfast_warmup", "egd_adam_warmup",
+                                               "egd_rsvd36_adam_warmup"}
+    for r in sweep.runs:
+        assert r.config["train"]["max_steps"] == 20000
+        sched = r.config["scheduler"]
+        assert [lr_factor(t, **sched) for t in (0, 1, 5, 10, 11, 500)] == [0, 0.1, 0.5, 1, 1, 1]
+    # the slow baseline is planned last, so a partial run of the table has the fast methods at every seed
+    assert where[sweep.runs[-1].id][1] == "adam_warmup"

@@ -7,6 +7,7 @@ Main entry points:
     egalitarian.polar          the polar factor, with exact and fast backends (linalg)
     egalitarian.EGD            the optimizer (torch.optim style)
     egalitarian.Preconditioned any gradient transform in front of any torch optimizer (e.g. EGD+AdamW)
+    egalitarian.egd_for        EGD on any model in one call: route(model) + EGDWithAuxAdamW (routing)
     egalitarian.transforms     composable gradient transforms (whiten, momentum, ...)
     egalitarian.baselines      the methods EGD is compared with (Grokfast, column norm, ⊥Grad, Muon+AdamW)
 """
@@ -17,16 +18,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["EGD", "Preconditioned", "baselines", "polar", "transforms", "__version__"]
+__all__ = ["EGD", "EGDWithAuxAdamW", "Preconditioned", "Routing", "baselines", "egd_for", "polar", "route",
+           "transforms", "__version__"]
 
 # The entry points are imported on first use (PEP 562), so that `import egalitarian.cli` does not import torch:
 # the `egd` command then starts its own error handling (Ctrl-C during start-up: exit 130, one line) first.
-_LAZY = {"EGD": ".optim", "Preconditioned": ".optim", "polar": ".linalg", "baselines": None, "transforms": None}
+_LAZY = {"EGD": ".optim", "Preconditioned": ".optim", "polar": ".linalg", "baselines": None, "transforms": None,
+         "route": ".routing", "Routing": ".routing", "EGDWithAuxAdamW": ".routing", "egd_for": ".routing"}
 
 if TYPE_CHECKING:
     from . import baselines, transforms
     from .linalg import polar
     from .optim import EGD, Preconditioned
+    from .routing import EGDWithAuxAdamW, Routing, egd_for, route
 
 
 def __getattr__(name: str) -> Any:

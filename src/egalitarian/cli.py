@@ -11,6 +11,7 @@
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
     egd reproduce TABLE [--seeds N|A-B|A,B,..] [--quick]  one of the EGD paper's tables, ours next to the paper's
     egd reproduce table5|fig6 [--quick] [--out DIR]   Table 5 from the stores of Tables 2-4; the toy model (§3)
+    egd reproduce appf [--quick] [--seeds N] [--out DIR] [--workers N]   App. F: where EGD's and SGD's solutions end up
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
     egd data mnist|fashion-mnist [--from PATH] [--force]   fetch and verify a data set into the data directory
     egd data status                            where the data directory is, and which data sets it holds
@@ -222,6 +223,11 @@ def _list_fields() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.table == "appf":  # a sweep of its own, analysed from its run directories
+        from .appf import appf
+
+        appf(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
+        return 0
     if args.table in ("fig6", "table5"):  # not sweeps: the toy model's checks, and an average over stores
         for flag in ("seeds", "workers"):
             if getattr(args, flag) is not None:
@@ -429,9 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
     p.add_argument("table", help="table2 | table3 | table4 | table6 | table7 (sweeps); table5 (the average speed-ups, "
-                   "from the stores of tables 2-4 in --out); fig6 (the theory's toy model: a figure and a table)")
+                   "from the stores of tables 2-4 in --out); fig6 (the theory's toy model: a figure and a table); "
+                   "appf (App. F, where the solutions end up: EGD vs SGD on mod-add p=97, distances travelled, "
+                   "norms, spectra; a sweep, a figure and a table)")
     p.add_argument("--seeds", metavar="N|A-B|A,B,..",
-                   help="seeds per setting and method: a count N (0..N-1; default 5, 2 with --quick), "
+                   help="seeds per setting and method: a count N (0..N-1; default 5, 2 with --quick; appf: 3, 1), "
                    "a range 5-9 or a list 0,3,7")
     p.add_argument("--quick", action="store_true", help="a smoke version that finishes in minutes")
     p.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")

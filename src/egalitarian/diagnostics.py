@@ -31,6 +31,11 @@ name           metrics (``diag_…``), one row each per evaluation
                (the layer's output minus its bias), pooled sums of squares in float64.  Also
                ``lar_centered``: the same with ``X`` centred over the sample (not the paper's definition).
 ``wnorm``      ``wnorm`` = ``‖θ‖₂`` over all parameters, and ``wnorm.<name>`` per parameter tensor.
+``travel``     Distance travelled from the initialization θ₀ (a detached copy of every parameter taken when the
+               :class:`Diagnostics` object is made: the trainer makes it right after building the model, before a
+               checkpoint is loaded, and the init is a function of ``train.seed``, so θ₀ is the init also on
+               resume): ``travel`` = ``‖θ − θ₀‖₂`` over all parameters, ``travel.<name>`` per parameter tensor,
+               and ``travel_rel.<name>`` = ``‖W − W₀‖_F / ‖W₀‖_F`` per ≥ 2-D parameter (NaN if ``W₀ = 0``).
 ``fourier``    Modular tasks only.  Embedding = the first layer's one-hot blocks of ``a`` and ``b``
                (MLP: ``W1[:, :P]ᵀ`` and ``W1[:, P:2P]ᵀ``) or the token embedding rows ``0..P−1`` (transformer);
                Fourier-component norms ``N_k`` (k = 1..⌊P/2⌋, blocks combined as ``√(N_{k,a}² + N_{k,b}²)``):
@@ -88,7 +93,7 @@ __all__ = [
     "whitened_cosine",
 ]
 
-NAMES = ("spectrum", "lar", "wnorm", "fourier", "restricted", "collapse", "nlm")
+NAMES = ("spectrum", "lar", "wnorm", "travel", "fourier", "restricted", "collapse", "nlm")
 DEFAULT = ("spectrum", "lar", "wnorm", "collapse")
 """The cheap default set, ``diagnostics = ["default"]``: ≤ 10% overhead on the paper's MLP recipe."""
 
@@ -365,7 +370,7 @@ class Diagnostics:
     Args:
         names: diagnostic names from :data:`NAMES`, or ``"default"`` for :data:`DEFAULT`.
         model, data, loss_fn: the run's model, :class:`~egalitarian.tasks.TaskData` and training loss
-            (without the L2 term).
+            (without the L2 term).  With ``travel``, the model's parameters at this moment are θ₀ (copied).
         sample_size: training rows (the first ones) used by ``lar``, ``collapse`` and ``nlm``.
         key_frequencies: fixed key frequencies for ``restricted`` (default: the ``n_key`` strongest in the
             current logits, re-detected at each evaluation).
@@ -421,6 +426,9 @@ class Diagnostics:
         self.key_frequencies = None if key_frequencies is None else [int(k) for k in key_frequencies]
         self.n_key = n_key
         self.param_names = {id(p): n for n, p in model.named_parameters()}
+        # travel: θ₀, the parameters now (in the trainer: the init, before a checkpoint is loaded)
+        self.theta0 = ({n: p.detach().clone() for n, p in model.named_parameters()} if "travel" in self.names
+                       else {})
         self.unembed_name, self.unembed = find_unembedding(model) if "lar" in self.names else ("", None)
         n = min(sample_size, data.n_train)
         self.x_sample, self.y_sample = data.x_train[:n], data.y_train[:n]
@@ -506,6 +514,21 @@ class Diagnostics:
             out[f"diag_wnorm.{name}"] = math.sqrt(sq)
         return {"diag_wnorm": math.sqrt(total), **out}
 
+    def _travel(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        total = 0.0
+        for name, p in self.model.named_parameters():
+            p0 = self.theta0.get(name)
+            if p0 is None:  # a parameter added after construction: no θ₀ to measure from
+                continue
+            sq = float((p.detach().to(torch.float64) - p0.to(torch.float64)).pow(2).sum())
+            total += sq
+            out[f"diag_travel.{name}"] = math.sqrt(sq)
+            if p.ndim >= 2:
+                n0 = float(p0.to(torch.float64).pow(2).sum())
+                out[f"diag_travel_rel.{name}"] = math.sqrt(sq / n0) if n0 > 0 else _NAN
+        return {"diag_travel": math.sqrt(total), **out}
+
     def _embedding_blocks(self) -> tuple[list[Tensor], Tensor | None]:
         """Embedding blocks (p, d) along the token axis, and the unembedding (p, n) along the class axis."""
         p, model = self.p, self.model
@@ -558,6 +581,8 @@ class Diagnostics:
             out.update(self._sample_pass())
         if "wnorm" in self.names:
             out.update(self._wnorm())
+        if "travel" in self.names:
+            out.update(self._travel())
         if "fourier" in self.names:
             out.update(self._fourier())
         if "restricted" in self.names:

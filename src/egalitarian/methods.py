@@ -249,11 +249,18 @@ def egd(
     rank: int = 64,
     power_iters: int = 2,
     seed: int = 0,
+    momentum_position: str = "after",
+    scale: str = "none",
+    rms_target: float = 0.2,
+    row_blocks: int = 1,
 ) -> Optimizer:
     """EGD: whitened SGD step p ← p − lr·U Vᵀ on selected matrices, plain SGD elsewhere (Saheb Pasand & Dohmatob 2026).
 
     ``rtol = 0`` and ``clamp_eps = 0`` mean the defaults of :func:`egalitarian.linalg.polar` (cutoff
     ``max(m, n)·ε``); ``clamp_eps > 0`` selects the paper's clamp ``1/max(s, clamp_eps)``.
+    ``momentum_position`` (``"after"``/``"before"`` the whitening), ``scale`` (``"none"``, ``"muon"``, ``"rms"``
+    with ``rms_target``) and ``row_blocks`` (every whitened matrix as that many blocks of rows) are
+    :class:`egalitarian.optim.EGD`'s conventions, equations there.
     """
     chosen = select_whitened(named_params, whiten)
     groups = param_groups(named_params, weight_decay, decay, "whiten", chosen)
@@ -270,6 +277,10 @@ def egd(
         rank=rank,
         power_iters=power_iters,
         seed=seed,
+        momentum_position=momentum_position,
+        scale=scale,
+        rms_target=rms_target,
+        row_blocks=row_blocks,
     )
 
 

@@ -28,12 +28,20 @@ from torch.optim import Optimizer
 
 from .errors import check
 from .linalg import AUTO, BACKENDS, backend_alias
-from .transforms import GradientTransform, add_decayed_weights, trace, whiten
+from .transforms import SCALES, GradientTransform, State, add_decayed_weights, trace, whiten
 
 __all__ = ["EGD", "Preconditioned"]
 
 _WD_MODES = ("decoupled", "l2")
 _NONFINITE = ("raise", "propagate")
+_POSITIONS = ("after", "before")
+
+_CONVENTIONS = {"momentum_position": "after", "scale": "none", "rms_target": 0.2, "row_blocks": 1}
+"""EGD's keys added after the first checkpoints were written, with the values those checkpoints ran with (the
+defaults): a group saved without them loads with these."""
+
+_WHITEN_KEYS = ("backend", "rtol", "eps", "seed", "rank", "power_iters", "scale", "rms_target", "row_blocks")
+"""The keys of an EGD group that set its whitening: groups equal in all of them are whitened in one batch."""
 
 _NONFINITE_DOC = """
     Non-finite gradients (``nonfinite=``, also a param-group key): a step is all or nothing.
@@ -54,12 +62,15 @@ _CLIPPING_DOC = """
     ``cG``, ``c > 0``), so clipping the gradient norm (``torch.nn.utils.clip_grad_norm_``, which rescales every
     gradient by one factor; the trainer's ``train.clip_grad_norm``) before ``step()`` **never changes the step of
     a whitened matrix**: what follows the whitening (momentum, Adam's moments) sees the same matrices, clipped or
-    not.  In EGD without momentum every kept singular value of that step is ``lr``: its size is set by ``lr``
-    alone.  Clipping still changes the step of the parameters that are not whitened (biases, groups opted out)
-    and, since the global norm includes the whitened matrices' gradients, by how much.  Exceptions: element-wise
-    clipping (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``; and where an absolute quantity is
-    not scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term added before whitening
-    (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a chain), clipping changes the whitened step too.
+    not.  In EGD without momentum every kept singular value of that step is ``lr`` (times ``c`` with ``scale``):
+    its size is set by ``lr`` alone.  Clipping still changes the step of the parameters that are not whitened
+    (biases, groups opted out) and, since the global norm includes the whitened matrices' gradients, by how
+    much.  Exceptions: element-wise clipping (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``;
+    where an absolute quantity is not scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term
+    added before whitening (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a chain), clipping
+    changes the whitened step too; and so it does with EGD's ``momentum_position="before"`` and momentum, whose
+    buffer sums gradients clipped by different factors before the whitening (``W(μ c₁ g₁ + c₂ g₂)`` is
+    ``W(μ g₁ + g₂)`` only if ``c₁ = c₂``).
 """
 
 
@@ -123,23 +134,47 @@ def _whitened(groups: list[dict[str, Any]], flag: str) -> list[Tensor]:
 class EGD(Optimizer):
     r"""Egalitarian Gradient Descent.
 
-    For each parameter ``p`` with gradient ``g`` (η = ``lr``, λ = ``weight_decay``, μ = ``momentum``):
+    For each parameter ``p`` with gradient ``g`` (η = ``lr``, λ = ``weight_decay``, μ = ``momentum``, ``b``
+    the momentum buffer, which starts at its first input, ``b₁ = x₁``, as in ``torch.optim.SGD``)::
 
-    .. math::
-        g &\leftarrow g + \lambda p                          &&\text{if weight\_decay\_mode = "l2"} \\
-        d &\leftarrow (G G^\top)^{-1/2} G = U V^\top          &&\text{if the group whitens and } p
-              \text{ has} \ge 2 \text{ dims } (G = \mathrm{mat}(g),\ G = U S V^\top) \\
-        d &\leftarrow g                                        &&\text{otherwise} \\
-        b &\leftarrow \mu b + d,\quad d \leftarrow b \text{ (or } d + \mu b \text{ with Nesterov)}
-              &&\text{if } \mu > 0 \\
-        p &\leftarrow (1 - \eta\lambda)\, p                    &&\text{if weight\_decay\_mode = "decoupled"} \\
-        p &\leftarrow p - \eta\, d
+        g ← g + λ p                                    if weight_decay_mode = "l2"
 
-    ``mat(g)`` views a conv kernel ``(out, in, kh, kw)`` as ``(out, in·kh·kw)``.  Parameters with fewer than
-    2 dimensions (biases) take the plain SGD step with the same momentum and decay.  Momentum accumulates
-    *whitened* gradients (EGD as a preconditioner of heavy-ball SGD).  With ``momentum=0`` and
-    ``weight_decay_mode="l2"`` this is exactly the paper's update, decay term whitened along with the data
-    gradient (the official code puts ``0.5·wd·‖W‖²`` in the loss).
+        momentum_position = "after" (default: momentum accumulates whitened gradients)
+            d ← c · W(g)                               (d ← g if not whitened)
+            b ← μ b + d;  d ← b,  or d ← d + μ b with nesterov           (if μ > 0)
+
+        momentum_position = "before" (Muon's order: the momentum is whitened)
+            b ← μ b + g;  m ← b,  or m ← g + μ b with nesterov           (m ← g if μ = 0)
+            d ← c · W(m)                               (d ← m if not whitened)
+
+        p ← (1 − ηλ) p                                 if weight_decay_mode = "decoupled"
+        p ← p − η d
+
+    ``W`` whitens when the group does (``whiten=True``) and ``p`` has ≥ 2 dims: ``W(G) = (G Gᵀ)^(-1/2) G = U Vᵀ``
+    (``G = U S Vᵀ``) of the matrix ``mat(g)``, which views a conv kernel ``(out, in, kh, kw)`` as
+    ``(out, in·kh·kw)``.  With ``row_blocks = k`` the ``out`` rows are ``k`` blocks of ``out/k`` rows, each
+    whitened alone (``W`` of each block, stacked back): a fused ``[Q; K; V]`` projection is ``k = 3`` blocks,
+    per attention head ``3·heads``.  ``c`` is the step-size convention ``scale``, per whitened block of shape
+    ``(m, n)`` = (rows, columns) of that block:
+
+    * ``"none"`` (default, the paper): ``c = 1``, every kept singular value of ``W`` is 1;
+    * ``"muon"``: ``c = √max(1, m/n)``, Keller Jordan's original Muon;
+    * ``"rms"``: ``c = ρ·√max(m, n)``, ``ρ = rms_target`` (default 0.2): a full-rank ``U Vᵀ`` has RMS
+      ``1/√max(m, n)`` (``‖U Vᵀ‖_F² = min(m, n)``), so ``c·W`` has RMS ``ρ``, the typical RMS of an AdamW
+      update, as in Moonshot's Moonlight; the lr of an AdamW setup then carries over.
+
+    Parameters with fewer than 2 dimensions (biases) are never whitened nor scaled: they take the plain SGD step
+    with the same momentum and decay (the same equations in both positions).  With ``momentum=0``,
+    ``scale="none"`` and ``weight_decay_mode="l2"`` this is exactly the paper's update, decay term whitened
+    along with the data gradient (the official code puts ``0.5·wd·‖W‖²`` in the loss).  ``"before"`` whitens
+    the direction of the momentum, so the step has unit singular values even with momentum; it equals Muon's
+    direction for either momentum convention (``b ← μb + g`` or the EMA ``b ← μb + (1−μ)g``: proportional, and
+    ``W`` is scale-invariant).
+
+    Within a step, the matrices of equal block shape, dtype and device are whitened in one batched
+    :func:`~egalitarian.linalg.polar` call, also across groups whose whitening keys are equal (``backend``,
+    ``rtol``, ``eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``); on CPU the
+    results are bitwise those of one call per matrix (:func:`egalitarian.transforms.exact_batch`).
 
     Args:
         params: parameters or param groups.  Per group, ``whiten=False`` opts the group out (plain SGD); the
@@ -149,13 +184,21 @@ class EGD(Optimizer):
         momentum: μ ≥ 0; ``nesterov`` needs μ > 0.
         weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
             before whitening (the paper's convention).
+        momentum_position: ``"after"`` (default) or ``"before"`` the whitening (equations above).
+        scale: ``"none"`` (default), ``"muon"`` or ``"rms"``; ``rms_target``: ρ > 0 of ``"rms"`` (default 0.2).
+        row_blocks: k ≥ 1 (default 1): whiten each matrix as k blocks of rows; ``out`` must be a multiple of k.
         backend, rtol, eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
-            ``eps`` selects the paper's clamp ``1/max(s, eps)``.  ``backend`` is also a param-group key.
+            ``eps`` selects the paper's clamp ``1/max(s, eps)``.
         nonfinite: ``"raise"`` (default) or ``"propagate"``: what a NaN or inf gradient does (below).
         method: deprecated name of ``backend`` (warns; giving both is a ValueError).  Checkpoints whose
             groups still say ``"method"`` load (:meth:`load_state_dict` renames the key).
 
+    Every keyword from ``momentum`` on is also a param-group key (e.g. ``{"params": [qkv.weight],
+    "row_blocks": 3}``); each is validated with a one-line ValueError naming it, its value and what is allowed.
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
+    With ``nonfinite="propagate"`` in every group, ``step()`` never synchronizes with the device (no check, no
+    ``.item()``), and ``torch.compile(opt.step, fullgraph=True)`` captures it in one graph (except with the
+    ``rsvd`` backend: docs/INTEGRATIONS.md).
     """
 
     __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
@@ -177,6 +220,10 @@ class EGD(Optimizer):
         power_iters: int = 2,
         seed: int = 0,
         nonfinite: str = "raise",
+        momentum_position: str = "after",
+        scale: str = "none",
+        rms_target: float = 0.2,
+        row_blocks: int = 1,
         method: str | None = None,
     ) -> None:
         defaults = dict(
@@ -193,6 +240,10 @@ class EGD(Optimizer):
             power_iters=power_iters,
             seed=seed,
             nonfinite=nonfinite,
+            momentum_position=momentum_position,
+            scale=scale,
+            rms_target=rms_target,
+            row_blocks=row_blocks,
         )
         self._validate(defaults)
         super().__init__(params, defaults)
@@ -208,6 +259,20 @@ class EGD(Optimizer):
         check(isinstance(g["whiten"], bool), "whiten", g["whiten"], "must be True or False")
         check(g["backend"] in BACKENDS, "backend", g["backend"], f"must be one of {', '.join(BACKENDS)}")
         _check_nonfinite_arg(g["nonfinite"])
+        position, scale = g.get("momentum_position", "after"), g.get("scale", "none")
+        check(position in _POSITIONS, "momentum_position", position,
+              f"must be one of {', '.join(map(repr, _POSITIONS))}")
+        check(scale in SCALES, "scale", scale, f"must be one of {', '.join(map(repr, SCALES))}")
+        rho = g.get("rms_target", 0.2)
+        check(isinstance(rho, (int, float)) and not isinstance(rho, bool) and math.isfinite(rho) and rho > 0,
+              "rms_target", rho, "must be a number > 0")
+        k = g.get("row_blocks", 1)
+        check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
+        if g["whiten"] and k > 1:
+            for p in g.get("params", ()):
+                check(p.ndim < 2 or p.shape[0] % k == 0, "row_blocks", k,
+                      f"must divide the rows of every whitened matrix: a parameter of shape {tuple(p.shape)} has "
+                      f"{p.shape[0]} rows")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "method" in param_group:  # the deprecated name of the group key "backend", as for the keyword
@@ -218,8 +283,10 @@ class EGD(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``; param groups saved before the ``method`` → ``backend`` rename load too,
-        and groups saved before ``nonfinite`` existed take this optimizer's default."""
-        groups = [{"nonfinite": self.defaults["nonfinite"], **_renamed(g, "method", "backend")}
+        groups saved before ``nonfinite`` existed take this optimizer's default, and groups saved before
+        ``momentum_position``, ``scale``, ``rms_target`` and ``row_blocks`` existed take the values they ran with
+        (``"after"``, ``"none"``, 0.2, 1)."""
+        groups = [{"nonfinite": self.defaults["nonfinite"], **_CONVENTIONS, **_renamed(g, "method", "backend")}
                   for g in state_dict["param_groups"]]
         super().load_state_dict({**state_dict, "param_groups": groups})
 
@@ -240,11 +307,17 @@ class EGD(Optimizer):
         """The named stages one step of ``group`` applies before ``p ← (1−ηλ)p − η·d``, in order.
 
         Each stage keeps its own slot in the parameter's state, so turning whitening off and on between steps
-        (the paper's switch-off rule) leaves the momentum buffer where it is.
+        (the paper's switch-off rule) leaves the momentum buffer where it is.  Applying the stages to each
+        parameter in turn is the reference for :meth:`step`, which batches the whitening stage.
         """
+        conv = {k: group.get(k, v) for k, v in _CONVENTIONS.items()}  # groups built before these keys existed
         stages = []
         if group["weight_decay_mode"] == "l2":
             stages.append(("l2", add_decayed_weights(group["weight_decay"])))
+        momentum = ("momentum", trace(group["momentum"], group["nesterov"]))
+        before = conv["momentum_position"] == "before"
+        if before:
+            stages.append(momentum)
         if group["whiten"]:
             stages.append(
                 (
@@ -256,11 +329,15 @@ class EGD(Optimizer):
                         seed=group["seed"],
                         rank=group["rank"],
                         power_iters=group["power_iters"],
+                        scale=conv["scale"],
+                        rms_target=conv["rms_target"],
+                        row_blocks=conv["row_blocks"],
                         nonfinite="propagate",  # step() has checked already when the group says "raise"
                     ),
                 )
             )
-        stages.append(("momentum", trace(group["momentum"], group["nesterov"])))
+        if not before:
+            stages.append(momentum)
         return stages
 
     @torch.no_grad()
@@ -272,25 +349,67 @@ class EGD(Optimizer):
                     raise RuntimeError("EGD does not support sparse gradients")
         _check_finite(self.param_groups, self.defaults["nonfinite"])
         # every update and new state first (transforms are pure), then the writes: a step is all or nothing
-        updates: list[tuple[dict[str, Any], Tensor, Tensor, dict[str, Any]]] = []
+        runs = []
         for group in self.param_groups:
-            stages = self.transforms_for(group)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                old = self.state.get(p, {})  # .get: no empty state entry is created before the writes
-                new: dict[str, Any] = {}
-                d = p.grad
-                for key, t in stages:
-                    d, new[key] = t.update(d, old[key] if key in old else t.init(p), p)
-                updates.append((group, p, d, new))
-        for group, p, d, new in updates:
-            self.state[p].update(new)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                run = _Run(group, self.transforms_for(group), params, self.state)
+                run.apply(run.stages[: run.split])
+                runs.append(run)
+        # the whitening of every group with the same whitening keys: one update_all (batched by shape) for all
+        batches: dict[tuple[Any, ...], list[_Run]] = {}
+        for run in runs:
+            if run.split < len(run.stages):
+                batches.setdefault(tuple(run.group.get(k, _CONVENTIONS.get(k)) for k in _WHITEN_KEYS), []).append(run)
+        for batch in batches.values():
+            _Run.apply_together(batch, batch[0].stages[batch[0].split])
+        for run in runs:
+            run.apply(run.stages[run.split + 1 :])
+        for run in runs:
+            group = run.group
             lr, wd = group["lr"], group["weight_decay"]
-            if group["weight_decay_mode"] == "decoupled" and wd != 0:
-                p.mul_(1 - lr * wd)
-            p.add_(d, alpha=-lr)
+            for p, d, new in zip(run.params, run.grads, run.new, strict=True):
+                self.state[p].update(new)
+                if group["weight_decay_mode"] == "decoupled" and wd != 0:
+                    p.mul_(1 - lr * wd)
+                p.add_(d, alpha=-lr)
         return loss
+
+
+class _Run:
+    """One EGD group's step in progress: its stages, its parameters, their directions so far and new states."""
+
+    def __init__(self, group: dict[str, Any], stages: list[tuple[str, GradientTransform]], params: list[Tensor],
+                 state: dict[Tensor, Any]) -> None:
+        self.group, self.stages, self.params = group, stages, params
+        self.old = [state.get(p, {}) for p in params]  # .get: no empty state entry is created before the writes
+        self.new: list[dict[str, Any]] = [{} for _ in params]
+        self.grads: list[Tensor] = [p.grad for p in params]
+        names = [name for name, _ in stages]
+        self.split = names.index("whiten") if "whiten" in names else len(stages)
+
+    def states(self, key: str, t: GradientTransform) -> list[State]:
+        return [old[key] if key in old else t.init(p) for old, p in zip(self.old, self.params, strict=True)]
+
+    def apply(self, stages: list[tuple[str, GradientTransform]]) -> None:
+        for key, t in stages:
+            self.grads, states = t.update_all(self.grads, self.states(key, t), self.params)
+            for new, s in zip(self.new, states, strict=True):
+                new[key] = s
+
+    @staticmethod
+    def apply_together(runs: list[_Run], stage: tuple[str, GradientTransform]) -> None:
+        """``stage`` (the same transform for every run) over the parameters of all ``runs`` in one update_all."""
+        key, t = stage
+        grads, states = t.update_all([g for r in runs for g in r.grads], [s for r in runs for s in r.states(key, t)],
+                                     [p for r in runs for p in r.params])
+        start = 0
+        for r in runs:
+            n = len(r.params)
+            r.grads = grads[start : start + n]
+            for new, s in zip(r.new, states[start : start + n], strict=True):
+                new[key] = s
+            start += n
 
 
 class Preconditioned(Optimizer):
@@ -318,6 +437,13 @@ class Preconditioned(Optimizer):
     not.  With ``"propagate"``, the default transform lets NaN through; a ``transform`` of your own decides for
     itself (``whiten()`` raises unless built with ``whiten(nonfinite="propagate")``), and the step stays all
     or nothing: the transform runs on every gradient before ``base.step()``.
+
+    ``step()`` hands the gradients of every preconditioned group to the transform at once
+    (:meth:`~egalitarian.transforms.GradientTransform.update_all`): the default whitening then whitens the
+    matrices of equal shape, dtype and device in one batched ``polar`` call (bitwise equal to one call per
+    matrix on CPU, see :func:`egalitarian.transforms.exact_batch`).  With ``nonfinite="propagate"`` in every group
+    and a transform that does not check either (the default), nothing here synchronizes with the device (the
+    base optimizer's step is torch's own).
     """
 
     __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
@@ -372,17 +498,14 @@ class Preconditioned(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = _evaluate_closure(closure)
         _check_finite(self.param_groups, self.defaults["nonfinite"])
-        # every transformed gradient and state first (transforms are pure), then the writes
-        updates: list[tuple[Tensor, Tensor, Any]] = []
-        for group in self.param_groups:
-            if not group.get("precondition", True):
-                continue
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                old = self.state[p]["transform"] if "transform" in self.state.get(p, {}) else self.transform.init(p)
-                new, state = self.transform.update(p.grad, old, p)
-                updates.append((p, new, state))
+        # every transformed gradient and state first (transforms are pure), then the writes; one update_all
+        # over the parameters of every preconditioned group (the whitening batches equal shapes)
+        params = [p for g in self.param_groups if g.get("precondition", True)
+                  for p in g["params"] if p.grad is not None]
+        olds = [self.state[p]["transform"] if "transform" in self.state.get(p, {}) else self.transform.init(p)
+                for p in params]
+        news, states = self.transform.update_all([p.grad for p in params], olds, params)
+        updates = list(zip(params, news, states, strict=True))
         raw: list[tuple[Tensor, Tensor]] = []
         try:
             for p, new, state in updates:

@@ -9,6 +9,16 @@ A :class:`GradientTransform` is a pair of functions acting on **one parameter** 
 tuples/dicts of tensors and Python numbers, so they survive ``torch.optim.Optimizer.state_dict()``.
 :func:`chain` composes transforms left to right, exactly like applying them in sequence by hand.
 
+A transform may also have a third function that updates many parameters in one call,
+
+    update_many(grads, states, params)  -> (new_grads, new_states)     (lists, one entry per parameter)
+
+whose results are those of ``update`` on each parameter in turn; :meth:`GradientTransform.update_all` calls it
+when there is one and loops over ``update`` otherwise.  :func:`whiten` has one: it whitens the matrices of
+equal shape, dtype and device in one batched :func:`~egalitarian.linalg.polar` call (on CPU only where that is
+bitwise equal to the loop: :func:`exact_batch`); :func:`chain` passes the lists through its transforms'
+``update_all``.
+
 Optimizers in :mod:`egalitarian.optim` apply a chain to every parameter and then take a base step
 (SGD's ``p ← p − lr·u``, or hand the transformed gradient to Adam/AdamW/...).  This module holds EGD's own
 transforms; the baselines' (Grokfast, column normalisation, ⊥Grad) live in :mod:`egalitarian.baselines`.
@@ -16,7 +26,8 @@ transforms; the baselines' (Grokfast, column normalisation, ⊥Grad) live in :mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -26,10 +37,12 @@ from .errors import check
 from .linalg import AUTO, backend_alias, polar, resolve_backend
 
 __all__ = [
+    "SCALES",
     "GradientTransform",
     "add_decayed_weights",
     "as_matrix",
     "chain",
+    "exact_batch",
     "identity",
     "no_state",
     "scale",
@@ -39,12 +52,37 @@ __all__ = [
 
 State = Any
 
+UpdateMany = Callable[[Sequence[Tensor], Sequence[State], Sequence[Tensor]], tuple[list[Tensor], list[State]]]
+
+SCALES = ("none", "muon", "rms")
+"""The step-size conventions of :func:`whiten` (``scale=``): see there."""
+
 
 class GradientTransform(NamedTuple):
-    """``init(param) -> state`` and ``update(grad, state, param) -> (grad, state)``, both pure."""
+    """``init(param) -> state`` and ``update(grad, state, param) -> (grad, state)``, both pure; optionally
+    ``update_many(grads, states, params) -> (grads, states)``, the same for many parameters in one call."""
 
     init: Callable[[Tensor], State]
     update: Callable[[Tensor, State, Tensor], tuple[Tensor, State]]
+    update_many: UpdateMany | None = None
+
+    def update_all(
+        self, grads: Sequence[Tensor], states: Sequence[State], params: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[State]]:
+        """``update`` of every parameter: ``update_many`` when the transform has one, else a loop over ``update``."""
+        if self.update_many is not None:
+            return self.update_many(grads, states, params)
+        return _loop(self.update, grads, states, params)
+
+
+def _loop(
+    update: Callable[[Tensor, State, Tensor], tuple[Tensor, State]],
+    grads: Sequence[Tensor],
+    states: Sequence[State],
+    params: Sequence[Tensor],
+) -> tuple[list[Tensor], list[State]]:
+    out = [update(g, s, p) for g, s, p in zip(grads, states, params, strict=True)]
+    return [g for g, _ in out], [s for _, s in out]
 
 
 def no_state(param: Tensor) -> State:
@@ -70,7 +108,16 @@ def chain(*transforms: GradientTransform) -> GradientTransform:
             new_states.append(s)
         return grad, tuple(new_states)
 
-    return GradientTransform(init, update)
+    def update_many(
+        grads: Sequence[Tensor], states: Sequence[State], params: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[State]]:
+        out, columns = list(grads), []
+        for j, t in enumerate(transforms):
+            out, column = t.update_all(out, [s[j] for s in states], params)
+            columns.append(column)
+        return out, [tuple(column[i] for column in columns) for i in range(len(out))]
+
+    return GradientTransform(init, update, update_many)
 
 
 def scale(factor: float) -> GradientTransform:
@@ -120,38 +167,140 @@ def whiten(
     eps: float | None = None,
     seed: int = 0,
     resample: bool = True,
+    scale: str = "none",
+    rms_target: float = 0.2,
+    row_blocks: int = 1,
     method: str | None = None,
     **polar_kwargs: Any,
 ) -> GradientTransform:
     """EGD's whitening ``G ← (G Gᵀ)^(-1/2) G = U Vᵀ`` for every parameter with ≥ 2 dimensions.
 
-    Parameters with fewer than 2 dimensions (biases, LayerNorm gains) pass through unchanged.  Conv kernels
-    ``(out, in, kh, kw)`` are whitened as ``(out, in·kh·kw)`` matrices and reshaped back.  ``backend``,
-    ``rtol``, ``eps`` and ``polar_kwargs`` go to :func:`egalitarian.linalg.polar`; ``method`` is the
-    deprecated name of ``backend`` (warns).
+    Parameters with fewer than 2 dimensions (biases, LayerNorm gains) pass through unchanged (never scaled).
+    Conv kernels ``(out, in, kh, kw)`` are whitened as ``(out, in·kh·kw)`` matrices and reshaped back.
+    ``backend``, ``rtol``, ``eps`` and ``polar_kwargs`` go to :func:`egalitarian.linalg.polar`; ``method`` is
+    the deprecated name of ``backend`` (warns).
+
+    ``row_blocks = k`` (default 1) splits the matrix ``(out, in)`` into ``k`` blocks of ``out/k`` rows, each
+    whitened by itself (a fused ``[Q; K; V]`` projection: ``k = 3``; per attention head: ``3·heads``); ``out``
+    must be a multiple of ``k`` (else a ValueError naming the parameter's shape).
+
+    ``scale`` multiplies each whitened block of shape ``(m, n)`` by ``c``:
+
+    * ``"none"`` (default, the paper): ``c = 1``, every kept singular value is 1;
+    * ``"muon"``: ``c = √max(1, m/n)`` (Keller Jordan's Muon);
+    * ``"rms"``: ``c = ρ·√max(m, n)`` with ``ρ = rms_target`` (default 0.2): a full-rank ``U Vᵀ`` has RMS
+      ``1/√max(m, n)``, so the block's RMS becomes ``ρ``, AdamW's typical update RMS (Moonshot's Moonlight).
 
     For ``backend="rsvd"`` the Gaussian sketch is drawn from a generator seeded by ``(seed, step)``: a fresh
     sketch per step like the paper's PyTorch code (``resample=False`` reuses one sketch forever, like its JAX
     code), reproducible and resumable because the step count lives in the state.
+
+    ``update_many`` whitens the matrices of equal block shape, dtype and device in one batched ``polar`` call
+    (rsvd: one call per parameter, each with its own generator).  On CPU the batch is used only where it is
+    bitwise equal to one call per matrix (:func:`exact_batch`), so that batching never changes a result there.
     """
     backend = backend_alias(backend, method)
     resolve_backend(backend, torch.zeros(2, 2))  # validate the name early
+    check(scale in SCALES, "scale", scale, f"must be one of {', '.join(map(repr, SCALES))}")
+    check(isinstance(rms_target, (int, float)) and not isinstance(rms_target, bool) and math.isfinite(rms_target)
+          and rms_target > 0, "rms_target", rms_target, "must be a number > 0")
+    check(isinstance(row_blocks, int) and not isinstance(row_blocks, bool) and row_blocks >= 1, "row_blocks",
+          row_blocks, "must be an integer >= 1")
     is_rsvd = backend == "rsvd"
 
     def init(param: Tensor) -> State:
         return {"step": 0} if is_rsvd else ()
 
-    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
-        if grad.ndim < 2:
-            return grad, state
+    def polar_kw(state: State, device: torch.device) -> tuple[dict[str, Any], State]:
         kwargs = dict(polar_kwargs)
         if is_rsvd:
             step = state["step"]
-            gen = torch.Generator(device=grad.device)
+            gen = torch.Generator(device=device)
             gen.manual_seed(seed * 1_000_003 + (step if resample else 0))
             kwargs["generator"] = gen
             state = {"step": step + 1}
-        out = polar(as_matrix(grad), backend, rtol=rtol, eps=eps, **kwargs)
-        return out.reshape(grad.shape), state
+        return kwargs, state
 
-    return GradientTransform(init, update)
+    def finish(out: Tensor, grad: Tensor) -> Tensor:
+        c = _scale_factor(scale, rms_target, out.shape[-2], out.shape[-1])
+        if c is not None:
+            out = out * c
+        return out.reshape(grad.shape)
+
+    def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
+        if grad.ndim < 2:
+            return grad, state
+        X = _blocks(grad, row_blocks)
+        kwargs, state = polar_kw(state, grad.device)
+        return finish(polar(X, backend, rtol=rtol, eps=eps, **kwargs), grad), state
+
+    def update_many(
+        grads: Sequence[Tensor], states: Sequence[State], params: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[State]]:
+        if is_rsvd:
+            return _loop(update, grads, states, params)
+        out, new_states = list(grads), list(states)
+        batches: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = {}
+        for i, g in enumerate(grads):
+            if g.ndim >= 2:
+                X = _blocks(g, row_blocks)
+                batches.setdefault((tuple(X.shape[-2:]), g.dtype, g.device), []).append((i, X))
+        for (shape, _, device), items in batches.items():
+            if len(items) == 1 or not exact_batch(shape, device):
+                for i, X in items:
+                    out[i] = finish(polar(X, backend, rtol=rtol, eps=eps, **polar_kwargs), grads[i])
+                continue
+            whitened = polar(torch.stack([X for _, X in items]), backend, rtol=rtol, eps=eps, **polar_kwargs)
+            for (i, _), W in zip(items, whitened.unbind(0), strict=True):
+                out[i] = finish(W, grads[i])
+        return out, new_states
+
+    return GradientTransform(init, update, update_many)
+
+
+def _blocks(grad: Tensor, row_blocks: int) -> Tensor:
+    """The matrix EGD whitens for ``grad`` (:func:`as_matrix`), as ``(row_blocks, out/row_blocks, in)`` blocks
+    when ``row_blocks > 1``."""
+    G = as_matrix(grad)
+    if row_blocks == 1:
+        return G
+    rows = G.shape[0]
+    check(rows % row_blocks == 0, "row_blocks", row_blocks,
+          f"must divide the rows of every whitened matrix: a parameter of shape {tuple(grad.shape)} has {rows} rows")
+    return G.reshape(row_blocks, rows // row_blocks, G.shape[1])
+
+
+def _scale_factor(scale: str, rms_target: float, m: int, n: int) -> float | None:
+    """The factor ``c`` of :func:`whiten`'s ``scale`` for a whitened block of shape ``(m, n)`` (None: ``c = 1``)."""
+    if scale == "muon":
+        return math.sqrt(max(1.0, m / n))
+    if scale == "rms":
+        return rms_target * math.sqrt(max(m, n))
+    return None
+
+
+EXACT_BATCH_MIN = 8
+"""On CPU, matrices whose smaller side is below this are whitened one by one (see :func:`exact_batch`)."""
+
+
+def exact_batch(shape: tuple[int, ...], device: torch.device) -> bool:
+    """Whether :func:`whiten` whitens several ``shape`` matrices on ``device`` in one batched ``polar`` call.
+
+    Off CPU (CUDA, ...): always (batched cuBLAS/cuSOLVER calls may round differently from one call per matrix:
+    equal to rounding, not bitwise).  On CPU only where the batched call is bitwise equal to the per-matrix
+    calls, which holds for torch's CPU kernels (measured with torch 2.13, MKL) when both
+
+    * torch uses one intra-op thread (``torch.get_num_threads() == 1``, this package's default for training
+      and sweeps): with more, MKL may split one matrix product's inner dimension between threads, which a
+      batched product (parallel over the batch) does not, and the sums round differently; and
+    * the smaller side of the matrix is at least :data:`EXACT_BATCH_MIN` (8): torch's CPU batched matmul uses
+      its own small-matrix loop, not BLAS, when ``m·k·n < 400``, and every product inside ``polar`` has all
+      three sides ≥ ``min(m, n)`` (so ``min(m, n) ≥ 8`` means ``≥ 512``).
+
+    Eigen- and singular-value decompositions are bitwise equal batched or not (LAPACK, one matrix at a time).
+    Under ``torch.compile`` always (the compiled kernels round as they like anyway, and fewer, larger ops make
+    a smaller graph; ``torch.get_num_threads`` cannot be traced).
+    """
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return True
+    return torch.get_num_threads() == 1 and min(shape[-2:]) >= EXACT_BATCH_MIN

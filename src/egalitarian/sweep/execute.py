@@ -163,20 +163,24 @@ def _show(bar: Progress, store: Store, todo: list[str], force: bool = False) -> 
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so that it stops a sweep like Ctrl-C does."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt in the main thread, so both stop a sweep like Ctrl-C does.
+
+    SIGINT too, explicitly: a shell starts a background job (``egd sweep ... &``) with SIGINT ignored, and
+    Python then leaves it ignored, so ``kill -INT`` would silently do nothing."""
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # ----------------------------------------------------------------------------------------------- local

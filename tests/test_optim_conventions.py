@@ -1,0 +1,559 @@
+"""EGD's momentum and step-size conventions (momentum_position, scale, row_blocks) and the batched whitening.
+
+References are written out here: a whitened direction is ``U Vᵀ`` from ``torch.linalg.svd`` in float64, the
+momentum is torch's heavy ball (``b₁ = x₁``, ``b ← μb + x``), and the "unbatched" reference applies
+``EGD.transforms_for(group)`` to one parameter at a time with each transform's ``update``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from egalitarian import EGD, Preconditioned
+from egalitarian import transforms as T
+from egalitarian.cli import main
+from egalitarian.errors import ConfigError
+from egalitarian.linalg import BACKENDS, polar
+from egalitarian.methods import build_optimizer
+from egalitarian.transforms import GradientTransform, exact_batch, whiten
+
+F64 = torch.float64
+CPU = torch.device("cpu")
+
+
+def _uvt(g: torch.Tensor) -> torch.Tensor:
+    """U Vᵀ of a full-rank matrix, by an fp64 SVD (every singular value kept)."""
+    U, s, Vh = torch.linalg.svd(g.double(), full_matrices=False)
+    assert s[-1] > 1e-3 * s[0]  # the test matrices are well conditioned: nothing to cut off
+    return (U @ Vh).to(g.dtype)
+
+
+def _factor(scale: str, m: int, n: int, rho: float) -> float:
+    return {"none": 1.0, "muon": math.sqrt(max(1.0, m / n)), "rms": rho * math.sqrt(max(m, n))}[scale]
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------- the equations, step by step by hand
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (6, 2)])  # wide and tall: "muon" scales only the tall one
+@pytest.mark.parametrize("scale", ["none", "muon", "rms"])
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_first_two_steps_by_hand(position, nesterov, scale, shape):
+    lr, mu, rho = 0.1, 0.9, 0.3
+    gen = torch.Generator().manual_seed(7)
+    W0, b0 = torch.randn(shape, dtype=F64, generator=gen), torch.randn(shape[0], dtype=F64, generator=gen)
+    grads = [(torch.randn(shape, dtype=F64, generator=gen), torch.randn(shape[0], dtype=F64, generator=gen))
+             for _ in range(2)]
+    W, b = torch.nn.Parameter(W0.clone()), torch.nn.Parameter(b0.clone())
+    opt = EGD([W, b], lr=lr, momentum=mu, nesterov=nesterov, momentum_position=position, scale=scale,
+              rms_target=rho, backend="svd")
+    c = _factor(scale, *shape, rho)
+
+    ref_W, ref_b, buf_W, buf_b = W0.clone(), b0.clone(), None, None
+    for gW, gb in grads:
+        W.grad, b.grad = gW.clone(), gb.clone()
+        opt.step()
+        if position == "after":  # d = c·UVᵀ(g); b ← μb + d; step b (Nesterov: d + μb)
+            d = c * _uvt(gW)
+            buf_W = d if buf_W is None else mu * buf_W + d
+            step_W = d + mu * buf_W if nesterov else buf_W
+        else:  # b ← μb + g; m = b (Nesterov: g + μb); step c·UVᵀ(m)
+            buf_W = gW if buf_W is None else mu * buf_W + gW
+            step_W = c * _uvt(gW + mu * buf_W if nesterov else buf_W)
+        buf_b = gb if buf_b is None else mu * buf_b + gb  # the bias: never whitened, never scaled
+        step_b = gb + mu * buf_b if nesterov else buf_b
+        ref_W, ref_b = ref_W - lr * step_W, ref_b - lr * step_b
+        torch.testing.assert_close(W.detach(), ref_W, atol=1e-12, rtol=0)
+        torch.testing.assert_close(b.detach(), ref_b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(4, 16), (16, 4), (8, 8)])
+def test_rms_scale_gives_the_target_rms_and_muon_its_factor(shape):
+    gen = torch.Generator().manual_seed(3)
+    g = torch.randn(shape, dtype=F64, generator=gen)
+    for scale, expected_rms in (("none", 1 / math.sqrt(max(shape))), ("rms", 0.2),
+                                ("muon", math.sqrt(max(1, shape[0] / shape[1])) / math.sqrt(max(shape)))):
+        W = torch.nn.Parameter(torch.zeros(shape, dtype=F64))
+        W.grad = g.clone()
+        EGD([W], lr=1.0, scale=scale).step()
+        rms = W.detach().pow(2).mean().sqrt().item()
+        assert rms == pytest.approx(expected_rms, rel=1e-12), scale
+
+
+def test_momentum_zero_makes_the_position_irrelevant():
+    gen = torch.Generator().manual_seed(5)
+    grads = [torch.randn(4, 6, dtype=F64, generator=gen) for _ in range(3)]
+    out = []
+    for position in ("after", "before"):
+        W = torch.nn.Parameter(torch.zeros(4, 6, dtype=F64))
+        opt = EGD([W], lr=0.5, momentum_position=position, scale="muon")
+        for g in grads:
+            W.grad = g.clone()
+            opt.step()
+        out.append(W.detach().clone())
+    assert torch.equal(out[0], out[1])
+    torch.testing.assert_close(out[0], -0.5 * sum(_uvt(g) for g in grads), atol=1e-12, rtol=0)
+
+
+def test_l2_decay_joins_the_gradient_before_the_momentum_when_before():
+    lam, mu, lr = 0.1, 0.5, 0.2
+    gen = torch.Generator().manual_seed(11)
+    W0 = torch.randn(3, 4, dtype=F64, generator=gen)
+    g1, g2 = (torch.randn(3, 4, dtype=F64, generator=gen) for _ in range(2))
+    W = torch.nn.Parameter(W0.clone())
+    opt = EGD([W], lr=lr, momentum=mu, weight_decay=lam, weight_decay_mode="l2", momentum_position="before")
+    W.grad = g1.clone()
+    opt.step()
+    W1 = W0 - lr * _uvt(g1 + lam * W0)
+    torch.testing.assert_close(W.detach(), W1, atol=1e-12, rtol=0)
+    W.grad = g2.clone()
+    opt.step()
+    buf = mu * (g1 + lam * W0) + (g2 + lam * W1)
+    torch.testing.assert_close(W.detach(), W1 - lr * _uvt(buf), atol=1e-12, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------ row_blocks
+
+
+@pytest.mark.parametrize("scale", ["none", "muon", "rms"])
+def test_row_blocks_whiten_each_block_by_itself(scale):
+    gen = torch.Generator().manual_seed(2)
+    qkv = torch.nn.Parameter(torch.zeros(12, 2, dtype=F64))  # fused [Q; K; V], 3 blocks of 4 × 2 (tall)
+    conv = torch.nn.Parameter(torch.zeros(6, 2, 2, 2, dtype=F64))  # 2 blocks of 3 × 8
+    bias = torch.nn.Parameter(torch.zeros(12, dtype=F64))
+    g_qkv, g_conv = torch.randn(12, 2, dtype=F64, generator=gen), torch.randn(6, 2, 2, 2, dtype=F64, generator=gen)
+    g_bias = torch.randn(12, dtype=F64, generator=gen)
+    opt = EGD([{"params": [qkv, bias], "row_blocks": 3}, {"params": [conv], "row_blocks": 2}], lr=1.0, scale=scale)
+    qkv.grad, conv.grad, bias.grad = g_qkv.clone(), g_conv.clone(), g_bias.clone()
+    opt.step()
+    # per block, the block's own shape sets the scale: 4 × 2 (√2 for "muon", not the whole matrix's √6)
+    ref_qkv = torch.cat([_factor(scale, 4, 2, 0.2) * _uvt(blk) for blk in g_qkv.split(4)])
+    flat = g_conv.reshape(6, 8)
+    ref_conv = torch.cat([_factor(scale, 3, 8, 0.2) * _uvt(blk) for blk in flat.split(3)]).reshape(6, 2, 2, 2)
+    torch.testing.assert_close(qkv.detach(), -ref_qkv, atol=1e-12, rtol=0)
+    torch.testing.assert_close(conv.detach(), -ref_conv, atol=1e-12, rtol=0)
+    torch.testing.assert_close(bias.detach(), -g_bias, atol=0, rtol=0)  # 1-D: plain SGD, never scaled
+
+
+def test_row_blocks_one_is_the_whole_matrix_bitwise():
+    gen = torch.Generator().manual_seed(4)
+    g = torch.randn(9, 12, generator=gen)
+    out = []
+    for kw in ({}, {"row_blocks": 1}):
+        W = torch.nn.Parameter(torch.zeros(9, 12))
+        W.grad = g.clone()
+        EGD([W], lr=1.0, **kw).step()
+        out.append(W.detach().clone())
+    assert torch.equal(out[0], out[1])
+    assert torch.equal(out[0], -polar(g))
+
+
+def test_whiten_transform_takes_the_same_conventions():
+    gen = torch.Generator().manual_seed(8)
+    g, p = torch.randn(6, 4, dtype=F64, generator=gen), torch.zeros(6, 4, dtype=F64)
+    t = whiten("svd", scale="rms", rms_target=0.5, row_blocks=2)
+    out, _ = t.update(g, t.init(p), p)
+    ref = torch.cat([0.5 * math.sqrt(4) * _uvt(blk) for blk in g.split(3)])
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
+    b = torch.randn(6, dtype=F64, generator=gen)
+    assert t.update(b, t.init(b), b)[0] is b  # 1-D: unchanged, not scaled
+
+
+# ------------------------------------------------------------------------------------- batched == unbatched
+
+
+def _reference_step(opt: EGD, state: dict) -> None:
+    """One EGD step, one parameter at a time with each stage's ``update`` (no update_many, no batching)."""
+    for group in opt.param_groups:
+        stages = EGD.transforms_for(group)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            old, new, d = state.get(p, {}), {}, p.grad
+            for key, t in stages:
+                d, new[key] = t.update(d, old[key] if key in old else t.init(p), p)
+            state.setdefault(p, {}).update(new)
+            lr, wd = group["lr"], group["weight_decay"]
+            with torch.no_grad():
+                if group["weight_decay_mode"] == "decoupled" and wd != 0:
+                    p.mul_(1 - lr * wd)
+                p.add_(d, alpha=-lr)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def _many_params(dtype: torch.dtype, seed: int = 0) -> list[torch.nn.Parameter]:
+    """Several matrices of equal shapes (some whitened in a batch), tiny ones (never batched on CPU), a conv
+    kernel and biases."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(16, 24)] * 4 + [(24, 16)] * 3 + [(10, 10)] * 2 + [(3, 5)] * 2 + [(6, 2, 3, 3)] * 2 + [(16,), (24,)]
+    return [torch.nn.Parameter(torch.randn(s, dtype=dtype, generator=gen)) for s in shapes]
+
+
+def _set_grads(params, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+
+
+def _groups(params, **extra):
+    """Two groups with the same whitening keys (whitened together) but other lrs, and a third with others."""
+    return [{"params": params[0:2] + params[4:6] + params[13:14], "lr": 0.05},
+            {"params": params[2:4] + params[6:9] + params[11:13], "lr": 0.02, **extra},
+            {"params": params[9:11] + params[14:], "rtol": 1e-6}]
+
+
+@pytest.fixture
+def polar_calls(monkeypatch):
+    """The shapes ``whiten`` passes to ``polar``."""
+    calls: list[tuple[int, ...]] = []
+    original = T.polar
+
+    def spy(G, *args, **kwargs):
+        calls.append(tuple(G.shape))
+        return original(G, *args, **kwargs)
+
+    monkeypatch.setattr(T, "polar", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+     {"momentum": 0.9, "momentum_position": "before", "scale": "rms", "weight_decay": 0.1, "weight_decay_mode": "l2"},
+     {"momentum": 0.5, "scale": "muon", "backend": "newton-schulz"}],
+)
+def test_egd_batched_step_is_bitwise_the_unbatched_step(kwargs, dtype, polar_calls):
+    with _threads(1):
+        params, ref_params = _many_params(dtype), _many_params(dtype)
+        opt = EGD(_groups(params), lr=0.1, **kwargs)
+        ref = EGD(_groups(ref_params), lr=0.1, **kwargs)
+        ref_state: dict = {}
+        for k in range(3):
+            _set_grads(params, k)
+            _set_grads(ref_params, k)
+            polar_calls.clear()
+            opt.step()
+            calls = list(polar_calls)
+            _reference_step(ref, ref_state)
+        for p, q in zip(params, ref_params, strict=True):
+            assert torch.equal(p.detach(), q.detach()), tuple(p.shape)
+            assert _same(opt.state[p], ref_state[q])
+    # the whitening did run batched: the 4 (16, 24) matrices of groups 1 and 2 (equal whitening keys) in one
+    # call, the 3 (24, 16) and the 2 (10, 10) likewise; the small (6, 2, 3, 3) kernels one by one; the group
+    # with another rtol separately, its tiny (3, 5) matrices one by one
+    assert sorted(calls) == sorted([(4, 16, 24), (3, 24, 16), (2, 10, 10), (6, 18), (6, 18), (3, 5), (3, 5)])
+
+
+def test_egd_batches_row_blocks_too_and_bitwise(polar_calls):
+    with _threads(1):
+        gen = torch.Generator().manual_seed(0)
+        shapes = [(48, 16)] * 3 + [(48, 16)]
+        params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+        ref_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+        groups = lambda ps: [{"params": ps[:3], "row_blocks": 3}, {"params": ps[3:]}]  # noqa: E731
+        opt, ref = EGD(groups(params), lr=0.1, momentum=0.9), EGD(groups(ref_params), lr=0.1, momentum=0.9)
+        ref_state: dict = {}
+        for k in range(2):
+            _set_grads(params, k)
+            _set_grads(ref_params, k)
+            polar_calls.clear()
+            opt.step()
+            assert polar_calls == [(3, 3, 16, 16), (48, 16)]  # 3 matrices × 3 blocks in one call; the other alone
+            _reference_step(ref, ref_state)
+        assert all(torch.equal(p.detach(), q.detach()) for p, q in zip(params, ref_params, strict=True))
+
+
+@pytest.mark.parametrize("backend", ["auto", "svd", "rsvd"])
+def test_preconditioned_batched_step_is_bitwise_the_unbatched_step(backend):
+    with _threads(1):
+        out = []
+        for batched in (True, False):
+            params = _many_params(torch.float32)
+            w = whiten(backend, rank=4)
+            t = w if batched else GradientTransform(w.init, w.update)  # no update_many: one parameter at a time
+            opt = Preconditioned([{"params": params[:9]}, {"params": params[9:], "precondition": True}],
+                                 torch.optim.AdamW, t, lr=1e-2, weight_decay=0.1)
+            for k in range(3):
+                _set_grads(params, k)
+                opt.step()
+            out.append(([p.detach() for p in params], opt.state_dict()))
+        assert all(torch.equal(a, b) for a, b in zip(out[0][0], out[1][0], strict=True))
+        assert _same(out[0][1], out[1][1])
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "rsvd"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_polar_batched_is_bitwise_per_matrix_where_exact_batch_says_so(backend, dtype):
+    """The claim behind :func:`exact_batch`: on CPU with one thread and min(m, n) ≥ 8, one batched ``polar``
+    call is bitwise the per-matrix calls, on every deterministic backend."""
+    gen = torch.Generator().manual_seed(1)
+    with _threads(1):
+        for shape in [(8, 8), (8, 13), (13, 8), (32, 64), (97, 128), (128, 97)]:
+            assert exact_batch(shape, CPU)
+            G = torch.randn(3, *shape, dtype=dtype, generator=gen)
+            batched = polar(G, backend)
+            for i in range(3):
+                assert torch.equal(batched[i], polar(G[i], backend)), (backend, dtype, shape)
+
+
+def test_exact_batch_rule():
+    with _threads(1):
+        assert exact_batch((8, 8), CPU) and exact_batch((8, 4096), CPU)
+        assert not exact_batch((7, 7), CPU) and not exact_batch((3, 512), CPU)  # torch's small-matrix bmm loop
+        assert exact_batch((2, 2), torch.device("meta"))  # off CPU: always batched
+    with _threads(2):
+        assert not exact_batch((128, 512), CPU)  # MKL may split one product's inner dimension between threads
+
+
+def test_nan_in_one_matrix_of_a_batch_leaves_the_others_finite():
+    with _threads(1):
+        params = [torch.nn.Parameter(torch.zeros(8, 8)) for _ in range(3)]
+        _set_grads(params, 0)
+        params[1].grad[2, 3] = math.nan
+        EGD(params, lr=1.0, nonfinite="propagate").step()
+        assert bool(torch.isnan(params[1]).all())
+        assert all(bool(torch.isfinite(params[i]).all()) for i in (0, 2))
+
+
+# ------------------------------------------------------------------------------------------------- state_dict
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12), torch.nn.ReLU(),
+                               torch.nn.Linear(12, 3))
+
+
+def _train(model, opt, steps, seed):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x, y = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+
+def _conventions(model, **kw) -> EGD:
+    ps = list(model.parameters())
+    return EGD([{"params": ps[:2], "row_blocks": 3, "scale": "muon"}, {"params": ps[2:]}], lr=0.05, momentum=0.9,
+               nesterov=True, momentum_position="before", scale="rms", rms_target=0.3, **kw)
+
+
+@pytest.mark.parametrize("backend", ["auto", "rsvd"])
+def test_state_dict_round_trip_continues_bitwise_with_the_new_keys(backend):
+    model = _model(0)
+    opt = _conventions(model, backend=backend, rank=4)
+    _train(model, opt, 3, seed=1)
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = copy.deepcopy(opt.state_dict())
+    assert [g["row_blocks"] for g in saved_opt["param_groups"]] == [3, 1]
+    assert [g["scale"] for g in saved_opt["param_groups"]] == ["muon", "rms"]
+    _train(model, opt, 3, seed=2)
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    model2 = _model(123)
+    model2.load_state_dict(saved_model)
+    ps = list(model2.parameters())  # the same groups, with the default conventions: the checkpoint's must win
+    opt2 = EGD([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.05, backend=backend, rank=4)
+    opt2.load_state_dict(saved_opt)
+    assert opt2.param_groups[1]["momentum_position"] == "before" and opt2.param_groups[0]["row_blocks"] == 3
+    _train(model2, opt2, 3, seed=2)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(expected, model2.parameters(), strict=True))
+
+
+def test_a_checkpoint_without_the_new_keys_loads_with_the_values_it_ran_with():
+    model = _model(0)
+    opt = EGD(model.parameters(), lr=0.05, momentum=0.9)
+    _train(model, opt, 2, seed=1)
+    old = copy.deepcopy(opt.state_dict())
+    for g in old["param_groups"]:
+        for key in ("momentum_position", "scale", "rms_target", "row_blocks"):
+            del g[key]
+    opt2 = EGD(_model(0).parameters(), lr=0.05, momentum=0.9, momentum_position="before", scale="rms")
+    opt2.load_state_dict(old)
+    g = opt2.param_groups[0]
+    assert (g["momentum_position"], g["scale"], g["rms_target"], g["row_blocks"]) == ("after", "none", 0.2, 1)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+P = [torch.nn.Parameter(torch.zeros(6, 3))]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"momentum_position": "middle"}, "momentum_position = 'middle': must be one of 'after', 'before'"),
+        ({"scale": "adam"}, "scale = 'adam': must be one of 'none', 'muon', 'rms'"),
+        ({"rms_target": 0.0}, "rms_target = 0.0: must be a number > 0"),
+        ({"rms_target": -1}, "rms_target = -1: must be a number > 0"),
+        ({"rms_target": math.inf}, "rms_target = inf: must be a number > 0"),
+        ({"rms_target": True}, "rms_target = True: must be a number > 0"),
+        ({"row_blocks": 0}, "row_blocks = 0: must be an integer >= 1"),
+        ({"row_blocks": 1.5}, "row_blocks = 1.5: must be an integer >= 1"),
+        ({"row_blocks": True}, "row_blocks = True: must be an integer >= 1"),
+        ({"row_blocks": 4}, "row_blocks = 4: must divide the rows of every whitened matrix: a parameter of shape "
+                            "(6, 3) has 6 rows"),
+    ],
+)
+def test_bad_values_are_one_line_errors(kwargs, message):
+    for make in (lambda: EGD(P, lr=0.1, **kwargs), lambda: EGD([{"params": P, **kwargs}], lr=0.1)):
+        with pytest.raises(ValueError) as e:
+            make()
+        assert str(e.value) == message
+    if "row_blocks" not in kwargs or kwargs["row_blocks"] != 4:  # whiten() cannot see shapes before a step
+        key, value = next(iter(kwargs.items()))
+        if key != "momentum_position":
+            with pytest.raises(ValueError) as e:
+                whiten(**{key: value})
+            assert str(e.value) == message
+
+
+def test_row_blocks_that_do_not_divide_pass_when_not_whitened_and_fail_at_the_step_of_a_transform():
+    EGD([{"params": P, "whiten": False, "row_blocks": 4}], lr=0.1)  # not whitened: row_blocks unused
+    t = whiten(row_blocks=4)
+    W = torch.nn.Parameter(torch.zeros(6, 3))
+    W.grad = torch.ones(6, 3)
+    opt = Preconditioned([W], torch.optim.SGD, t, lr=1.0)
+    with pytest.raises(ValueError, match=r"^row_blocks = 4: .*shape \(6, 3\) has 6 rows$"):
+        opt.step()
+    assert torch.equal(W.detach(), torch.zeros(6, 3))  # all or nothing
+
+
+def test_recipes_take_the_new_keys_and_name_bad_ones():
+    named = list(_model(0).named_parameters())
+    opt = build_optimizer(named, "egd", momentum=0.9, momentum_position="before", scale="muon", row_blocks=3)
+    g = opt.param_groups[0]
+    assert (g["momentum_position"], g["scale"], g["row_blocks"]) == ("before", "muon", 3)
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "egd", scale="adam")
+    assert str(e.value) == "optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms'"
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(named, "egd", row_blocks=5)
+    assert str(e.value).startswith("optimizer.row_blocks = 5: must divide the rows of every whitened matrix")
+
+
+def test_cli_exits_with_one_line_for_a_bad_convention(tmp_path, capsys):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[task]\nname = "modular"\np = 7\n\n[model]\nname = "mlp"\nhidden = 16\n\n'
+                   '[optimizer]\nname = "egd"\nlr = 0.5\n\n[train]\nmax_epochs = 1\nthreads = 1\nprogress = "off"\n')
+    code = main(["run", "--config", str(cfg), "--set", "optimizer.scale=adam", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == "egd: error: optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms'"
+
+
+# --------------------------------------------------------------------------------------------- torch.compile
+
+
+def _compiled_run(backend: str | None, **kw) -> list[torch.Tensor]:
+    kw = {("backend" if k == "polar" else k): v for k, v in kw.items()}  # "polar": EGD's backend, not compile's
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 12), torch.nn.Tanh(), torch.nn.Linear(12, 12), torch.nn.Tanh(),
+                                torch.nn.Linear(12, 12))
+    opt = EGD(model.parameters(), lr=0.05, momentum=0.9, nonfinite="propagate", **kw)
+    step = opt.step if backend is None else torch.compile(opt.step, fullgraph=True, backend=backend)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, y = torch.randn(32, 12, generator=g), torch.randint(0, 12, (32,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        step()
+    return [p.detach() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kw", [{}, {"nesterov": True, "momentum_position": "before", "scale": "rms",
+                                     "row_blocks": 3}, {"polar": "polar-express"}])
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_step_compiles_in_one_graph_with_nonfinite_propagate(backend, kw):
+    """fullgraph=True: no graph break, so no host sync (a .item() or bool(tensor) would break the graph)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    with _threads(1):
+        expected = _compiled_run(None, **kw)
+        got = _compiled_run(backend, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_preconditioneds_batched_whitening_compiles_in_one_graph():
+    """Preconditioned's own part of the step (the transform over every gradient) has no host sync either; torch's
+    base optimizers break the graph on purpose, so the whole step cannot be one graph."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    params = _many_params(torch.float32)
+    _set_grads(params, 0)
+    t = whiten(nonfinite="propagate", scale="muon")
+    states = [t.init(p) for p in params]
+    run = lambda gs: t.update_all(gs, states, params)[0]  # noqa: E731
+    grads = [p.grad for p in params]
+    with _threads(1):
+        expected = run(grads)
+        got = torch.compile(run, fullgraph=True, backend="eager")(grads)
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_step_with_nonfinite_raise_is_not_one_graph():
+    """The all-or-nothing check reads max|g| on the host: fullgraph refuses it (use nonfinite="propagate")."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    W = torch.nn.Parameter(torch.zeros(4, 4))
+    W.grad = torch.ones(4, 4)
+    opt = EGD([W], lr=0.1)
+    with pytest.raises((torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError), match="isfinite"):
+        torch.compile(opt.step, fullgraph=True, backend="eager")()
+
+
+_INDUCTOR = """
+import torch
+from test_optim_conventions import _compiled_run
+torch.set_num_threads(1)
+for kw in ({}, {"nesterov": True, "momentum_position": "before", "scale": "muon", "row_blocks": 3}):
+    expected, got = _compiled_run(None, **kw), _compiled_run("inductor", **kw)
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_step_compiles_with_inductor_fullgraph():
+    """The default torch.compile backend (inductor, C++ code on CPU), in a subprocess with a time limit."""
+    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        pytest.skip("inductor on CPU needs a C++ compiler (c++, g++ or clang++); none is on PATH")
+    proc = subprocess.run([sys.executable, "-c", _INDUCTOR], capture_output=True, text=True, timeout=900,
+                          cwd=str(__import__("pathlib").Path(__file__).parent))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
