@@ -8,9 +8,10 @@ Protocol (the same for every method of a task):
 
 * **Tuning**: the learning rate of the whitened (or Muon, or all AdamW) parameters on a 5-point grid, factors
   1/9, 1/3, 1, 3, 9 times the method's centre (one shape of search space for every method), on tuning seed 0;
-  the best grid point is the lowest final validation loss; a best point at either end of the grid is flagged
-  ``edge``.  The auxiliary AdamW of the hybrid methods (embeddings, head, biases, norms) uses the learning rate
-  tuned for plain AdamW on the same task.
+  the best grid point is the lowest final validation loss.  When the best point is at an end of the grid, the
+  grid grows by one point (×3) beyond it, at most ``EXTEND`` = 2 times (the same rule for every method); a best
+  point still at an end is flagged ``edge``.  The auxiliary AdamW of the hybrid methods (embeddings, head,
+  biases, norms) uses the learning rate tuned for plain AdamW on the same task.
 * **Reporting**: the best lr of each method re-run on seeds 1, 2, 3 (disjoint from the tuning seed): validation
   loss at fixed steps and the first evaluation step at which the validation loss reaches the target (the median
   final validation loss of tuned AdamW: "steps to AdamW's final loss"); a run that never reaches it is censored.
@@ -54,6 +55,7 @@ GRID = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
 TUNING_SEED = 0
 REPORT_SEEDS = (1, 2, 3)
 WARMUP = 50
+EXTEND = 2  # grid points a search may add beyond an edge where its best point lies
 
 
 # ----------------------------------------------------------------------------------------------------- tasks
@@ -319,6 +321,13 @@ def tune_and_report(task: Task, store: Store, methods: list[str]) -> None:
         grid = [centre * f for f in GRID]
         rows = [run_or_load(store, task, method, lr, aux_lr or task.centre_adamw, TUNING_SEED) for lr in grid]
         best = min(range(len(grid)), key=lambda i: _score(rows[i]))
+        for _ in range(EXTEND):  # a best point at an edge: one more point beyond it (the same rule for every method)
+            if best not in (0, len(grid) - 1):
+                break
+            lr = grid[0] / 3 if best == 0 else grid[-1] * 3
+            row = run_or_load(store, task, method, lr, aux_lr or task.centre_adamw, TUNING_SEED)
+            grid, rows = ([lr, *grid], [row, *rows]) if best == 0 else ([*grid, lr], [*rows, row])
+            best = min(range(len(grid)), key=lambda i: _score(rows[i]))
         if method == "adamw":
             aux_lr = grid[best]
         for seed in REPORT_SEEDS:
