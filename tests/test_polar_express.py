@@ -37,17 +37,7 @@ from egalitarian.linalg import (
 PE = "polar-express"
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return (torch.linalg.matrix_norm(a - b) / torch.linalg.matrix_norm(b).clamp_min(1e-300)).max().item()
-
-
-def reference(G: torch.Tensor, rtol: float | None = None) -> torch.Tensor:
-    """U_r V_rᵀ from an fp64 SVD of G (as given, e.g. fp32-rounded), cutoff s > rtol · s_max."""
-    rtol = default_rtol(G.shape, G.dtype) if rtol is None else rtol
-    U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
-    keep = (s > rtol * s[..., :1]).double()
-    return (U * keep.unsqueeze(-2)) @ Vh
+from test_linalg import reference, rel_err  # noqa: E402  (the same fp64-SVD reference as the exact backends)
 
 
 def with_spectrum(m: int, n: int, s: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, ...]:
