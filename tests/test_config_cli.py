@@ -111,7 +111,7 @@ def test_resolve_fills_defaults_and_does_not_modify_its_input():
     # the fields added after run ids existed are left out while at their default (the early stops: off, 0;
     # the skipped-step limit: 0.1), so old ids stay the same
     off = {"max_seconds": 0.0, "chance_patience": 0, "chance_threshold": 0.0, "max_skip_fraction": 0.1,
-           "clip_grad_norm": 0.0, "autocast": "off", "tensorboard": ""}
+           "clip_grad_norm": 0.0, "autocast": "off", "tensorboard": "", "shuffle_labels_at": []}
     assert {k: TRAIN_DEFAULTS[k] for k in off} == off
     assert out["train"] == {k: v for k, v in TRAIN_DEFAULTS.items() if k not in off}
     assert train_settings(out) == TRAIN_DEFAULTS
@@ -329,8 +329,8 @@ def _shrink_task(task: dict) -> dict:
         task.update(n_train=64, n_test=32)
     elif task["name"] == "mnist":
         pytest.importorskip("sklearn")
-        if task.get("path") is None:
-            task.update(source="digits", n_train=100, n_test=50)
+        if task.get("path") is None:  # Fashion-MNIST has no stand-in: its recipes build and step on the digits
+            task.update(source="digits", dataset="mnist", n_train=100, n_test=50)
     return task
 
 

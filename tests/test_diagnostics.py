@@ -486,3 +486,43 @@ def test_grok_status_rules_on_synthetic_histories():
     assert grok_status(history(n=5))[0] == "memorizing"
     named = [MetricRow(*r) for r in history()]  # rows as read back from metrics.csv or a store
     assert grok_status(named) == grok_status(history())
+
+
+def test_logged_lar_of_a_trained_transformer_checkpoint_equals_the_svd_spectral_form(tmp_path):
+    """Issue #18: the LAR the trainer logs, checked on a real checkpoint (not a synthetic matrix) against an
+    independent evaluation of the spectral form: W's SVD gives the weight spectrum p, the unembedding inputs'
+    projections on W's right singular vectors give the activation spectrum q, LAR = 1 + ln(Σ p q)/(2 ln n)."""
+    import numpy as np
+
+    from egalitarian.build import build_run
+    from egalitarian.config import resolve
+    from egalitarian.methods import OPTIMIZERS
+    from egalitarian.rundir import read_metrics
+
+    cfg = {
+        "task": {"name": "modular", "p": 23, "op": "add", "train_frac": 0.5, "encoding": "tokens"},
+        "model": {"name": "transformer", "dim": 32, "depth": 1, "heads": 4, "d_mlp": 64, "norm": "none"},
+        "optimizer": {"name": "adamw", "lr": 3e-3, "weight_decay": 1.0},
+        "train": {"threads": 1, "progress": "off", "batch_size": 0, "max_epochs": 150, "eval_every": 50,
+                  "stop_after_grok": False},
+        "diagnostics": ["lar"],
+    }
+    train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    logged = {r.step: r.value for r in rows if r.split == "diag" and r.metric == "lar"}
+    final_step = max(logged)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    run = build_run(resolve(cfg, OPTIMIZERS))
+    run.model.load_state_dict(ck["model"])
+    with torch.no_grad():  # the unembedding's inputs: the answer position's final residual stream, no hook
+        X = run.model.hidden_states(run.data.x_train[:256])[:, -1].double().numpy()
+    W = run.model.head.weight.detach().double().numpy()  # (p, dim): n = dim inputs
+    n = W.shape[1]
+    _, s, Vt = np.linalg.svd(W, full_matrices=True)
+    sig2 = np.zeros(n)
+    sig2[: len(s)] = s**2
+    p = sig2 / sig2.sum()
+    q = ((X @ Vt.T) ** 2).sum(0) / (X**2).sum()
+    spectral = 1 + np.log((p * q).sum()) / (2 * np.log(n))
+    assert logged[final_step] == pytest.approx(spectral, abs=1e-6)
+    assert logged[0] != pytest.approx(logged[final_step], abs=1e-3)  # training moved it: not a constant

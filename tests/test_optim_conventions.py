@@ -99,6 +99,31 @@ def test_rms_scale_gives_the_target_rms_and_muon_its_factor(shape):
         assert rms == pytest.approx(expected_rms, rel=1e-12), scale
 
 
+@pytest.mark.parametrize("position", ["after", "before"])
+def test_frobenius_scale_keeps_the_gradients_norm_by_hand(position):
+    """scale="frobenius": c·U Vᵀ with c = ‖G‖_F/√r, r the kept directions (issue #18's magnitude-preserving step).
+    A rank-2 gradient of a 5 × 4 matrix: r = 2, so the step is ‖G‖_F/√2 · U₂V₂ᵀ; per row block the block's norm."""
+    gen = torch.Generator().manual_seed(11)
+    A, B = torch.randn(5, 2, dtype=F64, generator=gen), torch.randn(2, 4, dtype=F64, generator=gen)
+    g = A @ B  # rank 2
+    U, s, Vh = torch.linalg.svd(g, full_matrices=False)
+    uvt = U[:, :2] @ Vh[:2]
+    expected = g.norm() / math.sqrt(2) * uvt
+    W = torch.nn.Parameter(torch.zeros(5, 4, dtype=F64))
+    W.grad = g.clone()
+    EGD([W], lr=1.0, scale="frobenius", momentum=0.5, momentum_position=position, backend="svd").step()
+    torch.testing.assert_close(W.detach(), -expected, atol=1e-12, rtol=0)
+    assert W.detach().norm().item() == pytest.approx(g.norm().item(), rel=1e-12)  # the gradient's magnitude
+    # row blocks: each block its own norm; a zero gradient stays a zero step (no 0/0)
+    g2 = torch.randn(6, 3, dtype=F64, generator=gen)
+    g2[3:] = 0
+    W2 = torch.nn.Parameter(torch.zeros(6, 3, dtype=F64))
+    W2.grad = g2.clone()
+    EGD([W2], lr=1.0, scale="frobenius", row_blocks=2, backend="svd").step()
+    torch.testing.assert_close(W2.detach()[:3], -g2[:3].norm() / math.sqrt(3) * _uvt(g2[:3]), atol=1e-12, rtol=0)
+    assert torch.equal(W2.detach()[3:], torch.zeros(3, 3, dtype=F64))
+
+
 def test_momentum_zero_makes_the_position_irrelevant():
     gen = torch.Generator().manual_seed(5)
     grads = [torch.randn(4, 6, dtype=F64, generator=gen) for _ in range(3)]
@@ -414,7 +439,7 @@ P = [torch.nn.Parameter(torch.zeros(6, 3))]
     "kwargs,message",
     [
         ({"momentum_position": "middle"}, "momentum_position = 'middle': must be one of 'after', 'before'"),
-        ({"scale": "adam"}, "scale = 'adam': must be one of 'none', 'muon', 'rms'"),
+        ({"scale": "adam"}, "scale = 'adam': must be one of 'none', 'muon', 'rms', 'frobenius'"),
         ({"rms_target": 0.0}, "rms_target = 0.0: must be a number > 0"),
         ({"rms_target": -1}, "rms_target = -1: must be a number > 0"),
         ({"rms_target": math.inf}, "rms_target = inf: must be a number > 0"),
@@ -457,7 +482,7 @@ def test_recipes_take_the_new_keys_and_name_bad_ones():
     assert (g["momentum_position"], g["scale"], g["row_blocks"]) == ("before", "muon", 3)
     with pytest.raises(ConfigError) as e:
         build_optimizer(named, "egd", scale="adam")
-    assert str(e.value) == "optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms'"
+    assert str(e.value) == "optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms', 'frobenius'"
     with pytest.raises(ConfigError) as e:
         build_optimizer(named, "egd", row_blocks=5)
     assert str(e.value).startswith("optimizer.row_blocks = 5: must divide the rows of every whitened matrix")
@@ -470,7 +495,7 @@ def test_cli_exits_with_one_line_for_a_bad_convention(tmp_path, capsys):
     code = main(["run", "--config", str(cfg), "--set", "optimizer.scale=adam", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0] == "egd: error: optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms'"
+    assert err[0] == "egd: error: optimizer.scale = 'adam': must be one of 'none', 'muon', 'rms', 'frobenius'"
 
 
 # --------------------------------------------------------------------------------------------- torch.compile

@@ -11,7 +11,7 @@ A config is a nested dict with these sections::
                  chosen table becomes [optimizer] (keys given in [optimizer] win, except a different name);
                  a method without a table runs with the registry's defaults
     [train]      the loop: budget, batches, seeds, evaluation cadence, grokking thresholds, checkpoints,
-                 gradient clipping, autocast, TensorBoard
+                 gradient clipping, autocast, TensorBoard, label shuffles
     [scheduler]  optional: a learning-rate schedule (egalitarian.schedules); a method table may carry its own
                  ([methods.X.scheduler], its paper's warm-up), whose fields [scheduler] overrides
     diagnostics = ["spectrum", ...]   optional, computed at each evaluation (egalitarian.diagnostics)
@@ -87,6 +87,10 @@ TRAIN_FIELDS: tuple[tuple[str, Any, str], ...] = (
      "float32 throughout"),
     ("tensorboard", "", "a directory: TensorBoard scalars of every evaluation (tag split/metric, e.g. test/acc; step "
      "= optimizer step); needs pip install 'egalitarian[tensorboard]'; \"\" = off"),
+    ("shuffle_labels_at", [], "epochs after which the training labels are reshuffled once each (a random "
+     "permutation of the label vector: random labels with the same class counts, the label-shuffle protocol of "
+     "Sokar et al. 2023; test labels untouched): at the start of epoch e, after e completed epochs; strictly "
+     "increasing integers >= 1; [] = never"),
 )
 """The ``[train]`` schema: every field with its default and its meaning."""
 
@@ -94,7 +98,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {name: default for name, default, _ in TRAIN_FI
 TRAIN_HELP: dict[str, str] = {name: text for name, _, text in TRAIN_FIELDS}
 
 OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold", "max_skip_fraction", "clip_grad_norm",
-                        "autocast", "tensorboard")
+                        "autocast", "tensorboard", "shuffle_labels_at")
 """``[train]`` fields that :func:`resolve` leaves out while they equal their default (off, or for
 ``max_skip_fraction`` its default 0.1): added after run ids existed, they must not change the resolved config
 (and so the id) of a run that does not use them.  Read ``[train]`` through :func:`train_settings` to see them."""
@@ -243,7 +247,7 @@ def resolve(cfg: dict[str, Any], known_methods: Collection[str] | None = None) -
         if key in _CHOICES and value not in _CHOICES[key]:
             raise ConfigError(f"train.{key} = {value!r}: must be one of {', '.join(_CHOICES[key])}")
     for key, default in TRAIN_DEFAULTS.items():
-        train.setdefault(key, default)
+        train.setdefault(key, copy.deepcopy(default))
     _check_train(train)
     for key in OMITTED_WHEN_DEFAULT:
         if train[key] == TRAIN_DEFAULTS[key]:
@@ -286,6 +290,11 @@ def _check_train(t: dict[str, Any]) -> None:
     need(0 <= t["max_skip_fraction"] <= 1, "max_skip_fraction", "must be in [0, 1] (1 = never fail)")
     need(math.isfinite(t["clip_grad_norm"]) and t["clip_grad_norm"] >= 0, "clip_grad_norm",
          "must be a finite number >= 0 (0 = off)")
+    at = t["shuffle_labels_at"]
+    need(all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in at)
+         and all(a < b for a, b in zip(at, at[1:], strict=False)), "shuffle_labels_at",
+         "must be a list of strictly increasing integers >= 1, the epochs after which the training labels are "
+         "reshuffled ([] = never)")
 
 
 def section_kwargs(cfg: dict[str, Any], section: str) -> dict[str, Any]:

@@ -70,6 +70,8 @@ class Summary(TypedDict, total=False):
     device: str
     threads: int  # intra-op CPU threads the run used (train.threads, or $EGD_THREADS; 0 = auto = 1)
     data: str  # image tasks only: which data ran, e.g. "mnist (genuine, DIR)" or the digits stand-in
+    # train.shuffle_labels_at only: the label shuffles done, {"epoch": completed epochs, "step": optimizer steps}
+    label_shuffles: list[dict[str, int]]
     final_train_acc: float
     final_test_acc: float
     final_val_acc: float

@@ -232,6 +232,37 @@ def adamw(
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
 
 
+@register("radam")
+def radam(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] | list[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """RAdam (torch.optim.RAdam, Liu et al. 2020): Adam with a rectified warm-up of the adaptive lr; coupled L2."""
+    groups = param_groups(named_params, weight_decay, decay)
+    return torch.optim.RAdam(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+@register("rmsprop")
+def rmsprop(
+    named_params: NamedParams,
+    *,
+    lr: float = 1e-2,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    decay: str = "all",
+) -> Optimizer:
+    """RMSprop (torch.optim.RMSprop, torch's defaults): g / (sqrt(EMA_alpha(g²)) + eps), opt. momentum; coupled L2."""
+    groups = param_groups(named_params, weight_decay, decay)
+    return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
+
+
 @register("egd")
 def egd(
     named_params: NamedParams,
@@ -323,7 +354,8 @@ def egd_adam(
     power_iters: int = 2,
     seed: int = 0,
 ) -> Optimizer:
-    """EGD+Adam: whiten the selected matrices' gradients, then torch.optim.Adam (coupled L2 after whitening)."""
+    """EGD+Adam: whiten the selected matrices' gradients, then ``base``'s step: torch.optim.Adam (default; coupled
+    L2 after whitening), AdamW, SGD, RAdam or RMSprop."""
     transform = _whiten(backend, rtol, clamp_eps, rank, power_iters, seed)
     return _preconditioned(
         named_params,
@@ -346,7 +378,8 @@ def _whiten(
     )
 
 
-_BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+_BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam,
+          "rmsprop": torch.optim.RMSprop}
 
 
 def _base(name: str) -> type[Optimizer]:
@@ -356,8 +389,13 @@ def _base(name: str) -> type[Optimizer]:
 
 
 def _base_kwargs(base: str, lr: float, betas: Sequence[float], eps: float, momentum: float) -> dict[str, Any]:
+    """The base optimizer's keywords from a method's shared keys: sgd takes lr and momentum; adam, adamw and radam
+    take lr, betas and eps; rmsprop takes lr, eps and momentum, with torch's smoothing constant alpha = 0.99 (its
+    ``betas`` are not used)."""
     if base == "sgd":
         return {"lr": lr, "momentum": momentum}
+    if base == "rmsprop":
+        return {"lr": lr, "eps": eps, "momentum": momentum}
     return {"lr": lr, "betas": tuple(betas), "eps": eps}
 
 
@@ -376,7 +414,7 @@ def grokfast(
     lamb: float = 2.0,
     normalize: bool = False,
 ) -> Optimizer:
-    """Grokfast-EMA (Lee et al. 2024): g + λ·EMA_α(g) fed to a base optimizer (adam, adamw or sgd)."""
+    """Grokfast-EMA (Lee et al. 2024): g + λ·EMA_α(g) fed to a base optimizer (adam, adamw, sgd, radam or rmsprop)."""
     return _preconditioned(
         named_params,
         _base(base),

@@ -161,7 +161,10 @@ class EGD(Optimizer):
     * ``"muon"``: ``c = √max(1, m/n)``, Keller Jordan's original Muon;
     * ``"rms"``: ``c = ρ·√max(m, n)``, ``ρ = rms_target`` (default 0.2): a full-rank ``U Vᵀ`` has RMS
       ``1/√max(m, n)`` (``‖U Vᵀ‖_F² = min(m, n)``), so ``c·W`` has RMS ``ρ``, the typical RMS of an AdamW
-      update, as in Moonshot's Moonlight; the lr of an AdamW setup then carries over.
+      update, as in Moonshot's Moonlight; the lr of an AdamW setup then carries over;
+    * ``"frobenius"``: ``c = ‖mat(g)‖_F / ‖W‖_F = ‖mat(g)‖_F/√r`` (``r`` kept directions), magnitude preserving:
+      the whitened step keeps the gradient's (or, ``"before"``, the momentum's) Frobenius norm, so it shrinks
+      as the gradient does, while its singular values stay equal.
 
     Parameters with fewer than 2 dimensions (biases) are never whitened nor scaled: they take the plain SGD step
     with the same momentum and decay (the same equations in both positions).  With ``momentum=0``,
@@ -185,7 +188,8 @@ class EGD(Optimizer):
         weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
             before whitening (the paper's convention).
         momentum_position: ``"after"`` (default) or ``"before"`` the whitening (equations above).
-        scale: ``"none"`` (default), ``"muon"`` or ``"rms"``; ``rms_target``: ρ > 0 of ``"rms"`` (default 0.2).
+        scale: ``"none"`` (default), ``"muon"``, ``"rms"`` or ``"frobenius"``; ``rms_target``: ρ > 0 of ``"rms"``
+            (default 0.2).
         row_blocks: k ≥ 1 (default 1): whiten each matrix as k blocks of rows; ``out`` must be a multiple of k.
         backend, rtol, eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
             ``eps`` selects the paper's clamp ``1/max(s, eps)``.

@@ -19,7 +19,10 @@ computed from their stores (:mod:`egalitarian.table5`); ``fig6``, the theory's l
 numerically (:mod:`egalitarian.theory`).  And ``appf``, App. F's "where the solutions end up" (issue #16): a sweep of
 its own (EGD and SGD on mod-add p = 97 with the ``travel`` diagnostic, Table 2's stop rule, 3 seeds, into
 ``reproduce/appf.sqlite``), then the distances travelled, the EGD–SGD distance, the norms and the spectra of the
-final weights: a figure and a table (:mod:`egalitarian.appf`).
+final weights: a figure and a table (:mod:`egalitarian.appf`).  And ``table8``, App. E's label shuffling (issue #15): a
+sweep of its own (a small CNN under Adam, RAdam and RMSprop with and without EGD, the training labels reshuffled
+after 1, 3, 4 or 9 epochs, into ``reproduce/table8.sqlite``), then the mean training accuracy over the 10 epochs
+after the shuffle, ours next to the paper's (:mod:`egalitarian.table8`; ``--dataset fashion-mnist|cifar10``).
 
 ``--seeds`` is a count N (seeds 0..N-1), a range ``5-9`` (inclusive) or a list ``0,3,7``; the store does not
 depend on it, so more seeds continue the same store.

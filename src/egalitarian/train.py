@@ -20,6 +20,13 @@ after the non-finite check), ``train.autocast = "bf16"`` (forward passes and los
 optimizer in float32) and ``train.tensorboard`` (the metrics as TensorBoard event files,
 :mod:`egalitarian.tracking`).
 
+``train.shuffle_labels_at = [e, …]`` (the label-shuffle protocol of Sokar et al. 2023, the EGD paper's Table 8,
+:mod:`egalitarian.table8`): at the start of epoch e (after e completed epochs) the training labels are replaced,
+in place, by a permutation of themselves (:func:`shuffle_labels`), drawn from a generator of its own seeded from
+(``shuffle_seed``, the shuffle's index), so the data order is the run's without the option.  The test and
+validation labels are untouched.  The summary lists the shuffles (``label_shuffles``: epoch and step of each); a
+resumed run replays the shuffles it had done, so it continues bit-identically.
+
 Denormal floats are flushed to zero during ``train()`` (``torch.set_flush_denormal``): at high learning rates
 weights drift into the denormal range and CPU steps become 4-9× slower.
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import os
 import signal
@@ -141,6 +149,9 @@ class LoopState:
     epoch_correct: float = 0.0
     epoch_count: int = 0
     last: dict[str, float] = field(default_factory=dict)  # the last evaluation's accuracies and losses
+    # train.shuffle_labels_at: the label shuffles done so far ({"epoch", "step"} each); checkpoints written before
+    # the option have none
+    label_shuffles: list[dict[str, int]] = field(default_factory=list)
 
     def when(self) -> Event:
         return {"step": self.step, "epoch": self.epoch, "seconds": self.seconds}
@@ -178,6 +189,23 @@ def chance_threshold(tc: dict[str, Any], data: Any) -> float:
     if data.target == "class" and data.num_outputs >= 3:
         return 2 / data.num_outputs
     return 0.6
+
+
+def label_permutation(n: int, shuffle_seed: int, index: int) -> Tensor:
+    """The permutation of the ``index``-th label shuffle (0-based) of a run with ``train.shuffle_seed``: a
+    ``torch.randperm(n)`` from a generator of its own, seeded from both numbers (the first 8 bytes of
+    SHA-256 of ``"label-shuffle:{shuffle_seed}:{index}"``), so the data-order generator is left alone."""
+    digest = hashlib.sha256(f"label-shuffle:{shuffle_seed}:{index}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.randperm(n, generator=gen)
+
+
+@torch.no_grad()
+def shuffle_labels(data: Any, shuffle_seed: int, index: int) -> None:
+    """The ``index``-th label shuffle: ``data.y_train ← data.y_train[perm]`` in place (on its device), with
+    ``perm`` = :func:`label_permutation`; every holder of the training labels (the diagnostics' sample) sees them."""
+    y = data.y_train
+    y.copy_(y[label_permutation(len(y), shuffle_seed, index).to(y.device)])
 
 
 @torch.no_grad()
@@ -321,6 +349,7 @@ def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Ba
     """The run's :class:`~egalitarian.grokking.Summary` from its loop state and metric rows."""
     tc, ev = cfg["train"], st.events
     mem, grok = ev["memorized"], ev["grokked"]
+    shuffles = {"label_shuffles": [dict(e) for e in st.label_shuffles]} if tc.get("shuffle_labels_at") else {}
     out: Summary = {
         "name": cfg.get("name"),
         "status": status,
@@ -341,6 +370,7 @@ def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Ba
         "device": str(device),
         "threads": threads if threads is not None else torch.get_num_threads(),
         **({"data": data} if data else {}),  # which data ran (image tasks: TaskData.info["data"])
+        **shuffles,  # train.shuffle_labels_at: when the labels were reshuffled
         **{f"final_{k}": v for k, v in st.last.items()},  # type: ignore[typeddict-item]
     }
     out["grok_status"], out["grok_status_reason"] = grok_status(  # type: ignore[typeddict-item]
@@ -393,6 +423,9 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     device = pick_device(tc["device"])
     cast = autocast(tc["autocast"], device)
     run = build_run(cfg, device)  # the task's split seed is in [task]; init seed train.seed
+    shuffle_at = list(tc["shuffle_labels_at"])
+    if shuffle_at:  # the labels are shuffled in place: the run's own copy, before anyone takes a view of it
+        run.data.y_train = run.data.y_train.clone()
     if tc["switch_off_threshold"] > 0 and tc["switch_off_split"] == "val" and run.data.x_val is None:
         raise ConfigError("train.switch_off_split = 'val' needs a validation split: set task.val_frac > 0")
     diag = None
@@ -414,6 +447,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     ckpt = run_dir / rundir.CHECKPOINT if run_dir is not None else None
     if resume and ckpt is not None and ckpt.exists():
         st, rows = load_checkpoint(ckpt, cfg, run, gen, device)
+        for k in range(len(st.label_shuffles)):  # the labels as the checkpointed run had them
+            shuffle_labels(data, tc["shuffle_seed"], k)
     # with nonfinite = "skip": once the skipped steps exceed this, more than max_skip_fraction of the run's
     # steps are skipped however it ends (it has at most max_steps), so it fails now rather than at its end
     skip_limit = tc["max_skip_fraction"] * max_steps if tc["nonfinite"] == "skip" else math.inf
@@ -467,6 +502,9 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             if st.batch == 0:
                 st.perm = torch.randperm(data.n_train, generator=gen) if batches.shuffle else None
                 st.epoch_loss, st.epoch_correct, st.epoch_count = 0.0, 0.0, 0
+                while len(st.label_shuffles) < len(shuffle_at) and shuffle_at[len(st.label_shuffles)] <= st.epoch:
+                    shuffle_labels(data, tc["shuffle_seed"], len(st.label_shuffles))
+                    st.label_shuffles.append({"epoch": st.epoch, "step": st.step})
             b = st.batch
             idx = slice(b * bs, (b + 1) * bs) if st.perm is None else st.perm[b * bs : (b + 1) * bs].to(device)
             xb, yb = data.x_train[idx], data.y_train[idx]

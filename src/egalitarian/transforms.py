@@ -54,7 +54,7 @@ State = Any
 
 UpdateMany = Callable[[Sequence[Tensor], Sequence[State], Sequence[Tensor]], tuple[list[Tensor], list[State]]]
 
-SCALES = ("none", "muon", "rms")
+SCALES = ("none", "muon", "rms", "frobenius")
 """The step-size conventions of :func:`whiten` (``scale=``): see there."""
 
 
@@ -189,7 +189,10 @@ def whiten(
     * ``"none"`` (default, the paper): ``c = 1``, every kept singular value is 1;
     * ``"muon"``: ``c = √max(1, m/n)`` (Keller Jordan's Muon);
     * ``"rms"``: ``c = ρ·√max(m, n)`` with ``ρ = rms_target`` (default 0.2): a full-rank ``U Vᵀ`` has RMS
-      ``1/√max(m, n)``, so the block's RMS becomes ``ρ``, AdamW's typical update RMS (Moonshot's Moonlight).
+      ``1/√max(m, n)``, so the block's RMS becomes ``ρ``, AdamW's typical update RMS (Moonshot's Moonlight);
+    * ``"frobenius"``: ``c = ‖G‖_F / ‖U Vᵀ‖_F = ‖G‖_F/√r`` (``r`` kept directions; ``c = 0`` if none), magnitude
+      preserving: the step has the gradient's Frobenius norm and equal singular values, so it shrinks as the
+      gradient does (every kept singular value becomes the RMS singular value of ``G``).
 
     For ``backend="rsvd"`` the Gaussian sketch is drawn from a generator seeded by ``(seed, step)``: a fresh
     sketch per step like the paper's PyTorch code (``resample=False`` reuses one sketch forever, like its JAX
@@ -222,6 +225,9 @@ def whiten(
         return kwargs, state
 
     def finish(out: Tensor, grad: Tensor) -> Tensor:
+        if scale == "frobenius":  # per block: ‖G_block‖_F / ‖U Vᵀ‖_F, 0 where nothing was kept
+            g, w = _blocks(grad, row_blocks).norm(dim=(-2, -1), keepdim=True), out.norm(dim=(-2, -1), keepdim=True)
+            return (out * torch.where(w > 0, g / torch.where(w > 0, w, 1), 0)).reshape(grad.shape)
         c = _scale_factor(scale, rms_target, out.shape[-2], out.shape[-1])
         if c is not None:
             out = out * c
