@@ -12,7 +12,8 @@ weights), at those weights:
 * on ``--batches`` random mini-batches of the training batch size, the gradient of W1 as the trainer forms it,
   ``G = B + λ W1`` (B: the data term of the batch, rank ≤ batch size; λ W1: the L2 term of the loss), its singular
   values ``s`` (float64 SVD), and:
-  - ``kept``: directions the exact whitening keeps (``s > max(m, n)·ε·s_max``, the default cutoff); every one of
+  - ``kept``: directions the exact whitening keeps (``s > rtol·s_max``: the run's ``rtol``, by default
+    ``max(m, n)·ε``); every one of
     them moves at the same speed ``lr`` in the step ``−lr·U Vᵀ``;
   - ``weak``: kept directions with ``s < 10⁻² s_max``; ``weak_step`` = their share of the whitened step's squared
     norm (``weak / kept``), ``weak_grad`` = their share of ``‖G‖_F²``;
@@ -71,6 +72,11 @@ def gradients(run, xb, yb) -> tuple[torch.Tensor, torch.Tensor]:
 def measure(run_dir: Path, batches: int, steps: int) -> dict:
     cfg, run, summary = load(run_dir)
     lr, lam, bs = cfg["optimizer"]["lr"], run.l2, cfg["train"]["batch_size"]
+    opt_cfg = cfg["optimizer"]
+    rtol = opt_cfg.get("rtol") or default_rtol(run.model.layers[0].weight.shape, torch.float32)
+    variant = ", ".join(f"{k}={opt_cfg[k]}" for k in ("rtol", "weight_decay", "momentum", "scale")
+                        if opt_cfg.get(k) not in (None, 0, 0.0, "none"))
+    variant += f"{', ' if variant else ''}L2={lam:g}" + (f", {cfg['scheduler']['name']}" if "scheduler" in cfg else "")
     model, data = run.model, run.data
     W1 = model.layers[0].weight
     with torch.no_grad():
@@ -89,16 +95,16 @@ def measure(run_dir: Path, batches: int, steps: int) -> dict:
         idx = torch.randperm(data.n_train, generator=gen)[:bs]
         G, B = gradients(run, data.x_train[idx], data.y_train[idx])
         s = torch.linalg.svdvals(G.double())
-        kept = s > default_rtol(G.shape, G.dtype) * s[0]
+        kept = s > rtol * s[0]
         weak = kept & (s < 1e-2 * s[0])
         acc["kept"].append(int(kept.sum()))
         acc["weak"].append(int(weak.sum()))
         acc["weak_step"].append(float(weak.sum() / kept.sum()))
         acc["weak_grad"].append(float((s[weak] ** 2).sum() / (s**2).sum()))
         for key, M in (("shrink_G", G), ("shrink_B", B)):
-            P = polar(M).double()  # fp32 in, as the optimizer whitens it
+            P = polar(M, rtol=rtol).double()  # fp32 in, with the run's cutoff, as the optimizer whitens it
             acc[key].append(float(lr * (P * W).sum() / (W * W).sum()))
-        P = polar(G).double()
+        P = polar(G, rtol=rtol).double()
         acc["cos"].append(float((P * G.double()).sum() / (P.norm() * G.double().norm())))
     # the path: further steps with the run's optimizer (fresh state) on random batches
     opt = run.optimizer
@@ -119,6 +125,7 @@ def measure(run_dir: Path, batches: int, steps: int) -> dict:
     return {
         "run": run_dir.name,
         "seed": cfg["train"]["seed"],
+        "variant": variant,
         "k": cfg["task"]["k"],
         "status": summary.get("status"),
         "epochs": summary.get("epochs"),
@@ -145,7 +152,8 @@ def measure(run_dir: Path, batches: int, steps: int) -> dict:
     }
 
 
-COLUMNS = [("seed", "{}"), ("status", "{}"), ("epochs", "{}"), ("train_acc", "{:.3f}"), ("test_acc", "{:.3f}"),
+COLUMNS = [("variant", "{}"), ("seed", "{}"), ("status", "{}"), ("epochs", "{}"), ("train_acc", "{:.3f}"),
+           ("test_acc", "{:.3f}"),
            ("W1_norm", "{:.2f}"), ("relevant", "{:.3f}"), ("W1_erank", "{:.1f}"), ("kept", "{:.1f}"),
            ("weak", "{:.1f}"), ("weak_step", "{:.2f}"),
            ("weak_grad", "{:.1e}"), ("shrink_G", "{:.2e}"), ("shrink_B", "{:.2e}"), ("shrink_sgd", "{:.1e}"),

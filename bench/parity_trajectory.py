@@ -74,14 +74,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="parity-k3")
     ap.add_argument("--method", default="egd")
-    ap.add_argument("--seeds", type=int, nargs="+", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[])
     ap.add_argument("--epochs", type=int, default=300)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--replot", type=Path, help="draw --out from this --json file instead of training")
     a = ap.parse_args()
     torch.set_num_threads(1)
     runs = {}
+    if a.replot:
+        saved = json.loads(a.replot.read_text())
+        runs = {int(k): v for k, v in saved["runs"].items()}
+        a.recipe, a.method, a.set, a.seeds = saved["recipe"], saved["method"], saved["set"], []
     for s in a.seeds:
         t = trajectory(config(a.recipe, a.method, s, a.set), a.epochs)
         runs[s] = t
@@ -101,8 +106,9 @@ def main() -> None:
         for s, t in runs.items():
             failed = t["grok_epoch"] is None
             style = {"color": "C3" if failed else "C0", "alpha": 0.9 if failed else 0.5, "lw": 1.2}
+            label = f"seed {s}: " + (f"not by epoch {t['epoch'][-1]}" if failed else f"95% at {t['grok_epoch']}")
             for ax, key in zip(axes, ("relevant", "W1", "train_acc", "test_acc"), strict=True):
-                ax.plot(t["epoch"], t[key], label=f"seed {s}" + (" (no grok)" if failed else ""), **style)
+                ax.plot(t["epoch"], t[key], label=label, **style)
         for ax, title in zip(axes, ("share of |W1|² on the k secret inputs", "|W1|_F", "train acc (running)",
                                     "test acc"), strict=True):
             ax.set(title=title, xlabel="epoch", xscale="log")
