@@ -10,7 +10,8 @@ prints per run:
 * ``mem`` / ``grok``: the first evaluation with train accuracy ≥ 0.99 / test accuracy ≥ the run's threshold;
 * the LAR at step 0, at memorization, at grokking and at the end, and ``k_eff = n^{2(1−LAR)}`` at the end;
 * ``K``: the number of key frequencies of the final model, the frequencies holding 90% of the token embedding's
-  Fourier energy (``fourier_nfreq``), and ``2K`` beside ``k_eff`` (the LAR paper's prediction for a sparse Fourier
+  Fourier energy (``fourier_nfreq``; meaningful for modular addition only, drawn only there), and ``2K`` beside
+  ``k_eff`` (the LAR paper's prediction for a sparse Fourier
   solution is ``k_eff ≈ 2K``: a cosine and a sine per frequency);
 * *who moves first*: on the stretch from memorization to the end, the step at which each of LAR, test accuracy
   (and the restricted loss, the Fourier Gini, where logged) has covered 10% and 50% of its total change.  A
@@ -124,7 +125,7 @@ def plot(runs: list[dict], out: Path) -> None:
             if c.get("diag_keff"):
                 ax[2].plot(*zip(*c["diag_keff"], strict=True), color="C3", alpha=alpha,
                            label="k_eff" if i == 0 else None)
-            if c.get("diag_fourier_nfreq"):
+            if c.get("diag_fourier_nfreq") and r["cfg"]["task"].get("op") == "add":  # key frequencies: addition only
                 steps, k = zip(*c["diag_fourier_nfreq"], strict=True)
                 ax[2].plot(steps, [2 * x for x in k], ":", color="k", alpha=alpha, label="2K" if i == 0 else None)
             if c.get("diag_restricted"):
@@ -137,7 +138,7 @@ def plot(runs: list[dict], out: Path) -> None:
                 ax[3].plot(*zip(*c["diag_fourier_gini"], strict=True), color="C6", alpha=alpha,
                            label="Fourier Gini" if i == 0 else None)
         name, method = key
-        axes[row][0].set(ylabel=f"{name}\n{method}", ylim=(0, 1.02))
+        axes[row][0].set(ylabel=method, ylim=(0, 1.02), title=name if row == 0 or keys[row - 1][0] != name else "")
         axes[row][1].set(ylabel="LAR (unembedding)")
         axes[row][2].set(ylabel="k_eff", yscale="log")
         for ax in axes[row]:
