@@ -143,6 +143,7 @@ def plot(runs: list[dict], out: Path) -> None:
         axes[row][2].set(ylabel="k_eff", yscale="log")
         for ax in axes[row]:
             ax.set_xscale("symlog", linthresh=100)
+            ax.set_xlim(left=0)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
     for ax in axes[-1]:
