@@ -1,4 +1,5 @@
-"""The shipped example files: every sweep file loads and expands; every examples/ path the docs name exists."""
+"""The shipped example files: every sweep file loads and expands, every tune spec loads and plans a valid run for
+each of its methods; every examples/ path the docs name exists."""
 
 from __future__ import annotations
 
@@ -8,22 +9,41 @@ from pathlib import Path
 
 import pytest
 
+from egalitarian.config import resolve
+from egalitarian.methods import OPTIMIZERS
 from egalitarian.sweep import load_sweep
+from egalitarian.tune import base_values, load_tune, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+TUNES = [p for p in EXAMPLES if "tune" in tomllib.loads(p.read_text())]
+SWEEPS = [p for p in EXAMPLES if p not in TUNES]
 
 
 def test_there_are_example_sweeps():
     assert (ROOT / "examples" / "egd-vs-sgd.toml") in EXAMPLES
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_every_example_sweep_loads(path):
-    if "tune" in tomllib.loads(path.read_text()):
-        pytest.skip("a tune spec (egd tune), not a sweep file")
     sweep = load_sweep(path)
     assert sweep.runs and len({r.id for r in sweep.runs}) == len(sweep.runs)
+
+
+@pytest.mark.parametrize("path", TUNES, ids=[p.name for p in TUNES])
+def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
+    spec = load_tune(path)
+    assert len(spec.contenders) >= 2 and set(spec.tuning_seeds).isdisjoint(spec.reporting_seeds)
+    ids = set()
+    for c in spec.contenders:  # each method at its own values (the centre of every relative range)
+        values = {d.field: base_values(spec, c)[d.field] if d.relative else d.low for d in spec.space}
+        (run,) = plan(spec, c, values, spec.tuning_seeds[:1])
+        cfg = resolve(run.config, OPTIMIZERS)  # unknown methods, fields or values raise here
+        for fld, v in values.items():
+            section, key = fld.split(".")
+            assert cfg[section][key] == pytest.approx(v)
+        ids.add(run.id)
+    assert len(ids) == len(spec.contenders)  # no two methods of a leaderboard are the same run
 
 
 def test_egd_vs_sgd_is_the_sweep_the_docs_describe():
