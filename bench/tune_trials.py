@@ -13,7 +13,7 @@ import argparse
 
 import optuna
 
-from egalitarian.tune import CENSORED, load_tune, trial_values
+from egalitarian.tune import CENSORED, load_tune, study_name, trial_values
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     print(f"| method | trials ({fields} → {spec.metric}; `>` = censored, with the final test accuracy) |")
     print("|---|---|")
     for c in spec.contenders:
-        study = optuna.load_study(study_name=f"{spec.name}/{c.label}", storage=f"sqlite:///{spec.study_path}")
+        study = optuna.load_study(study_name=study_name(spec, c), storage=f"sqlite:///{spec.study_path}")
         cells = []
         for t in study.trials:
             if t.value is None:

@@ -339,6 +339,11 @@ def score(spec: TuneSpec, rows: list[dict[str, Any]]) -> float:
     return CENSORED + 1.0 - statistics.fmean(accs or [0.0])
 
 
+def study_name(spec: TuneSpec, c: Contender) -> str:
+    """The name of a method's Optuna study in ``spec.study_path``."""
+    return f"{spec.name}/{c.label}"
+
+
 def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local", address: str | None = None,
            log: Any = print) -> dict[str, Any]:
     """Run (or continue) the search; returns the Optuna studies by method label."""
@@ -347,7 +352,7 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
     storage = f"sqlite:///{spec.study_path.resolve()}"
     dists = _distributions(spec, optuna)
     studies = {
-        c.label: optuna.create_study(study_name=f"{spec.name}/{c.label}", storage=storage, direction="minimize",
+        c.label: optuna.create_study(study_name=study_name(spec, c), storage=storage, direction="minimize",
                                      sampler=_sampler(spec, optuna), load_if_exists=True)
         for c in spec.contenders
     }
