@@ -414,10 +414,14 @@ def test_spectrum_reads_the_raw_gradient_and_the_whitened_angle():
     assert "diag_wcos.layers.1.weight" not in out and "diag_cond.layers.1.weight" in out
 
 
-def test_all_diagnostics_on_a_token_transformer():
-    data = make_task("modular", p=7, train_frac=0.5, encoding="tokens")
+@pytest.mark.parametrize(("encoding", "kwargs"), [
+    ("tokens", {}),
+    ("tokens3", {"init": "nanda", "attn_bias": False, "last_only": True}),  # the nanda-add-p113 recipe's model
+])
+def test_all_diagnostics_on_a_token_transformer(encoding, kwargs):
+    data = make_task("modular", p=7, train_frac=0.5, encoding=encoding)
     torch.manual_seed(0)
-    model = Transformer(9, 4, 7, dim=16, depth=1, heads=2)
+    model = Transformer(data.vocab_size, data.input_dim, 7, dim=16, depth=1, heads=2, **kwargs)
     diag = Diagnostics(list(NAMES), model, data, cross_entropy, sample_size=20)
     cross_entropy(model(data.x_train), data.y_train).backward()
     out = diag.compute()

@@ -239,9 +239,80 @@ def test_default_transformer_param_count_by_hand():
     assert count_params(model, trainable_only=True) == total - v * d
 
 
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("depth", [1, 2])
+def test_last_only_gives_the_same_logits_and_gradients(norm, depth):
+    # last_only computes the last block at the last position only: the function and every gradient must equal
+    # those of the model that computes every position (same weights), and all_positions must still work.
+    full = small_transformer(norm, depth=depth)
+    fast = small_transformer(norm, depth=depth, last_only=True)
+    fast.load_state_dict(full.state_dict())
+    tokens = torch.randint(0, 11, (6, 5))
+    target = torch.randint(0, 7, (6,))
+    grads = []
+    for model in (full, fast):
+        model.zero_grad()
+        out = model(tokens)
+        F.cross_entropy(out, target).backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        with torch.no_grad():
+            assert torch.allclose(out, reference_forward(full, tokens, norm), atol=1e-5)
+            assert model(tokens, all_positions=True).shape == (6, 5, 7)
+            assert model.hidden_states(tokens).shape == (6, 5, 16)
+    assert fast.hidden_states(tokens, all_positions=False).shape == (6, 1, 16)
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[0].items():
+        assert torch.allclose(grads[1][name], g, atol=1e-6), name
+
+
+def nanda_reference_forward(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Nanda et al.'s (2023) 1-layer block written out per head, as in their code (einsums over W_Q, W_K, W_V of
+    shape (heads, d_head, d), scores masked below the diagonal, no biases in attention, ReLU MLP)."""
+    block = model.blocks[0]
+    heads, dim = block.attn.heads, model.tok_emb.embedding_dim
+    w_q, w_k, w_v = block.attn.qkv.weight.view(3, heads, dim // heads, dim)
+    x = model.tok_emb.weight[tokens] + model.pos_emb.weight[: tokens.shape[1]]
+    q, k, v = (torch.einsum("ihd,bpd->biph", w, x) for w in (w_q, w_k, w_v))
+    scores = torch.einsum("biph,biqh->biqp", k, q) / math.sqrt(dim // heads)
+    length = tokens.shape[1]
+    scores = scores.masked_fill(torch.ones(length, length).triu(1).bool(), float("-inf"))
+    z = torch.einsum("biph,biqp->biqh", v, scores.softmax(-1))
+    x = x + torch.einsum("df,bqf->bqd", block.attn.out.weight, z.permute(0, 2, 1, 3).reshape(*z.shape[:1], length, dim))
+    w_in, b_in, w_out, b_out = block.mlp[0].weight, block.mlp[0].bias, block.mlp[2].weight, block.mlp[2].bias
+    x = x + torch.relu(x @ w_in.T + b_in) @ w_out.T + b_out
+    return x[:, -1] @ model.head.weight.T
+
+
+def test_nanda_model_init_and_forward():
+    p, dim, d_mlp = 113, 128, 512
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=p + 1, seq_len=3, num_outputs=p, dim=dim, depth=1, heads=4, d_mlp=d_mlp,
+                        activation="relu", norm="none", init="nanda", attn_bias=False)
+    params = dict(model.named_parameters())
+    # their parameters (W_E, W_pos, W_Q/K/V/O, W_in, b_in, W_out, b_out, W_U), counted by hand
+    assert count_params(model) == (p + 1) * dim + 3 * dim + 4 * dim * dim + 2 * dim * d_mlp + d_mlp + dim + dim * p
+    assert "blocks.0.attn.qkv.bias" not in params and "blocks.0.attn.out.bias" not in params
+    for name, param in params.items():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(param) == 0, name
+            continue
+        std = p ** -0.5 if name == "head.weight" else dim ** -0.5
+        # the sample std of n >= 384 normal draws is within 4 standard errors (std / sqrt(2n)) of std
+        assert abs(param.std().item() - std) < 4 * std / math.sqrt(2 * param.numel()), name
+        assert abs(param.mean().item()) < 4 * std / math.sqrt(param.numel()), name
+    grokfast = Transformer(vocab_size=p + 1, seq_len=3, num_outputs=p, dim=dim, depth=1, norm="none")
+    assert grokfast.tok_emb.weight.std() > 0.9  # the default keeps N(0, 1) embeddings: 11x Nanda's
+    tokens = torch.randint(0, p + 1, (8, 3))
+    with torch.no_grad():
+        assert torch.allclose(model(tokens), nanda_reference_forward(model, tokens), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "value"),
     [
+        ({"init": "xavier"}, "model.init", "'xavier'"),
+        ({"attn_bias": 1}, "model.attn_bias", "1"),
+        ({"last_only": "yes"}, "model.last_only", "'yes'"),
         ({"dim": 18}, "model.heads", "4"),
         ({"norm": "sandwich"}, "model.norm", "'sandwich'"),
         ({"activation": "swish"}, "model.activation", "'swish'"),

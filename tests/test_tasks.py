@@ -136,6 +136,17 @@ def test_token_encoding() -> None:
         assert x.tolist() == [[a, p, b, p + 1] for a, b in pairs]
 
 
+def test_three_token_encoding_is_nandas() -> None:
+    p = 7
+    data = modular(p=p, op="add", encoding="tokens3", train_frac=0.3)
+    assert (data.input_dim, data.vocab_size, data.num_outputs) == (3, p + 1, p)
+    for split, pairs in split_pairs(data).items():
+        x = getattr(data, f"x_{split}")
+        assert x.dtype == torch.int64
+        assert x.tolist() == [[a, b, p] for a, b in pairs]
+        assert getattr(data, f"y_{split}").tolist() == [(a + b) % p for a, b in pairs]
+
+
 def test_split_seed_determines_the_split() -> None:
     first = split_pairs(modular(p=11, split_seed=3))
     assert split_pairs(modular(p=11, split_seed=3)) == first

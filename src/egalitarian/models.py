@@ -22,7 +22,8 @@ from torch import nn
 
 from egalitarian.errors import ConfigError, check
 
-__all__ = ["ACTIVATIONS", "CNN", "INITS", "MLP", "NORMS", "POOLS", "Transformer", "count_params"]
+__all__ = ["ACTIVATIONS", "CNN", "INITS", "MLP", "NORMS", "POOLS", "TRANSFORMER_INITS", "Transformer",
+           "count_params"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -33,6 +34,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 INITS: tuple[str, ...] = ("he_normal", "he_normal_bias", "torch")
 NORMS: tuple[str, ...] = ("pre", "grokfast", "post", "none")
+TRANSFORMER_INITS: tuple[str, ...] = ("grokfast", "nanda")
 POOLS: tuple[str, ...] = ("each", "last")
 
 
@@ -155,53 +157,63 @@ class CausalSelfAttention(nn.Module):
         \qquad M_{ij} = -\infty \text{ for } j > i
 
     Parameters and init match ``nn.MultiheadAttention`` (as used by Grokfast): ``qkv.weight`` (3·dim × dim)
-    Xavier-uniform, ``qkv.bias`` 0, ``out.weight`` PyTorch default, ``out.bias`` 0.
+    Xavier-uniform, ``qkv.bias`` 0, ``out.weight`` PyTorch default, ``out.bias`` 0 (no biases if ``bias`` is
+    false).
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out = nn.Linear(dim, dim, bias=bias)
         with torch.no_grad():
             nn.init.xavier_uniform_(self.qkv.weight)
-            self.qkv.bias.zero_()
-            self.out.bias.zero_()
+            if bias:
+                self.qkv.bias.zero_()
+                self.out.bias.zero_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, L, dim) → (N, L, dim)``; position ``i`` attends to positions ``≤ i`` only."""
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(N, L, dim) → (N, L, dim)``; position ``i`` attends to positions ``≤ i`` only.  With ``last_only``
+        only the last position's output is computed, ``(N, 1, dim)`` (it attends to every position)."""
         n, length, dim = x.shape
         q, k, v = self.qkv(x).view(n, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, length = q[:, :, -1:], 1
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=not last_only)
         return self.out(y.transpose(1, 2).reshape(n, length, dim))
 
 
 class Block(nn.Module):
     """One transformer block; where the LayerNorms sit is set by ``norm`` (see :class:`Transformer`)."""
 
-    def __init__(self, dim: int, heads: int, d_mlp: int, activation: str, norm: str, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, d_mlp: int, activation: str, norm: str, dropout: float,
+                 attn_bias: bool = True) -> None:
         super().__init__()
         self.norm = norm
         self.ln1: nn.Module = nn.Identity() if norm == "none" else nn.LayerNorm(dim)
         self.ln2: nn.Module = nn.Identity() if norm == "none" else nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, dropout)
+        self.attn = CausalSelfAttention(dim, heads, dropout, bias=attn_bias)
         self.mlp = nn.Sequential(nn.Linear(dim, d_mlp), ACTIVATIONS[activation](), nn.Linear(d_mlp, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(N, L, dim) → (N, L, dim)``, or ``(N, 1, dim)``: the last position only (``last_only``)."""
+        def keep(h: torch.Tensor) -> torch.Tensor:  # the residual stream at the positions computed
+            return h[:, -1:] if last_only else h
+
         if self.norm == "pre":
-            x = x + self.drop(self.attn(self.ln1(x)))
+            x = keep(x) + self.drop(self.attn(self.ln1(x), last_only))
             return x + self.drop(self.mlp(self.ln2(x)))
         if self.norm == "grokfast":
             x = self.ln1(x)
-            x = x + self.drop(self.attn(x))
+            x = keep(x) + self.drop(self.attn(x, last_only))
             return x + self.drop(self.mlp(self.ln2(x)))
         if self.norm == "post":
-            x = self.ln1(x + self.drop(self.attn(x)))
+            x = self.ln1(keep(x) + self.drop(self.attn(x, last_only)))
             return self.ln2(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(x))  # "none"
+        x = keep(x) + self.drop(self.attn(x, last_only))  # "none"
         return x + self.drop(self.mlp(x))
 
 
@@ -227,8 +239,13 @@ class Transformer(nn.Module):
     itself uses ``norm="grokfast"``, ``vocab_size = num_outputs = p + 2`` and ``seq_len=5`` (one unused
     position embedding). Nanda: ``depth=1, d_mlp=512, activation="relu", norm="none"``, p = 113.
 
-    Init follows Grokfast's modules: embeddings ``N(0, 1)``, attention as ``nn.MultiheadAttention``,
-    MLP / head / LayerNorm PyTorch defaults.
+    ``init`` (the scales differ up to 11×, and they set how long grokking takes):
+
+    * ``"grokfast"``: Grokfast's modules: embeddings ``N(0, 1)``, attention as ``nn.MultiheadAttention``,
+      MLP / head / LayerNorm PyTorch defaults.
+    * ``"nanda"``: Nanda et al.'s (2023) code: every matrix (token and position embeddings, Q, K, V, O, both MLP
+      matrices) ``N(0, 1/dim)``, the head ``N(0, 1/num_outputs)``, every bias 0.  With ``attn_bias=False`` and
+      ``norm="none"`` this is their model (they also have no attention biases).
 
     Args:
         vocab_size: number of input token ids.
@@ -240,6 +257,13 @@ class Transformer(nn.Module):
         norm: ``pre``, ``grokfast``, ``post`` or ``none`` (above).
         dropout: dropout on attention weights and on each sublayer's output, in ``[0, 1)``.
         d_mlp: MLP hidden width; overrides ``mlp_ratio``.
+        init: ``grokfast`` or ``nanda`` (above).
+        attn_bias: biases on the attention's ``qkv`` and ``out`` projections.
+        last_only: compute the last block's attention output, MLP, the final norm and the head only at the last
+            position, the only one the logits are read from.  The same function and gradients, with fewer
+            operations (the MLP runs on 1 of L positions in the last block), but not bit-identical to
+            computing every position: float sums then run in another order.  ``all_positions=True`` in
+            :meth:`forward` and :meth:`hidden_states` still computes every position.
     """
 
     def __init__(
@@ -255,6 +279,9 @@ class Transformer(nn.Module):
         norm: str = "pre",
         dropout: float = 0.0,
         d_mlp: int | None = None,
+        init: str = "grokfast",
+        attn_bias: bool = True,
+        last_only: bool = False,
     ) -> None:
         super().__init__()
         for field, value in [("vocab_size", vocab_size), ("seq_len", seq_len), ("num_outputs", num_outputs),
@@ -269,29 +296,48 @@ class Transformer(nn.Module):
             _check_positive_int("d_mlp", d_mlp)
         _check_choice("activation", activation, list(ACTIVATIONS))
         _check_choice("norm", norm, NORMS)
+        _check_choice("init", init, TRANSFORMER_INITS)
+        for field, flag in [("attn_bias", attn_bias), ("last_only", last_only)]:
+            check(isinstance(flag, bool), field, flag, "must be true or false", ConfigError)
         ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0
         check(ok, "dropout", dropout, "must be a number in [0, 1)", ConfigError)
 
         self.seq_len = seq_len
+        self.last_only = last_only
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Embedding(seq_len, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, d_mlp, activation, norm, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, d_mlp, activation, norm, dropout, attn_bias)
+                                    for _ in range(depth))
         self.ln_f: nn.Module = nn.LayerNorm(dim) if norm in ("pre", "grokfast") else nn.Identity()
         self.head = nn.Linear(dim, num_outputs, bias=False)
+        if init == "nanda":
+            self._init_nanda()
 
-    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Final residual stream after ``ln_f``, shape ``(N, L, dim)``, for int64 tokens ``(N, L)``."""
+    @torch.no_grad()
+    def _init_nanda(self) -> None:
+        for name, param in self.named_parameters():
+            if name == "head.weight":
+                param.normal_(0.0, self.head.out_features ** -0.5)
+            elif name.endswith("bias"):
+                param.zero_()
+            elif param.ndim == 2:  # embeddings, attention and MLP matrices (not the LayerNorm gains)
+                param.normal_(0.0, self.tok_emb.embedding_dim ** -0.5)
+
+    def hidden_states(self, tokens: torch.Tensor, all_positions: bool = True) -> torch.Tensor:
+        """Final residual stream after ``ln_f`` for int64 tokens ``(N, L)``: ``(N, L, dim)``, or ``(N, 1, dim)``
+        (the last position) if ``all_positions`` is false and the model is ``last_only``."""
         if tokens.ndim != 2 or tokens.shape[1] > self.seq_len:
             raise ValueError(f"tokens must have shape (N, L) with L <= {self.seq_len}, got {tuple(tokens.shape)}")
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.tok_emb(tokens) + self.pos_emb(positions)
-        for block in self.blocks:
-            h = block(h)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block(h, last_only=self.last_only and not all_positions and i == last)
         return self.ln_f(h)
 
     def forward(self, tokens: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
         """Logits ``(N, num_outputs)`` at the last position, or ``(N, L, num_outputs)`` if ``all_positions``."""
-        h = self.hidden_states(tokens)
+        h = self.hidden_states(tokens, all_positions)
         return self.head(h if all_positions else h[:, -1])
 
 

@@ -15,6 +15,8 @@ Conventions
     computes exactly the same function from it, without multiplying by 2p − 2 zeros (the paper recipes use it).
   - ``"tokens"``: int64 ``(N, 4)`` = ``[a, OP, b, EQ]`` with ``OP = p`` and ``EQ = p + 1`` (vocabulary p + 2),
     the Power et al. / Grokfast decoder input; the model predicts ``c`` from the last position.
+  - ``"tokens3"``: int64 ``(N, 3)`` = ``[a, b, EQ]`` with ``EQ = p`` (vocabulary p + 1), Nanda et al.'s (2023)
+    input.
 * Labels are int64 classes ``c ∈ [0, p)``; ``info["pairs_train"]`` etc. hold the int64 ``(n, 2)`` pairs.
 """
 
@@ -49,7 +51,7 @@ OPS: dict[str, Op] = {
     "x2-y2": lambda a, b, p: (a * a - b * b) % p,
 }
 
-ENCODINGS = ("onehot", "index", "tokens")
+ENCODINGS = ("onehot", "index", "tokens", "tokens3")
 
 
 def is_prime(n: int) -> bool:
@@ -65,7 +67,8 @@ def is_prime(n: int) -> bool:
 
 
 def encode(pairs: Tensor, p: int, encoding: str) -> Tensor:
-    """Encode int64 ``(n, 2)`` pairs ``(a, b)``: one-hot features, their indices, or ``[a, OP, b, EQ]`` tokens."""
+    """Encode int64 ``(n, 2)`` pairs ``(a, b)``: one-hot features, their indices, ``[a, OP, b, EQ]`` or
+    ``[a, b, EQ]`` tokens."""
     a, b = pairs[:, 0], pairs[:, 1]
     if encoding == "onehot":
         return torch.cat(
@@ -73,6 +76,8 @@ def encode(pairs: Tensor, p: int, encoding: str) -> Tensor:
         ).float()
     if encoding == "index":
         return torch.stack([a, p + b], dim=1)
+    if encoding == "tokens3":
+        return torch.stack([a, b, torch.full_like(a, p)], dim=1)
     op_token = torch.full_like(a, p)
     eq_token = torch.full_like(a, p + 1)
     return torch.stack([a, op_token, b, eq_token], dim=1)
@@ -96,7 +101,8 @@ def modular(
         split_seed: seed of the split permutation.
         encoding: ``"onehot"`` (MLP input, dim 2p), ``"index"`` (the same input as int64 ``[a, p + b]``, the
             positions of its two ones: :class:`~egalitarian.models.MLP` computes the identical function
-            faster) or ``"tokens"`` (``[a, p, b, p+1]``, vocabulary p + 2).
+            faster), ``"tokens"`` (``[a, p, b, p+1]``, vocabulary p + 2) or ``"tokens3"`` (``[a, b, p]``,
+            vocabulary p + 1).
         val_frac: fraction of the training part moved to a validation split, in [0, 1).
         b_min: 0 or 1, the smallest right operand (division always uses 1).
     """
@@ -145,7 +151,7 @@ def modular(
     }
     if n_val:
         info["pairs_val"] = pairs[idx["val"]]
-    tokens = encoding == "tokens"
+    seq_len, vocab_size = {"tokens": (4, p + 2), "tokens3": (3, p + 1)}.get(encoding, (None, None))
     return TaskData(
         x_train=xs["train"],
         y_train=ys["train"],
@@ -153,9 +159,9 @@ def modular(
         y_test=ys["test"],
         x_val=xs["val"] if n_val else None,
         y_val=ys["val"] if n_val else None,
-        input_dim=4 if tokens else 2 * p,
+        input_dim=seq_len or 2 * p,
         num_outputs=p,
-        vocab_size=p + 2 if tokens else None,
+        vocab_size=vocab_size,
         target="class",
         info=info,
     )
