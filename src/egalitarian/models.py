@@ -237,7 +237,8 @@ class Transformer(nn.Module):
 
     Presets: defaults = Power et al. / Grokfast (dim 128, depth 2, heads 4, MLP 4×, GELU); Grokfast
     itself uses ``norm="grokfast"``, ``vocab_size = num_outputs = p + 2`` and ``seq_len=5`` (one unused
-    position embedding). Nanda: ``depth=1, d_mlp=512, activation="relu", norm="none"``, p = 113.
+    position embedding). Nanda: ``depth=1, d_mlp=512, activation="relu", norm="none", init="nanda",
+    attn_bias=False``, p = 113, tokens ``[a, b, =]`` (``vocab_size = p + 1``, ``seq_len = 3``).
 
     ``init`` (the scales differ up to 11×, and they set how long grokking takes):
 
