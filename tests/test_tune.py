@@ -169,6 +169,29 @@ def test_a_resumed_search_runs_nothing_twice_and_stays_in_budget(tmp_path, monke
     assert third.calls == 0 and third.executed == []  # a finished search does nothing
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+@pytest.mark.parametrize("killed_on", [1, 2])
+def test_an_interrupted_search_asks_what_an_uninterrupted_one_asks(tmp_path, monkeypatch, sampler, killed_on):
+    # A new process's sampler starts from its seed; resumed naively it drew the first trials' values again
+    # (every method's first learning rate was tried twice).  Killed in any round and resumed, the search must
+    # end with exactly the trials of a search that was never interrupted, and no trial twice.
+    tune = TUNE.replace("batch = 2", f'batch = 2\nsampler = "{sampler}"\nstartup_trials = 2')
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    whole, broken = load_tune(spec_file(a, tune=tune)), load_tune(spec_file(b, tune=tune))
+    monkeypatch.setattr(tune_mod, "run_sweep", FakeExecutor())
+    tune_mod.search(whole, log=lambda *x, **k: None)
+    monkeypatch.setattr(tune_mod, "run_sweep", FakeExecutor(fail_on_call=killed_on))
+    with pytest.raises(KeyboardInterrupt):
+        tune_mod.search(broken, log=lambda *x, **k: None)
+    monkeypatch.setattr(tune_mod, "run_sweep", FakeExecutor())
+    tune_mod.search(broken, log=lambda *x, **k: None)
+    assert _trials(broken) == _trials(whole)
+    for trials in _trials(broken).values():
+        values = [p["optimizer.lr"] for _, _, p in trials]
+        assert len(set(values)) == len(values) == 5
+
+
 def test_leaderboard_from_the_best_trials(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_mod, "run_sweep", FakeExecutor())
     spec = load_tune(spec_file(tmp_path, tune=TUNE.replace("trials = 5", "trials = 12")))

@@ -21,7 +21,8 @@ How it runs:
    seconds with bootstrap CIs, and speed-ups against each baseline method's tuned best.
 
 Rerunning the command continues: finished runs are kept, trials asked but not told (a killed search) are
-completed with the runs they already have, and no trial beyond the budget is asked.
+completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
+those an uninterrupted search asks (see :func:`_ask`).
 """
 
 from __future__ import annotations
@@ -290,6 +291,42 @@ def _sampler(spec: TuneSpec, optuna: Any) -> Any:
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, constant_liar=True)
 
 
+def _ask(spec: TuneSpec, optuna: Any, study: Any, dists: dict[str, Any], n: int) -> list[Any]:
+    """Ask ``n`` new trials of ``study``, with the values a fresh seeded sampler proposes after it is shown the
+    study's trials so far, in the rounds of ``batch`` asks in which :func:`search` made them.
+
+    So the trials depend on the spec and the results only, never on where a search was interrupted: a new
+    process's sampler starts from its seed, and asked directly, a resumed search once drew every method's first
+    learning rate again.  Replayed on an in-memory study, the sampler draws exactly what it drew in the search
+    that made the trials (the three leaderboards made before this rule are reproduced trial for trial)."""
+    scratch = optuna.create_study(direction="minimize", sampler=_sampler(spec, optuna))
+    trials = study.get_trials(deepcopy=False)
+    state = optuna.trial.TrialState
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # replayed trials told FAIL below warn otherwise
+    try:
+        for start in range(0, len(trials), spec.batch):
+            chunk = trials[start:start + spec.batch]
+            for asked, t in zip([scratch.ask(dists) for _ in chunk], chunk, strict=True):
+                if t.state == state.RUNNING:  # asked in the round still under way: running in both studies
+                    continue
+                if t.state == state.COMPLETE and asked.params == t.params:
+                    scratch.tell(asked, t.value)
+                else:  # a trial this rule did not ask (an older search): the sampler is shown the real one
+                    scratch.tell(asked, state=state.FAIL)
+                    if t.state == state.COMPLETE:
+                        scratch.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                                    value=t.value))
+        proposals = [scratch.ask(dists).params for _ in range(n)]
+    finally:
+        optuna.logging.set_verbosity(level)
+    out = []
+    for params in proposals:
+        study.enqueue_trial(params)
+        out.append(study.ask(dists))
+    return out
+
+
 def _distributions(spec: TuneSpec, optuna: Any) -> dict[str, Any]:
     out = {}
     for d in spec.space:
@@ -364,8 +401,8 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
             study = studies[c.label]
             done = study.get_trials(deepcopy=False, states=done_states)
             running = study.get_trials(deepcopy=False, states=(running_state,))
-            new = max(0, min(spec.batch, spec.trials - len(done) - len(running)))
-            asked = [study.ask(dists) for _ in range(new)]
+            new = max(0, min(spec.batch - len(running), spec.trials - len(done) - len(running)))
+            asked = _ask(spec, optuna, study, dists, new) if new else []
             pending += [(c, t.number, dict(t.params)) for t in running]
             pending += [(c, t.number, dict(t.params)) for t in asked]
         if not pending:
