@@ -190,6 +190,15 @@ def test_an_interrupted_search_asks_what_an_uninterrupted_one_asks(tmp_path, mon
     for trials in _trials(broken).values():
         values = [p["optimizer.lr"] for _, _, p in trials]
         assert len(set(values)) == len(values) == 5
+    import optuna
+
+    study = optuna.load_study(study_name=f"{broken.name}/sgd", storage=f"sqlite:///{broken.study_path.resolve()}")
+    assert tune_mod.replay(broken, study.trials)[1] == []  # every trial is one the rule asks
+    first = study.trials[0]  # a study resumed the old way: its third trial repeats the first one's values
+    old = optuna.create_study(direction="minimize")
+    for t in study.trials[:2] + [first] + study.trials[3:]:
+        old.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.value))
+    assert 2 in tune_mod.replay(broken, old.trials)[1]
 
 
 def test_leaderboard_from_the_best_trials(tmp_path, monkeypatch):

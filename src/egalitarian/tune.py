@@ -22,7 +22,7 @@ How it runs:
 
 Rerunning the command continues: finished runs are kept, trials asked but not told (a killed search) are
 completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
-those an uninterrupted search asks (see :func:`_ask`).
+those an uninterrupted search asks (see :func:`replay`).
 """
 
 from __future__ import annotations
@@ -291,23 +291,28 @@ def _sampler(spec: TuneSpec, optuna: Any) -> Any:
     return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, constant_liar=True)
 
 
-def _ask(spec: TuneSpec, optuna: Any, study: Any, dists: dict[str, Any], n: int) -> list[Any]:
-    """Ask ``n`` new trials of ``study``, with the values a fresh seeded sampler proposes after it is shown the
-    study's trials so far, in the rounds of ``batch`` asks in which :func:`search` made them.
+def replay(spec: TuneSpec, trials: list[Any], n: int = 0) -> tuple[list[dict[str, Any]], list[int]]:
+    """What a fresh sampler seeded by the spec proposes next, after it is shown a study's ``trials`` in the
+    rounds of ``batch`` asks in which :func:`search` makes them: the values of the next ``n`` trials, and the
+    numbers of the given trials it would not have asked (none for a search made by this rule).
 
-    So the trials depend on the spec and the results only, never on where a search was interrupted: a new
-    process's sampler starts from its seed, and asked directly, a resumed search once drew every method's first
-    learning rate again.  Replayed on an in-memory study, the sampler draws exactly what it drew in the search
-    that made the trials (the three leaderboards made before this rule are reproduced trial for trial)."""
+    Every new trial of :func:`search` comes from here, so a search's trials depend on the spec and the results
+    only, never on where it was interrupted: a new process's sampler starts from its seed, and asked directly,
+    a resumed search once drew every method's first learning rate again.  Replayed on an in-memory study, the
+    sampler draws exactly what it drew in the search that made the trials."""
+    optuna = _import_optuna()
+    dists = _distributions(spec, optuna)
     scratch = optuna.create_study(direction="minimize", sampler=_sampler(spec, optuna))
-    trials = study.get_trials(deepcopy=False)
     state = optuna.trial.TrialState
+    other: list[int] = []
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # replayed trials told FAIL below warn otherwise
     try:
         for start in range(0, len(trials), spec.batch):
             chunk = trials[start:start + spec.batch]
             for asked, t in zip([scratch.ask(dists) for _ in chunk], chunk, strict=True):
+                if asked.params != t.params:
+                    other.append(t.number)
                 if t.state == state.RUNNING:  # asked in the round still under way: running in both studies
                     continue
                 if t.state == state.COMPLETE and asked.params == t.params:
@@ -317,11 +322,15 @@ def _ask(spec: TuneSpec, optuna: Any, study: Any, dists: dict[str, Any], n: int)
                     if t.state == state.COMPLETE:
                         scratch.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions,
                                                                     value=t.value))
-        proposals = [scratch.ask(dists).params for _ in range(n)]
+        return [scratch.ask(dists).params for _ in range(n)], other
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def _ask(spec: TuneSpec, study: Any, dists: dict[str, Any], n: int) -> list[Any]:
+    """Ask ``n`` new trials of ``study`` with the values :func:`replay` proposes."""
     out = []
-    for params in proposals:
+    for params in replay(spec, study.get_trials(deepcopy=False), n)[0]:
         study.enqueue_trial(params)
         out.append(study.ask(dists))
     return out
@@ -402,7 +411,7 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
             done = study.get_trials(deepcopy=False, states=done_states)
             running = study.get_trials(deepcopy=False, states=(running_state,))
             new = max(0, min(spec.batch - len(running), spec.trials - len(done) - len(running)))
-            asked = _ask(spec, optuna, study, dists, new) if new else []
+            asked = _ask(spec, study, dists, new) if new else []
             pending += [(c, t.number, dict(t.params)) for t in running]
             pending += [(c, t.number, dict(t.params)) for t in asked]
         if not pending:
