@@ -126,24 +126,18 @@ def test_index_encoding_is_the_positions_of_the_onehot_ones() -> None:
         assert torch.equal(getattr(index, f"y_{split}"), getattr(dense, f"y_{split}"))
 
 
-def test_token_encoding() -> None:
+@pytest.mark.parametrize(("encoding", "seq_len", "vocab", "tokens"), [
+    ("tokens", 4, 9, lambda a, b: [a, 7, b, 8]),  # Power et al. / Grokfast: [a, OP, b, EQ]
+    ("tokens3", 3, 8, lambda a, b: [a, b, 7]),  # Nanda et al.: [a, b, EQ]
+])
+def test_token_encodings(encoding, seq_len, vocab, tokens) -> None:
     p = 7
-    data = modular(p=p, op="mul", encoding="tokens", val_frac=0.2)
-    assert (data.input_dim, data.vocab_size, data.num_outputs) == (4, p + 2, p)
+    data = modular(p=p, op="add", encoding=encoding, val_frac=0.2)
+    assert (data.input_dim, data.vocab_size, data.num_outputs) == (seq_len, vocab, p)
     for split, pairs in split_pairs(data).items():
         x = getattr(data, f"x_{split}")
         assert x.dtype == torch.int64
-        assert x.tolist() == [[a, p, b, p + 1] for a, b in pairs]
-
-
-def test_three_token_encoding_is_nandas() -> None:
-    p = 7
-    data = modular(p=p, op="add", encoding="tokens3", train_frac=0.3)
-    assert (data.input_dim, data.vocab_size, data.num_outputs) == (3, p + 1, p)
-    for split, pairs in split_pairs(data).items():
-        x = getattr(data, f"x_{split}")
-        assert x.dtype == torch.int64
-        assert x.tolist() == [[a, b, p] for a, b in pairs]
+        assert x.tolist() == [tokens(a, b) for a, b in pairs]
         assert getattr(data, f"y_{split}").tolist() == [(a + b) % p for a, b in pairs]
 
 
