@@ -148,6 +148,7 @@ lr = 0.5
 """
 
 
+@pytest.mark.slow
 def test_reproduce_appf_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, capsys):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY)

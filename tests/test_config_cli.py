@@ -627,6 +627,7 @@ def _egd_executable() -> str | None:
     return shutil.which("egd")
 
 
+@pytest.mark.slow
 def test_console_script_lists_recipes():
     exe = _egd_executable()
     if exe is None:
@@ -638,6 +639,7 @@ def test_console_script_lists_recipes():
     assert names == {p.stem for p in RECIPES}
 
 
+@pytest.mark.slow
 def test_console_script_bad_input_exits_2(tmp_path):
     exe = _egd_executable()
     if exe is None:

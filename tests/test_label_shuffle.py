@@ -354,6 +354,7 @@ def test_an_unknown_base_names_the_allowed_ones():
 # ------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_reproduce_table8_quick_end_to_end_on_generated_cifar10(tmp_path, monkeypatch, capsys):
     write_batches(tmp_path / "data" / "cifar10" / "cifar-10-batches-py", n=110)  # 550 training, 110 test images
     monkeypatch.setenv("EGD_DATA", str(tmp_path / "data"))

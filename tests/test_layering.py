@@ -100,6 +100,7 @@ def test_report_package_does_not_load_the_trainer():
     assert not loaded & {"egalitarian.train", "egalitarian.build", "egalitarian.methods", "egalitarian.cli"}
 
 
+@pytest.mark.slow
 def test_a_run_without_diagnostics_does_not_import_them(tmp_path: Path):
     code = (
         "from egalitarian.cli import main\n"

@@ -322,4 +322,5 @@ def test_compiles_as_one_graph_without_host_sync():
     # the schedule (a NumPy Remez solve) is a constant of the graph, so `auto` on a GPU compiles with fullgraph
     G = torch.randn(3, 16, 32, generator=torch.Generator().manual_seed(0))
     f = torch.compile(lambda x: polar(x, "polar-express", nonfinite="propagate"), fullgraph=True, backend="eager")
-    assert torch.equal(f(G), polar(G, "polar-express", nonfinite="propagate"))
+    # compiled vs eager: two code paths, equal to rounding
+    torch.testing.assert_close(f(G), polar(G, "polar-express", nonfinite="propagate"), atol=1e-6, rtol=0)

@@ -128,6 +128,7 @@ def test_run_id_is_sha256_of_canonical_json_hard_coded_and_independent():
         config_hash({"lr": math.nan})
 
 
+@pytest.mark.slow
 def test_run_ids_are_the_same_in_another_process(tmp_path):
     (tmp_path / "s.toml").write_text(SWEEP)
     ids = [r.id for r in load_sweep(tmp_path / "s.toml").runs]

@@ -133,6 +133,7 @@ def test_every_method_gets_the_same_budget_and_space(tmp_path, monkeypatch):
     assert set(studies) == {"sgd", "egd", "egd_all"}
 
 
+@pytest.mark.slow
 def test_the_sampler_is_seeded(tmp_path, monkeypatch):
     monkeypatch.setattr(tune_mod, "run_sweep", FakeExecutor())
     a, b = tmp_path / "a", tmp_path / "b"
@@ -148,6 +149,7 @@ def test_the_sampler_is_seeded(tmp_path, monkeypatch):
     assert _trials(spec_c) != _trials(spec_a)
 
 
+@pytest.mark.slow
 def test_a_resumed_search_runs_nothing_twice_and_stays_in_budget(tmp_path, monkeypatch):
     spec = load_tune(spec_file(tmp_path))
     killed = FakeExecutor(fail_on_call=2)  # the second round is killed after its trials were asked
@@ -169,6 +171,7 @@ def test_a_resumed_search_runs_nothing_twice_and_stays_in_budget(tmp_path, monke
     assert third.calls == 0 and third.executed == []  # a finished search does nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 @pytest.mark.parametrize("killed_on", [1, 2])
 def test_an_interrupted_search_asks_what_an_uninterrupted_one_asks(tmp_path, monkeypatch, sampler, killed_on):

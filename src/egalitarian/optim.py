@@ -176,8 +176,9 @@ class EGD(Optimizer):
 
     Within a step, the matrices of equal block shape, dtype and device are whitened in one batched
     :func:`~egalitarian.linalg.polar` call, also across groups whose whitening keys are equal (``backend``,
-    ``rtol``, ``eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``); on CPU the
-    results are bitwise those of one call per matrix (:func:`egalitarian.transforms.exact_batch`).
+    ``rtol``, ``eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``), where that
+    pays (:func:`egalitarian.transforms.batched`: on CPU, matrices whose smaller side is ≤ 64).  The batch equals
+    one call per matrix to rounding, not bit for bit; a rerun or resume on the same machine is bit-identical.
 
     Args:
         params: parameters or param groups.  Per group, ``whiten=False`` opts the group out (plain SGD); the
@@ -444,8 +445,8 @@ class Preconditioned(Optimizer):
 
     ``step()`` hands the gradients of every preconditioned group to the transform at once
     (:meth:`~egalitarian.transforms.GradientTransform.update_all`): the default whitening then whitens the
-    matrices of equal shape, dtype and device in one batched ``polar`` call (bitwise equal to one call per
-    matrix on CPU, see :func:`egalitarian.transforms.exact_batch`).  With ``nonfinite="propagate"`` in every group
+    matrices of equal shape, dtype and device in one batched ``polar`` call where that pays (equal to one call
+    per matrix to rounding, see :func:`egalitarian.transforms.batched`).  With ``nonfinite="propagate"`` in every group
     and a transform that does not check either (the default), nothing here synchronizes with the device (the
     base optimizer's step is torch's own).
     """
