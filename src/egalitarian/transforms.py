@@ -304,8 +304,8 @@ def batched(shape: tuple[int, ...], device: torch.device) -> bool:
     Off CPU (CUDA, ...) and under ``torch.compile``: always (the GPU's main speed lever; fewer, larger ops make a
     smaller graph).  On CPU: where the smaller side is at most :data:`CPU_BATCH_MAX_SIDE` (64), where one call per
     matrix is mostly per-call overhead.  Measured on a 2-core AMD EPYC, one thread (RESULTS §22): the batch is
-    2.5–5.3× faster at 16 × 16 and 16 × 64, 1.1–1.9× at 64 × 64 and 64 × 256; the gain fades around 100
-    (0.95–1.38× at 97 × 128 over three runs), and from 128 × 128 up a batch is 0.76–1.08× the loop (LAPACK
+    2.5–5.4× faster at 16 × 16 and 16 × 64, 1.1–1.9× at 64 × 64 and 64 × 256; the gain fades around 100
+    (0.99–1.38× at 97 × 128 over three runs), and from 128 × 128 up a batch is 0.75–1.08× the loop (LAPACK
     decomposes one matrix at a time either way), so larger matrices go one by one.
     """
     if device.type != "cpu" or torch.compiler.is_compiling():
