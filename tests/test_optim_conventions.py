@@ -224,13 +224,15 @@ def _reference_step(opt: EGD, state: dict) -> None:
                 p.add_(d, alpha=-lr)
 
 
-def _same(a, b) -> bool:
+def _same(a, b, atol: float = 0.0) -> bool:
+    """Nested states equal: tensors of the same dtype, bit for bit (``atol=0``) or to ``atol``."""
     if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and (torch.equal(a, b) if atol == 0 else torch.allclose(a, b, atol=atol, rtol=0)))
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k], atol) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(map(_same, a, b))
+        return len(a) == len(b) and all(_same(x, y, atol) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -271,17 +273,6 @@ def polar_calls(monkeypatch):
     return calls
 
 
-def _close(a, b, atol: float) -> bool:
-    """``_same`` to a tolerance: nested states whose tensors agree to ``atol``."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.allclose(a, b, atol=atol, rtol=0)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k], atol) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_close(x, y, atol) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 # A batch and one call per matrix are two code paths: they agree to rounding, and the CPU decides the bits (an
 # AMD EPYC without MKL_CBWR differs where an Intel Xeon does not).  Largest differences of one polar call measured
 # on the AMD (bench/batch_probe.py --part rounding, Gaussian matrices up to 254 × 512, 1 and 2 threads):
@@ -314,7 +305,7 @@ def test_egd_batched_step_equals_the_unbatched_step(kwargs, dtype, polar_calls):
             _reference_step(ref, ref_state)
         for p, q, r in zip(params, ref_params, again, strict=True):
             torch.testing.assert_close(p.detach(), q.detach(), atol=3 * _ROUNDING[dtype], rtol=0)
-            assert _close(opt.state[p], ref_state[q], 3 * _ROUNDING[dtype])
+            assert _same(opt.state[p], ref_state[q], 3 * _ROUNDING[dtype])
             assert torch.equal(p.detach(), r.detach()) and _same(opt.state[p], rerun.state[r])
     # batched where the smaller side is ≤ 64 (transforms.batched): the 4 (16, 24) matrices of groups 1 and 2 (equal
     # whitening keys) in one call, the 3 (24, 16), the 2 (10, 10), the 2 (61, 47) and the (6, 2, 3, 3) kernels as
@@ -365,7 +356,7 @@ def test_preconditioned_batched_step_equals_the_unbatched_step(backend):
         (a, sa), (b, sb) = run(True, torch.optim.SGD, **sgd), run(False, torch.optim.SGD, **sgd)
         for x, y in zip(a, b, strict=True):
             torch.testing.assert_close(x, y, atol=3 * _ROUNDING[torch.float32], rtol=0)
-        assert _close(sa, sb, 3 * _ROUNDING[torch.float32])
+        assert _same(sa, sb, 3 * _ROUNDING[torch.float32])
         # the batched step with AdamW run twice: the same code twice, bitwise
         (a, sa), (b, sb) = (run(True, torch.optim.AdamW, lr=1e-2, weight_decay=0.1) for _ in range(2))
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and _same(sa, sb)
