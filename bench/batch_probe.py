@@ -1,5 +1,5 @@
 """The batched whitening on CPU: what a batch buys, how far it is from one call per matrix, and why no rule can
-promise bits (issue #26; RESULTS §22; the decision is ``egalitarian.transforms.batched``).
+promise bits (issue #26; experiments/23-cpu-portability; the decision is ``egalitarian.transforms.batched``).
 
     OMP_NUM_THREADS=1 python bench/batch_probe.py [--repeats 9] [--part speed|rounding|probe|all]
     MKL_CBWR=AVX2 OMP_NUM_THREADS=1 python bench/batch_probe.py --part rounding     # another MKL code path
@@ -9,9 +9,9 @@ where batching pays on CPU.
 Part ``rounding``: the largest |batched − one by one| per dtype and backend on well-conditioned matrices (Gaussian,
 and low rank with a clear gap), 1 and 2 threads: what the tests' tolerance must cover.
 Part ``step``: one ``EGD.step()`` (momentum 0.9, ``auto``) on the whitened matrices of two models, with today's rule
-(batch on CPU where the smaller side ≤ 64) and with the batch always, interleaved: RESULTS §15's byte-level GPT
-(8 of 128 × 128, 2 of 512 × 128, 2 of 128 × 512) and a 4-layer transformer of width 32 (per layer four 32 × 32,
-one 128 × 32, one 32 × 128).
+(batch on CPU where the smaller side ≤ 64) and with the batch always, interleaved: the byte-level GPT of
+experiments/16-beyond-grokking (8 of 128 × 128, 2 of 512 × 128, 2 of 128 × 512) and a 4-layer transformer of width 32
+(per layer four 32 × 32, one 128 × 32, one 32 × 128).
 Part ``probe``: the design that was rejected, measured: for each key (backend × dtype × shape × count × threads),
 a probe compares one batched and the single calls bit for bit on seeded matrices (one rank-deficient); then four
 kinds of other matrices (Gaussian, low rank, nearly equal rows at 1e-6 scale, a graded spectrum) are checked.

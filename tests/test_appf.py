@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from egalitarian import appf as A
 from egalitarian.cli import main
 from egalitarian.errors import ConfigError
+from egalitarian.reproduce import RunResult, reproduce
+from egalitarian.reproduce import appf as A
 from egalitarian.rundir import MetricRow, read_metrics, write_metrics
 
 
@@ -79,13 +80,17 @@ def test_final_state_reads_the_checkpoint_and_names_a_missing_one(tmp_path):
         A.final_state(tmp_path / "nothing")
 
 
-def result(method, seed, init, final, grok_epoch=None, epochs=10):
+def result(method, seed, init, final, weights, grok_epoch=None, epochs=10):
+    """A finished run whose travel diagnostic was logged at the start and at the end; its weights into ``weights``."""
     grok = {"step": 9 * grok_epoch, "epoch": grok_epoch, "seconds": 1.0} if grok_epoch else None
     summary = {"grokked": grok is not None, "grok": grok, "epochs": epochs, "steps": 9 * epochs, "seconds": 2.0,
                "status": "grokked" if grok else "budget"}
     travel = A.l2_distance(final, init)
-    curve = A.Curve([0, 9 * epochs], [0, epochs], [0.0, travel])
-    return A.RunResult(method, seed, f"{method}{seed}", summary, curve, init, final)
+    rows = [MetricRow(0, 0, "diag", "travel", 0.0), MetricRow(9 * epochs, epochs, "test", "acc", 0.5),
+            MetricRow(9 * epochs, epochs, "diag", "travel", travel)]
+    r = RunResult(f"{method}{seed}", {"method": method, "seed": seed}, summary, {}, None, rows)
+    weights[r.id] = (init, final)
+    return r
 
 
 def test_analyse_pairs_the_methods_of_a_seed_and_checks_their_init():
@@ -93,10 +98,11 @@ def test_analyse_pairs_the_methods_of_a_seed_and_checks_their_init():
     other = state([[2.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
     egd0 = state([[4.0, 0.0], [0.0, 1.0]], [0.0, 0.0])  # W moved by 3 along one entry
     sgd0 = state([[1.0, 0.0], [0.0, 1.0]], [0.0, 1.0])  # b moved by 1
-    runs = [result("egd", 0, init, egd0, grok_epoch=5), result("sgd", 0, init, sgd0, epochs=10),
-            result("egd", 1, init, egd0, grok_epoch=6), result("sgd", 1, other, sgd0, grok_epoch=9),
-            result("egd", 2, init, egd0, grok_epoch=4)]  # seed 2 has no SGD run: no pair
-    res = A.analyse(runs)
+    w: A.Weights = {}
+    runs = [result("egd", 0, init, egd0, w, grok_epoch=5), result("sgd", 0, init, sgd0, w, epochs=10),
+            result("egd", 1, init, egd0, w, grok_epoch=6), result("sgd", 1, other, sgd0, w, grok_epoch=9),
+            result("egd", 2, init, egd0, w, grok_epoch=4)]  # seed 2 has no SGD run: no pair
+    res = A.summarise(runs, w)
     assert [p["seed"] for p in res["pairs"]] == [0, 1]
     p0, p1 = res["pairs"]
     assert p0["same_init"] and not p1["same_init"]
@@ -174,7 +180,7 @@ def test_reproduce_appf_end_to_end_on_a_tiny_recipe(tmp_path, monkeypatch, capsy
     import egalitarian.report
 
     monkeypatch.setattr(egalitarian.report, "write_report", lambda *a: None)
-    again = A.appf(quick=True, out=out)
+    again = reproduce("appf", quick=True, out=out)
     assert [r["travel"] for r in again["runs"]] == [r["travel"] for r in res["runs"]]
 
 

@@ -362,7 +362,7 @@ def test_muon_bfloat16_default_is_bit_identical_to_torch_muon():
     assert not torch.equal(ours[2], ref)  # float32 Newton–Schulz: a different (finer) update
 
 
-def test_muon_float32_state_dict_round_trip_and_old_groups_are_bfloat16():
+def test_muon_float32_state_dict_round_trip_and_groups_without_ns_dtype_are_refused():
     model = _two_layer()
     opt = MuonWithAdamW(*_split(model), lr=0.05, adamw_lr=1e-2, ns_dtype="float32")
     _train(model, opt, 3, 0)
@@ -377,13 +377,14 @@ def test_muon_float32_state_dict_round_trip_and_old_groups_are_bfloat16():
     _train(fresh, opt2, 3, 3)
     for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(p, q)
-    # a state dict saved before ns_dtype existed has no such key: bfloat16, torch's
+    # a state dict saved before ns_dtype existed (pre-release) is refused, nothing loaded
     old = copy.deepcopy(saved_opt)
     for g in old["param_groups"]:
         g.pop("ns_dtype", None)
     opt3 = MuonWithAdamW(*_split(_two_layer()), lr=0.05, adamw_lr=1e-2)
-    opt3.load_state_dict(old)
-    assert opt3.muon is not None and opt3.muon_fp32 is None
+    with pytest.raises(ValueError, match=r"param_groups\[0\] = \"without 'ns_dtype'\": saved by another version"):
+        opt3.load_state_dict(old)
+    assert opt3.muon is not None and opt3.muon_fp32 is None and not opt3.state
 
 
 def test_muon_with_adamw_is_a_torch_optimizer_with_groups_and_scheduler():
@@ -445,38 +446,18 @@ def test_muon_with_adamw_state_dict_round_trip_is_bitwise():
     assert [g["use_muon"] for g in opt2.param_groups] == [True, False]
 
 
-def test_muon_with_adamw_loads_the_earlier_two_optimizer_state_dict():
-    """The earlier class saved {"muon": torch.optim.Muon sd, "adamw": torch.optim.AdamW sd}; reference: those two
-    torch optimizers, built with the same hyperparameters, trained on and continued by hand."""
-    model = _two_layer()
-    muon_ps, adamw_ps = _split(model)
-    ref_muon = torch.optim.Muon(muon_ps, lr=0.05, weight_decay=0.1, momentum=0.95, nesterov=True, eps=1e-7)
-    ref_adamw = torch.optim.AdamW(adamw_ps, lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
-
-    def train_ref(start):
-        for k in range(start, start + 3):
-            x = torch.linspace(-1, 1, 20).reshape(5, 4) * (k + 1)
-            for o in (ref_muon, ref_adamw):
-                o.zero_grad()
-            model(x).sin().sum().backward()
-            ref_muon.step()
-            ref_adamw.step()
-
-    train_ref(0)
-    old = {"muon": copy.deepcopy(ref_muon.state_dict()), "adamw": copy.deepcopy(ref_adamw.state_dict())}
-    saved_model = copy.deepcopy(model.state_dict())
-    train_ref(3)
-
-    fresh = _two_layer()
-    fresh.load_state_dict(saved_model)
-    opt = MuonWithAdamW(*_split(fresh), lr=0.05, adamw_lr=1e-2)
-    opt.load_state_dict(old)
-    assert [g["use_muon"] for g in opt.param_groups] == [True, False]
-    buf = old["muon"]["state"][0]["momentum_buffer"]
-    torch.testing.assert_close(opt.state[fresh[0].weight]["momentum_buffer"], buf)
-    _train(fresh, opt, 3, 3)
-    for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
-        assert torch.equal(p, q)
+def test_muon_with_adamw_step_is_all_or_nothing_for_sparse_gradients():
+    """The shared base (optim.WithAuxAdamW) checks every gradient before any engine writes: a sparse gradient in
+    the AdamW part leaves the Muon part untouched too."""
+    emb = torch.nn.Embedding(5, 3, sparse=True)
+    W = torch.nn.Parameter(torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+    opt = MuonWithAdamW([W], [emb.weight])
+    W.grad = torch.ones(4, 3)
+    emb(torch.tensor([1, 2])).sum().backward()
+    before = W.detach().clone(), emb.weight.detach().clone()
+    with pytest.raises(RuntimeError, match=r"MuonWithAdamW does not support sparse gradients \(params\[1\]"):
+        opt.step()
+    assert torch.equal(W.detach(), before[0]) and torch.equal(emb.weight.detach(), before[1]) and not opt.state
 
 
 def test_muon_with_adamw_errors():

@@ -430,7 +430,7 @@ def test_cli_list_tasks(capsys):
     assert main(["list", "tasks"]) == 0
     out = capsys.readouterr().out
     names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    assert set(names) == {"modular", "parity", "mnist", "cifar10"}
+    assert set(names) == {"modular", "parity", "mnist", "cifar10", "stdlib_bytes"}
     line = next(ln for ln in out.splitlines() if ln.startswith("modular"))
     assert "Modular arithmetic" in line
 

@@ -1,9 +1,13 @@
-"""The shipped example files: every sweep file loads and expands, every tune spec loads and plans a valid run for
-each of its methods; every examples/ path the docs name exists."""
+"""The shipped spec files (examples/ and the experiments' specs): every sweep file loads and expands, every tune spec
+loads and plans a valid run for each of its methods; examples/README.md describes every file of examples/, and the
+plain PyTorch example runs; every examples/ path the docs name exists."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,8 +20,9 @@ from egalitarian.tune import base_values, load_tune, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
-TUNES = [p for p in EXAMPLES if "tune" in tomllib.loads(p.read_text())]
-SWEEPS = [p for p in EXAMPLES if p not in TUNES]
+SPECS = EXAMPLES + sorted((ROOT / "experiments").glob("*/*.toml"))
+TUNES = [p for p in SPECS if "tune" in tomllib.loads(p.read_text())]
+SWEEPS = [p for p in SPECS if p not in TUNES]
 
 
 def test_there_are_example_sweeps():
@@ -33,7 +38,7 @@ def test_every_example_sweep_loads(path):
 @pytest.mark.parametrize("path", TUNES, ids=[p.name for p in TUNES])
 def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
     spec = load_tune(path)
-    assert len(spec.contenders) >= 2 and set(spec.tuning_seeds).isdisjoint(spec.reporting_seeds)
+    assert spec.contenders and set(spec.tuning_seeds).isdisjoint(spec.reporting_seeds)
     ids = set()
     for c in spec.contenders:  # each method at its own values (the centre of every relative range)
         values = {d.field: base_values(spec, c)[d.field] if d.relative else d.low for d in spec.space}
@@ -53,8 +58,24 @@ def test_egd_vs_sgd_is_the_sweep_the_docs_describe():
     assert sorted({r.label for r in sweep.runs}) == ["method=egd", "method=sgd"] and len(sweep.runs) == 10
 
 
+def test_examples_readme_describes_every_example():
+    readme = (ROOT / "examples" / "README.md").read_text()
+    files = [p.name for p in (ROOT / "examples").iterdir() if p.name != "README.md"]
+    assert files and sorted(f for f in files if f"]({f})" not in readme) == []
+
+
+def test_the_plain_pytorch_example_runs_and_learns():
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "plain_pytorch.py")], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "EGD" in proc.stdout.splitlines()[0]  # the routing: the hidden matrices went to EGD
+    final = float(re.findall(r"test accuracy ([\d.]+)", proc.stdout)[-1])
+    assert final > 0.5  # 10 classes: chance is 0.1
+
+
 def test_every_examples_path_in_the_docs_exists():
-    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "experiments").rglob("*.md")),
+            *sorted((ROOT / "examples").glob("*.md")), *sorted((ROOT / "bench").glob("*.md"))]
     named = {m for d in docs for m in re.findall(r"examples/[\w.-]+\.toml", d.read_text())}
     assert named  # the docs do point at examples/
     assert sorted(n for n in named if not (ROOT / n).exists()) == []

@@ -14,16 +14,17 @@ from test_tasks import write_mnist
 from test_train import assert_same, load_ckpt, make_cfg, read_rows
 
 import egalitarian.train as T
-from egalitarian import table8 as T8
 from egalitarian.build import make_task
 from egalitarian.cli import main
 from egalitarian.config import TRAIN_DEFAULTS, load_config, resolve
 from egalitarian.errors import ConfigError
 from egalitarian.methods import OPTIMIZERS, build_optimizer
 from egalitarian.models import MLP
+from egalitarian.reproduce import RunResult, reproduce
+from egalitarian.reproduce import table8 as T8
 from egalitarian.rundir import MetricRow
 from egalitarian.sweep import expand
-from egalitarian.train import LoopState, train
+from egalitarian.train import train
 
 MODULAR = {"name": "modular", "p": 11, "op": "add", "train_frac": 0.5}  # 60 training pairs, 11 classes
 ADAM = {"name": "adam", "lr": 1e-2}
@@ -77,12 +78,6 @@ def test_run_ids_of_existing_configs_are_unchanged():
         assert same.id == expected
         (other,) = expand(base, {"seed": [0]}, [{"method": "egd"}], {"train.shuffle_labels_at": [3]})
         assert other.id != expected
-
-
-def test_loop_states_saved_before_the_option_load_with_no_shuffles():
-    d = LoopState().to_dict()
-    del d["label_shuffles"]
-    assert LoopState.from_dict(d).label_shuffles == []
 
 
 # -------------------------------------------------------------------------------------------- the schedule
@@ -207,16 +202,30 @@ def test_post_shuffle_auc_by_hand():
             T8.post_shuffle_auc(*bad)
 
 
-def _result(k, method, seed, auc, data="d"):
-    return T8.RunResult(k, method, seed, f"{method}{seed}", auc, 90.0, {k: 90.0, k + 1: auc}, [{"epoch": k, "step": 1}],
-                        data)
+def test_run_numbers_from_a_finished_run():
+    rows = _rows({1: 0.9, 2: 0.95, 3: 0.2, 4: 0.5})
+    shuffles = [{"epoch": 2, "step": 20}]
+    r = RunResult("id0", {"shuffle_at": 2, "method": "egd_radam", "seed": 3}, {"label_shuffles": shuffles,
+                  "data": "d"}, {}, None, rows)
+    got = T8.run_numbers(r, 2)
+    assert got == {"shuffle_at": 2, "method": "egd_radam", "seed": 3, "id": "id0",
+                   "auc": pytest.approx(100 * (0.2 + 0.5) / 2), "before": pytest.approx(95.0),
+                   "curve": {1: pytest.approx(90.0), 2: pytest.approx(95.0), 3: pytest.approx(20.0),
+                             4: pytest.approx(50.0)}, "label_shuffles": shuffles, "data": "d"}
+    assert T8.method_base(got["method"]) == ("radam", True)
+
+
+def _result(k, method, seed, auc, data="d", before=90.0, shuffled=None):
+    return {"shuffle_at": k, "method": method, "seed": seed, "id": f"{method}{seed}", "auc": auc, "before": before,
+            "curve": {k: before, k + 1: auc}, "label_shuffles": [{"epoch": k if shuffled is None else shuffled,
+                                                                  "step": 1}], "data": data}
 
 
 def test_analyse_and_the_table_by_hand():
     results = [_result(1, "adam", 0, 40.0), _result(1, "adam", 1, 44.0), _result(1, "egd_adam", 0, 80.0),
                _result(1, "egd_adam", 1, 78.0), _result(3, "rmsprop", 0, 30.0, "other"),
-               T8.RunResult(3, "egd_rmsprop", 0, "x", 50.0, 80.0, {}, [{"epoch": 4, "step": 1}], "other")]
-    res = T8.analyse(results)
+               _result(3, "egd_rmsprop", 0, 50.0, "other", before=80.0, shuffled=4)]
+    res = T8.summarise(results)
     (c1, c3) = res["cells"]
     assert (c1["shuffle_at"], c1["base"], c1["paper"]) == (1, "adam", (43.0, 79.2))
     assert c1["vanilla"]["mean"] == 42.0 and c1["vanilla"]["sd"] == pytest.approx(math.sqrt(8))
@@ -382,14 +391,14 @@ def test_reproduce_table8_quick_end_to_end_on_generated_cifar10(tmp_path, monkey
     import egalitarian.report
 
     monkeypatch.setattr(egalitarian.report, "write_report", lambda *a: None)
-    again = T8.table8(quick=True, out=out, dataset="cifar10")
+    again = reproduce("table8", quick=True, out=out, dataset="cifar10")
     assert [r["auc"] for r in again["runs"]] == [r["auc"] for r in res["runs"]]
 
 
 def test_fashion_mnist_from_generated_idx_files_and_missing_data(tmp_path, monkeypatch):
     monkeypatch.setenv("EGD_DATA", str(tmp_path / "data"))
     with pytest.raises(ConfigError, match="egd data fashion-mnist"):  # before any run: no store is made
-        T8.table8(quick=True, out=tmp_path / "out")
+        reproduce("table8", quick=True, out=tmp_path / "out")
     assert not (tmp_path / "out" / "table8-quick.sqlite").exists()
     (tmp_path / "data" / "fashion-mnist").mkdir(parents=True)
     write_mnist(tmp_path / "data" / "fashion-mnist", n_train=600, n_test=50)

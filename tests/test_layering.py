@@ -19,7 +19,7 @@ PKG = Path(egalitarian.__file__).parent
 
 # Lower layers first: a module may import modules of its own layer or lower ones, never higher ones.
 LAYERS = [
-    {"errors", "io", "progress", "rundir", "linalg", "data", "tracking", "theory"},
+    {"errors", "io", "progress", "rundir", "linalg", "data", "tracking"},
     {"tasks", "models", "losses", "config", "grokking", "transforms", "schedules"},
     {"optim"},
     {"baselines", "routing"},
@@ -28,7 +28,7 @@ LAYERS = [
     {"train"},
     {"sweep"},
     {"report", "tune"},
-    {"reproduce", "demo", "table5", "appf", "table8"},
+    {"reproduce", "demo"},
     {"cli"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -92,6 +92,49 @@ def _imported_after(code: str) -> set[str]:
     probe = f"import sys, json\n{code}\n{listing}"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# Inside the reproduce package: base and the toy model first (the toy model is numpy only, a leaf), then the artifacts'
+# modules (table5 reads the stores of paper_tables' sweeps), then the registry.
+REPRODUCE_LAYERS = [{"base", "toy_model"}, {"paper_tables", "table8", "appf", "fig6"}, {"table5"}, {"__init__"}]
+REPRODUCE_LEVEL = {name: i for i, layer in enumerate(REPRODUCE_LAYERS) for name in layer}
+
+
+def _reproduce_imports(path: Path) -> set[str]:
+    """The modules of the reproduce package that ``path`` (a module of it) imports: ``from .x import``, ``from . import
+    x``, ``egalitarian.reproduce.x``."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            out |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("egalitarian.reproduce."):
+            out.add(node.module.split(".")[2])
+    return out
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "reproduce").glob("*.py")), ids=lambda p: p.name)
+def test_reproduce_modules_import_down(path: Path):
+    me = path.stem
+    assert me in REPRODUCE_LEVEL, f"reproduce/{path.name} has no layer in REPRODUCE_LAYERS"
+    up = sorted(m for m in _reproduce_imports(path) if m != me and REPRODUCE_LEVEL[m] >= REPRODUCE_LEVEL[me])
+    assert not up, f"reproduce/{path.name} imports its own layer or higher ones: {up}"
+
+
+def test_the_toy_model_is_numpy_only():
+    imports = set()
+    for node in ast.walk(ast.parse((PKG / "reproduce" / "toy_model.py").read_text())):
+        if isinstance(node, ast.ImportFrom):
+            imports.add("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            imports |= {a.name for a in node.names}
+    assert imports <= {"__future__", "math", "collections.abc", "numpy", "..errors"}, sorted(imports)
+
+
+def test_listing_the_artifacts_imports_none_of_them():
+    loaded = _imported_after("import egalitarian.cli; egalitarian.cli.build_parser()")
+    assert {m for m in loaded if m.startswith("egalitarian.reproduce")} == {"egalitarian.reproduce",
+                                                                            "egalitarian.reproduce.base"}
+    assert not loaded & {"egalitarian.sweep", "egalitarian.train", "egalitarian.report"}
 
 
 def test_report_package_does_not_load_the_trainer():

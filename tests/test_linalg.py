@@ -20,9 +20,28 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from egalitarian.linalg import BACKENDS, default_rtol, polar, resolve_backend
+from egalitarian.errors import ConfigError
+from egalitarian.linalg import (
+    BACKENDS,
+    POLAR_BACKENDS,
+    backend_options,
+    default_rtol,
+    polar,
+    polar_via_gram_eigh,
+    polar_via_newton_schulz,
+    polar_via_polar_express,
+    polar_via_rsvd,
+    polar_via_svd,
+    resolve_backend,
+)
 
 EXACT = ["svd", "gram-eigh", "auto"]
+CLAMPING = ["svd", "gram-eigh", "rsvd", "auto"]  # the backends that take clamp_eps (the paper's clamp)
+
+
+def rsvd_only(backend: str, **options: object) -> dict[str, object]:
+    """``options`` (rsvd's knobs) for ``backend="rsvd"``, nothing for the other backends, which have no such knob."""
+    return options if backend == "rsvd" else {}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -178,7 +197,7 @@ def test_rank_deficient_drops_null_directions(backend):
     g = torch.Generator().manual_seed(7)
     G = (torch.randn(40, 5, generator=g) @ torch.randn(5, 64, generator=g)).float()
     G = G + 1e-9 * torch.randn(40, 64, generator=g)
-    out = polar(G, backend, rank=16, generator=torch.Generator().manual_seed(0)).double()
+    out = polar(G, backend, **rsvd_only(backend, rank=16, generator=torch.Generator().manual_seed(0))).double()
     sv = torch.linalg.svdvals(out)
     torch.testing.assert_close(sv[:5], torch.ones(5, dtype=torch.float64), atol=1e-5, rtol=0)
     assert sv[5:].max() < 1e-5
@@ -200,7 +219,7 @@ def test_paper_clamp_weights(backend, s, eps, clamped):
     U, _, Vh = torch.linalg.svd(G, full_matrices=False)
     U, Vh = U[:, :3], Vh[:3]
     cut = torch.diagonal(U.T @ polar(G, backend, rtol=eps) @ Vh.T)
-    clamp = torch.diagonal(U.T @ polar(G, backend, eps=eps) @ Vh.T)
+    clamp = torch.diagonal(U.T @ polar(G, backend, clamp_eps=eps) @ Vh.T)
     torch.testing.assert_close(cut, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-6, rtol=0)
     torch.testing.assert_close(clamp, torch.tensor(clamped, dtype=torch.float64), atol=1e-6, rtol=1e-4)
 
@@ -210,14 +229,15 @@ def test_paper_clamp_weights(backend, s, eps, clamped):
 def test_zero_matrix_gives_zeros(backend, shape):
     out = polar(torch.zeros(*shape), backend)
     assert torch.equal(out, torch.zeros(*shape))
-    assert torch.equal(polar(torch.zeros(*shape), backend, eps=1e-6), torch.zeros(*shape))
+    if backend in CLAMPING:
+        assert torch.equal(polar(torch.zeros(*shape), backend, clamp_eps=1e-6), torch.zeros(*shape))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dtype_preserved(dtype, backend):
     G = torch.randn(12, 20, generator=torch.Generator().manual_seed(8)).to(dtype)
-    out = polar(G, backend, rank=12, generator=torch.Generator().manual_seed(0))
+    out = polar(G, backend, **rsvd_only(backend, rank=12, generator=torch.Generator().manual_seed(0)))
     assert out.dtype == dtype and out.shape == G.shape
     if backend != "newton-schulz" or dtype == torch.float64:
         tol = {torch.float16: 2e-3, torch.bfloat16: 1e-2}.get(dtype, 1e-4)
@@ -242,7 +262,8 @@ def test_propagate_lets_nonfinite_through_every_backend(backend, bad, dtype):
     """A batch of 3 matrices, the middle one non-finite: it comes out all NaN; the others are U Vᵀ as usual."""
     G = torch.randn(3, 6, 9, dtype=dtype, generator=torch.Generator().manual_seed(0))
     G[1, 2, 3] = bad
-    out = polar(G, backend, rank=12, nonfinite="propagate", generator=torch.Generator().manual_seed(0))
+    rsvd = rsvd_only(backend, rank=12, generator=torch.Generator().manual_seed(0))
+    out = polar(G, backend, nonfinite="propagate", **rsvd)
     assert out.shape == G.shape and out.dtype == dtype
     assert bool(torch.isnan(out[1]).all())
     assert bool(torch.isfinite(out[[0, 2]]).all())
@@ -257,7 +278,7 @@ def test_propagate_lets_nonfinite_through_every_backend(backend, bad, dtype):
     [
         (dict(backend="qr"), "backend = 'qr'"),
         (dict(rtol=2.0), "rtol = 2.0"),
-        (dict(eps=0.0), "eps = 0.0"),
+        (dict(clamp_eps=0.0), "clamp_eps = 0.0"),
         (dict(backend="rsvd", rank=0), "rank = 0"),
         (dict(nonfinite="ignore"), "nonfinite = 'ignore'"),
     ],
@@ -298,23 +319,56 @@ def test_orthogonal_equivariance(m, n, rank, seed, backend):
     torch.testing.assert_close(lhs, rhs, atol=1e-6, rtol=0)
 
 
-# ------------------------------------------------------------------------------ deprecated method= alias
+# ------------------------------------------------------------------------------ one function per backend
 
 
-def test_method_keyword_is_a_deprecated_alias_of_backend():
-    G = ill(6, 9, kappa=1e3)
-    with pytest.warns(DeprecationWarning, match="method= is deprecated, use backend="):
-        out = polar(G, method="svd", eps=1e-4)
-    torch.testing.assert_close(out, polar(G, backend="svd", eps=1e-4), atol=0, rtol=0)
-    torch.testing.assert_close(out, reference(G), atol=1e-10, rtol=0)  # all s ≥ 1e-3 > eps: weights 1
-    with pytest.warns(DeprecationWarning):
-        rs = polar(G, method="rsvd", rank=3, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(rs, polar(G, backend="rsvd", rank=3, generator=torch.Generator().manual_seed(4)))
+def test_polar_is_the_backends_own_function():
+    """polar(G, backend, **options) runs the backend's function with the same options: the same code, so bitwise."""
+    G = ill(12, 20, kappa=1e3).float()
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    cases = [
+        (polar_via_svd, "svd", dict(rtol=1e-3, dtype=torch.float32)),
+        (polar_via_gram_eigh, "gram-eigh", dict(clamp_eps=1e-4)),
+        (polar_via_newton_schulz, "newton-schulz", dict(ns_coefficients="muon", ns_steps=4)),
+        (polar_via_polar_express, "polar-express", dict(pe_lower=1e-3)),
+    ]
+    for fn, backend, options in cases:
+        assert POLAR_BACKENDS[backend] is fn
+        assert torch.equal(polar(G, backend, **options), fn(G, **options)), backend
+    assert torch.equal(polar(G, "rsvd", rank=3, generator=gen()), polar_via_rsvd(G, rank=3, generator=gen()))
+    assert torch.equal(polar(G, "auto", rtol=1e-3), polar_via_gram_eigh(G, rtol=1e-3))  # fp32 on CPU
+    assert torch.equal(polar(G.double(), "auto"), polar_via_svd(G.double()))  # fp64 on CPU
 
 
-@pytest.mark.parametrize("backend", [dict(backend="svd"), dict(backend="auto")])
-def test_backend_and_method_together_is_an_error(backend):
-    with pytest.raises(ValueError, match="method = 'gram-eigh': deprecated alias of backend"):
-        polar(torch.randn(3, 4), method="gram-eigh", **backend)
-    with pytest.raises(ValueError, match="method = 'svd'"):
-        polar(torch.randn(3, 4), "svd", method="svd")  # positional backend counts as given
+def test_each_backend_takes_only_its_own_options():
+    assert backend_options("svd") == ("rtol", "clamp_eps", "dtype", "nonfinite")
+    assert backend_options("gram-eigh") == ("rtol", "clamp_eps", "dtype", "nonfinite")
+    assert backend_options("newton-schulz") == ("ns_coefficients", "ns_steps", "ns_polish", "dtype", "nonfinite")
+    assert backend_options("rsvd") == ("rank", "power_iters", "generator", "rtol", "clamp_eps", "dtype", "nonfinite")
+    assert backend_options("polar-express") == ("pe_lower", "rtol", "dtype", "nonfinite")
+    assert backend_options("auto") == ("rtol", "clamp_eps", "dtype", "nonfinite")
+
+
+@pytest.mark.parametrize(
+    "backend,options,name",
+    [
+        ("svd", dict(rank=4), "rank"),
+        ("gram-eigh", dict(pe_lower=1e-3), "pe_lower"),
+        ("newton-schulz", dict(clamp_eps=1e-6), "clamp_eps"),
+        ("newton-schulz", dict(rtol=1e-3), "rtol"),
+        ("polar-express", dict(clamp_eps=1e-6), "clamp_eps"),
+        ("rsvd", dict(ns_steps=3), "ns_steps"),
+        ("auto", dict(rank=4), "rank"),
+        ("svd", dict(method="svd"), "method"),  # the pre-release alias of backend is gone
+        ("svd", dict(eps=1e-6), "eps"),  # the clamp is clamp_eps now
+    ],
+)
+def test_an_option_the_backend_does_not_take_is_a_config_error(backend, options, name):
+    with pytest.raises(ConfigError, match=rf"^{name} = .*: not an option of backend '{backend}'; its options: "
+                       + ", ".join(backend_options(backend))):
+        polar(torch.randn(3, 4), backend, **options)
+
+
+def test_auto_takes_clamp_eps_none_as_not_given():
+    G = torch.randn(5, 7, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(polar(G, "auto", clamp_eps=None), polar(G))

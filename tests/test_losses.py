@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from egalitarian.errors import ConfigError
 from egalitarian.losses import (
@@ -37,6 +38,22 @@ def test_cross_entropy_hand_example_float32_and_float64():
     assert loss64.dtype == torch.float64
     assert loss64.item() == pytest.approx(hand_cross_entropy(), rel=1e-14)
     assert get_loss("cross_entropy_f64")(logits, y).dtype == torch.float64
+
+
+def test_sequence_outputs_are_per_token():
+    """(N, T, C) logits against (N, T) targets (a language model): the mean over all N·T tokens, exactly
+    F.cross_entropy on the flattened tensors; by hand for one (2 windows x 1 token) case."""
+    logits, y = torch.tensor(LOGITS).view(2, 1, 3), torch.tensor(LABELS).view(2, 1)
+    assert cross_entropy(logits, y).item() == pytest.approx(hand_cross_entropy(), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(4, 5, 7, generator=g), torch.randint(0, 7, (4, 5), generator=g)
+    flat = F.cross_entropy(logits.reshape(20, 7), y.reshape(20))
+    assert torch.equal(cross_entropy(logits, y), flat)
+    assert cross_entropy(logits, y, dtype=torch.float64).item() == pytest.approx(flat.item(), rel=1e-6)
+    assert stablemax_cross_entropy(logits, y).item() == pytest.approx(
+        stablemax_cross_entropy(logits.reshape(20, 7), y.reshape(20)).item(), rel=1e-12)
+    hits = (logits.argmax(-1) == y).sum().item()
+    assert accuracy(logits, y).item() == pytest.approx(hits / 20)
 
 
 def test_stablemax_hand_example():

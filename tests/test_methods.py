@@ -365,6 +365,15 @@ def test_egd_clamp_eps_is_the_papers_clamp_by_hand():
         build_optimizer([("w", torch.nn.Parameter(p0))], "egd", eps=1e-2)
 
 
+@pytest.mark.parametrize("name", ["egd_newton_schulz", "egd_adam", "egd_grokfast"])
+def test_a_whitening_knob_the_backend_does_not_take_is_a_config_error(name):
+    p = torch.nn.Parameter(torch.zeros(2, 3))
+    with pytest.raises(ConfigError, match="^optimizer.clamp_eps = 0.01: not an option of backend 'newton-schulz'; its "
+                       "options: ns_coefficients, ns_steps, ns_polish, dtype, nonfinite$"):
+        build_optimizer([("w", p)], name, backend="newton-schulz", clamp_eps=1e-2)
+    build_optimizer([("w", p)], name, backend="newton-schulz", rank=1, power_iters=3)  # rsvd's knobs: unused here
+
+
 def test_egd_grokfast_passes_rtol_power_iters_and_seed_to_the_whitening():
     # lamb = 0 makes Grokfast the identity, so one SGD step (lr 1) is −(whitened gradient).
     # rtol = 0.5 drops the direction with s = 0.1 < 0.5·s_max: the step is −u1 v1ᵀ.

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from egalitarian import EGD, Preconditioned
+from egalitarian.errors import ConfigError
 from egalitarian.transforms import add_decayed_weights, chain, scale, trace, whiten
 
 # G = [[2, 0, 0], [1, 1, 0]].  G Gᵀ = [[4, 2], [2, 2]]; for a 2×2 SPD M, √M = (M + √det·I)/√(tr + 2√det)
@@ -231,63 +232,62 @@ def test_preconditioned_needs_an_optimizer_class():
         Preconditioned([torch.nn.Parameter(torch.zeros(2, 2))], base=torch.optim.SGD([torch.zeros(1)], lr=1))
 
 
-# ------------------------------------------------------------------------- backend= (method= deprecated)
+# ------------------------------------------------------------------------- names: backend=, clamp_eps=
 
 
-def test_whiten_and_egd_take_method_as_a_deprecated_alias():
-    g = torch.tensor([[3.0, 0.0, 4.0], [0.0, 5.0, 0.0]], dtype=torch.float64)  # orthogonal rows of norm 5
-    p = torch.zeros(2, 3, dtype=torch.float64)
-    with pytest.warns(DeprecationWarning, match="method= is deprecated, use backend="):
-        t = whiten(method="svd")
-    torch.testing.assert_close(t.update(g, t.init(p), p)[0], g / 5, atol=1e-12, rtol=0)
-    W = torch.nn.Parameter(p.clone())
-    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
-        opt = EGD([W], lr=1.0, method="newton-schulz")
-    assert opt.param_groups[0]["backend"] == "newton-schulz" and "method" not in opt.param_groups[0]
-    W.grad = g.clone()
+def test_backend_is_the_only_name_of_the_backend():
+    """The pre-release alias ``method=`` is gone: an unknown polar option for whiten, not a keyword of EGD."""
+    with pytest.raises(ConfigError, match="method = 'svd': not an option of backend 'auto'"):
+        whiten(method="svd")
+    with pytest.raises(TypeError, match="method"):
+        EGD([torch.nn.Parameter(torch.zeros(2, 3))], lr=1.0, method="svd")
+
+
+def test_egd_clamp_is_clamp_eps_and_reaches_polar():
+    """EGD(clamp_eps=c) steps by U diag(s / max(s, c)) Vᵀ (the paper's clamp), written out with an fp64 SVD."""
+    g = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(4, 3, dtype=torch.float64, generator=g)).Q
+    V = torch.linalg.qr(torch.randn(5, 3, dtype=torch.float64, generator=g)).Q
+    s = torch.tensor([1.0, 1e-3, 1e-7], dtype=torch.float64)
+    grad = (U * s) @ V.T
+    W = torch.nn.Parameter(torch.zeros(4, 5, dtype=torch.float64))
+    opt = EGD([W], lr=1.0, backend="svd", clamp_eps=1e-5)
+    assert opt.param_groups[0]["clamp_eps"] == 1e-5 and "eps" not in opt.param_groups[0]
+    W.grad = grad
     opt.step()
-    torch.testing.assert_close(W.detach(), -g / 5, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="method = 'svd'"):
-        whiten("svd", method="svd")
-    with pytest.raises(ValueError, match="method = 'svd'"):
-        EGD([W], lr=1.0, backend="auto", method="svd")
+    expected = -(U * (s / s.clamp_min(1e-5))) @ V.T  # weights 1, 1, 1e-2
+    torch.testing.assert_close(W.detach(), expected, atol=1e-10, rtol=0)
 
 
-def test_egd_group_key_method_is_a_deprecated_alias_of_backend():
-    W1 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
-    W2 = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
-    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
-        opt = EGD([{"params": [W1], "method": "svd"}, {"params": [W2]}], lr=1.0)
-    assert [g["backend"] for g in opt.param_groups] == ["svd", "auto"]
-    assert all("method" not in g for g in opt.param_groups)
-    W1.grad = G.clone()
-    opt.step()
-    torch.testing.assert_close(W1.detach(), -G_WHITE, atol=1e-12, rtol=0)
-    with pytest.raises(ValueError, match="method = 'svd'"):
-        EGD([{"params": [W1], "method": "svd", "backend": "svd"}], lr=1.0)
+@pytest.mark.parametrize("backend,options", [("newton-schulz", dict(clamp_eps=1e-6)),
+                                             ("polar-express", dict(clamp_eps=1e-6)),
+                                             ("newton-schulz", dict(rtol=1e-3))])
+def test_egd_refuses_a_polar_option_its_backend_does_not_take(backend, options):
+    (name, value), = options.items()
+    with pytest.raises(ConfigError, match=f"{name} = {value}: not an option of backend '{backend}'"):
+        EGD([torch.nn.Parameter(torch.zeros(2, 3))], lr=1.0, backend=backend, **options)
+    with pytest.raises(ConfigError, match=f"{name} = {value}: not an option of backend '{backend}'"):
+        whiten(backend, **options)
 
 
-def test_egd_loads_a_checkpoint_whose_groups_say_method():
-    """A state dict as saved before the rename (group key "method"), written by hand: momentum buffer b0."""
-    W0 = torch.tensor([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0]], dtype=torch.float64)
+def test_egd_refuses_a_checkpoint_saved_with_other_group_keys():
+    """A state dict whose group calls the clamp ``eps`` (another version's keys, written by hand): a ValueError
+    naming the missing key, and nothing is loaded."""
     b0 = torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.5, 1.0]], dtype=torch.float64)
     old = {
         "state": {0: {"whiten": (), "momentum": {"momentum_buffer": b0.clone()}}},
         "param_groups": [
-            dict(lr=0.1, momentum=0.9, nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", whiten=True,
-                 method="svd", rtol=None, eps=None, rank=64, power_iters=2, seed=0, params=[0])
+            dict(lr=0.5, momentum=0.9, nesterov=False, weight_decay=0.0, weight_decay_mode="decoupled", whiten=True,
+                 backend="svd", rtol=None, eps=None, rank=64, power_iters=2, seed=0, nonfinite="raise",
+                 momentum_position="after", scale="none", rms_target=0.2, row_blocks=1, params=[0])
         ],
     }
-    W = torch.nn.Parameter(W0.clone())
-    opt = EGD([W], lr=0.1, momentum=0.9)  # backend "auto" here: the checkpoint's "svd" must win
-    opt.load_state_dict(old)
-    assert opt.param_groups[0]["backend"] == "svd" and "method" not in opt.param_groups[0]
-    assert opt.param_groups[0]["nonfinite"] == "raise"  # saved before the key existed: the default
-    assert "method" in old["param_groups"][0]  # the caller's dict is not changed
-    W.grad = G.clone()
-    opt.step()
-    # b ← 0.9·b0 + U Vᵀ(G), W ← W0 − 0.1·b
-    torch.testing.assert_close(W.detach(), W0 - 0.1 * (0.9 * b0 + G_WHITE), atol=1e-12, rtol=0)
+    W = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+    opt = EGD([W], lr=0.1, momentum=0.9)
+    before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(ValueError, match=r"param_groups\[0\] = \"without 'clamp_eps'\": saved by another version"):
+        opt.load_state_dict(old)
+    assert opt.state_dict() == before and opt.param_groups[0]["lr"] == 0.1
 
 
 # ------------------------------------------------------------------------- non-finite gradients: all or nothing

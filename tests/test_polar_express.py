@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from egalitarian.errors import ConfigError
 from egalitarian.linalg import (
     BACKENDS,
     PE_LOWER_FLOOR,
@@ -277,15 +278,16 @@ def test_auto_per_device():
     assert resolve_backend("auto", cpu32) == "gram-eigh" and resolve_backend("auto", cpu64) == "svd"
     meta32, meta64 = cpu32.to("meta"), cpu64.to("meta")  # stands in for CUDA: any non-CPU device
     assert resolve_backend("auto", meta32) == PE and resolve_backend("auto", meta64) == PE
-    # the paper's clamp needs an exact backend: auto keeps the CPU choice with eps
-    assert resolve_backend("auto", meta32, eps=1e-6) == "gram-eigh"
-    assert resolve_backend("auto", meta64, eps=1e-6) == "svd"
+    # the paper's clamp needs an exact backend: auto keeps the CPU choice with clamp_eps
+    assert resolve_backend("auto", meta32, clamp_eps=1e-6) == "gram-eigh"
+    assert resolve_backend("auto", meta64, clamp_eps=1e-6) == "svd"
     assert PE in BACKENDS
 
 
-def test_eps_is_ignored_and_zero_matrix_gives_zeros():
+def test_clamp_is_not_an_option_and_zero_matrix_gives_zeros():
     G = torch.randn(20, 30, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(polar(G, PE, eps=1e-3), polar(G, PE))
+    with pytest.raises(ConfigError, match="clamp_eps = 0.001: not an option of backend 'polar-express'"):
+        polar(G, PE, clamp_eps=1e-3)
     assert torch.equal(polar(torch.zeros(2, 5, 7), PE), torch.zeros(2, 5, 7))
 
 

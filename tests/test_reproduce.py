@@ -1,12 +1,57 @@
-"""egd reproduce: every table expands into valid runs; the cells are formatted as documented."""
+"""egd reproduce: one registry of artifacts, each made by plan → run → analyse → write; every table expands into
+valid runs; the cells are formatted as documented."""
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
-from egalitarian.cli import main
+from egalitarian.cli import build_parser, main
 from egalitarian.errors import ConfigError
-from egalitarian.reproduce import SEEDS_ALLOWED, TABLES, _cell, build_sweep, parse_seeds, reproduce
+from egalitarian.report import markdown_table
+from egalitarian.reproduce import ARTIFACTS, SEEDS_ALLOWED, names, parse_seeds, reproduce
+from egalitarian.reproduce.paper_tables import TABLES, _cell, build_sweep
+
+EVERY = ["table2", "table3", "table4", "table5", "table6", "table7", "table8", "fig6", "appf"]
+
+
+def test_the_registry_holds_every_artifact_of_the_paper_and_each_has_the_four_steps():
+    assert names() == EVERY
+    for a in ARTIFACTS.values():
+        steps = a.steps()
+        for step, arity in (("plan", 2), ("run", 1), ("analyse", 2), ("write", 2)):
+            assert len(inspect.signature(getattr(steps, step)).parameters) == arity, (a.name, step)
+    assert {a.name for a in ARTIFACTS.values() if a.module == "paper_tables"} == set(TABLES)
+    assert ARTIFACTS["table8"].datasets == ARTIFACTS["table8"].steps().DATASETS  # declared where the command lists it
+
+
+def test_help_and_an_unknown_name_list_every_artifact(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["reproduce", "--help"])
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.split("artifacts (NAME):\n")[1].splitlines() if line[2:3].strip()]
+    assert listed == EVERY
+    assert main(["reproduce", "table99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"egd: error: NAME = 'table99': allowed: {', '.join(EVERY)}"]
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("table2", ["--dataset", "cifar10"], "--dataset = 'cifar10': only table8 takes --dataset"),
+    ("fig6", ["--dataset", "cifar10"], "--dataset = 'cifar10': only table8 takes --dataset"),
+    ("table5", ["--seeds", "3"], "--seeds = '3': table5 takes only --quick and --out"),
+    ("fig6", ["--workers", "2"], "--workers = 2: fig6 takes only --quick and --out"),
+])
+def test_an_option_the_artifact_does_not_take_exits_2_naming_who_takes_it(tmp_path, capsys, name, args, message):
+    assert main(["reproduce", name, "--out", str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"egd: error: {message}"]
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made
+
+
+def test_markdown_table_by_hand():
+    assert markdown_table(["a", "b"], [[1, "x"], ["", None]]) == "| a | b |\n|---|---|\n| 1 | x |\n|  | None |"
+    assert markdown_table(("only",), []) == "| only |\n|---|"
 
 
 @pytest.mark.parametrize("name", sorted(TABLES))
@@ -37,11 +82,11 @@ def test_cells_by_hand():
     assert _cell(None, 0, 2, 300) == "> 300"
 
 
-def test_unknown_table_and_bad_seeds(tmp_path):
-    with pytest.raises(ConfigError, match="table5"):
-        reproduce("table5", root=tmp_path)
+def test_unknown_name_and_bad_seeds(tmp_path):
+    with pytest.raises(ConfigError, match="NAME = 'table1': allowed: table2, "):
+        reproduce("table1", out=tmp_path)
     with pytest.raises(ConfigError, match="--seeds = 0: a count N >= 1"):
-        reproduce("table2", seeds=0, root=tmp_path)
+        reproduce("table2", seeds=0, out=tmp_path)
 
 
 @pytest.mark.parametrize(

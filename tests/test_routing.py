@@ -4,7 +4,6 @@ one optimizer's steps against EGD, torch.optim.AdamW and polar factors computed 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 from egalitarian import EGDWithAuxAdamW, Routing, egd_for, route
 from egalitarian.models import CNN, MLP, Transformer
 from egalitarian.optim import EGD
+from egalitarian.routing import check_patterns_used, classify, fused_blocks, head_modules, model_params
 
 F64 = torch.float64
 
@@ -384,8 +384,86 @@ def test_nonfinite_gradient_changes_nothing_and_switch_off():
     assert opt.param_groups[0]["whiten"] is True
 
 
-def test_the_readme_routing_excerpt_is_what_route_prints():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    excerpt = readme.split("the routing reads\n(abridged):\n\n```\n", 1)[1].split("```", 1)[0].splitlines()
-    printed = str(route(Transformer(vocab_size=99, seq_len=5, num_outputs=99, depth=1))).splitlines()
-    assert len(excerpt) >= 3 and all(line in printed for line in excerpt)
+# ------------------------------------------------------------------------------- route's parts, one at a time
+
+
+def test_model_params_lists_a_tied_tensor_once_with_all_its_names():
+    m = Tied()
+    infos = model_params(m)
+    assert [i.name for i in infos] == ["emb.weight", "mid.weight", "mid.bias"]
+    assert infos[0].names == ["emb.weight", "lm_head.weight"] and infos[0].module is m.emb
+    assert infos[1].module_name == "mid" and infos[1].key == "weight" and infos[1].param is m.mid.weight
+
+
+def test_classify_applies_the_rules_by_module_type():
+    m = Net()
+    info = {i.name: i for i in model_params(m)}
+    assert classify(info["fc1.weight"], None) == ("Linear weight", True)
+    assert classify(info["fc1.bias"], None) == ("< 2 dims (bias or gain)", False)
+    assert classify(info["ln.weight"], None) == ("LayerNorm weight", False)
+    assert classify(info["emb.weight"], None) == ("Embedding table", False)
+    assert classify(info["head.weight"], "the head") == ("the head", False)
+    conv = {i.name: i for i in model_params(nn.Sequential(nn.Conv2d(3, 4, 3)))}
+    assert classify(conv["0.weight"], None) == ("Conv2d kernel, whitened as 4×27", True)
+    tied = model_params(Tied())[0]
+    assert classify(tied, None) == ("tied: the same tensor as 'lm_head.weight'", False)
+    raw = nn.Module()
+    raw.pos = nn.Parameter(torch.zeros(3, 4))
+    assert classify(model_params(raw)[0], None) == (
+        "2-D parameter of Module (not a known module type; whiten= to whiten it)", False)
+
+
+def test_head_modules_auto_none_and_pattern():
+    m = Net()
+    assert head_modules(m, "auto")[0] == {"head"}
+    assert head_modules(m, None) == (set(), "")
+    assert head_modules(m, "fc*") == ({"fc1", "fc2"}, "output head (head='fc*')")
+    with pytest.raises(ValueError, match="head = 'nope': matches no module name"):
+        head_modules(m, "nope")
+
+
+def test_fused_blocks_default_explicit_and_per_head():
+    m = Transformer(vocab_size=10, seq_len=4, num_outputs=10, dim=16, depth=1, heads=4)
+    qkv = next(i for i in model_params(m) if i.name == "blocks.0.attn.qkv.weight")
+    out = next(i for i in model_params(m) if i.name == "blocks.0.attn.out.weight")
+    used: set[str] = set()
+    assert fused_blocks(m, qkv, None, False, used) == (3, "fused QKV ('*qkv.weight'), 3 row blocks")
+    assert fused_blocks(m, qkv, None, True, used) == (12, "fused QKV ('*qkv.weight') per head (4 heads), 12 row blocks")
+    assert fused_blocks(m, out, None, False, used) == (1, "") and not used
+    assert fused_blocks(m, qkv, {"*qkv.weight": 6}, True, used) == (6, "fused (fused['*qkv.weight'] = 6)")
+    assert used == {"*qkv.weight"}  # an explicit count is exact, never multiplied by the heads
+    with pytest.raises(ValueError, match=r"fused\['\*qkv.weight'\] = 5: must divide the 48 rows"):
+        fused_blocks(m, qkv, {"*qkv.weight": 5}, False, set())
+
+
+def test_check_patterns_used_names_the_first_unused_pattern():
+    used = {"aux": {"a*"}, "whiten": {"w*"}, "fused": set()}
+    check_patterns_used(["a*"], ["w*"], None, used, set(), "x.weight")
+    with pytest.raises(ValueError, match="aux = 'b': matches no parameter name of the model .*'x.weight'"):
+        check_patterns_used(["a*", "b"], ["w*"], None, used, set(), "x.weight")
+    with pytest.raises(ValueError, match="whiten = 'v': matches only parameters with < 2 dims"):
+        check_patterns_used([], ["v"], None, used, {"v"}, "x.weight")
+    with pytest.raises(ValueError, match="fused = 'f': matches no parameter that EGD whitens"):
+        check_patterns_used([], [], {"f": 3}, used, set(), "x.weight")
+
+
+def test_egd_for_clamp_is_clamp_eps_and_adamws_eps_stays_eps():
+    opt = egd_for(Net(), lr=0.02, clamp_eps=1e-6, aux_eps=1e-7)
+    egd_group, aux_group = opt.param_groups[0], opt.param_groups[-1]
+    assert egd_group["use_egd"] and egd_group["clamp_eps"] == 1e-6 and "eps" not in egd_group
+    assert not aux_group["use_egd"] and aux_group["eps"] == 1e-7 and "clamp_eps" not in aux_group
+
+
+def test_a_checkpoint_whose_egd_groups_call_the_clamp_eps_is_refused():
+    m = Net()
+    opt = egd_for(m, lr=0.02, **PLAIN_EGD)
+    train(m, opt, 2, 0)
+    old = copy.deepcopy(opt.state_dict())
+    for g in old["param_groups"]:
+        if g["use_egd"]:
+            g["eps"] = g.pop("clamp_eps")
+    opt2 = egd_for(Net(), lr=0.02, **PLAIN_EGD)
+    with pytest.raises(ValueError, match="param_groups\\[0\\] = \"without 'clamp_eps'\": saved by another version "
+                       "of EGDWithAuxAdamW"):
+        opt2.load_state_dict(old)
+    assert not opt2.state

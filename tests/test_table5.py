@@ -8,9 +8,10 @@ import pytest
 
 from egalitarian.cli import main
 from egalitarian.errors import ConfigError
+from egalitarian.reproduce import reproduce
+from egalitarian.reproduce.table5 import PAPER_TABLE5, PAPER_TASKS, average, family
 from egalitarian.sweep import Store
 from egalitarian.sweep.spec import PlannedRun
-from egalitarian.table5 import PAPER_TABLE5, PAPER_TASKS, average, family, table5
 
 
 def test_the_paper_tables_2_to_4_give_its_table5():
@@ -78,7 +79,7 @@ def test_table5_from_hand_made_stores(tmp_path, capsys):
     code = main(["reproduce", "table5", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
-    got = table5(root=tmp_path)
+    got = reproduce("table5", out=tmp_path)
     capsys.readouterr()
     ours = got["ours"]
     assert ours["egd"]["epochs"]["mean"] == pytest.approx((40 + 30) / 2)
@@ -101,7 +102,7 @@ def test_table5_without_stores_exits_2_naming_the_way_out(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"egd: error: --out = {str(tmp_path)!r}: no results store of table2")
     assert "egd reproduce table2 --seeds 5" in err[0]
     with pytest.raises(ConfigError, match="table2-quick.sqlite"):
-        table5(root=tmp_path, quick=True)
+        reproduce("table5", out=tmp_path, quick=True)
     assert main(["reproduce", "table5", "--workers", "2", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == "egd: error: --workers = 2: table5 takes only --quick and --out"
     assert math.isnan(average({})["egd"]["epochs"]["mean"])

@@ -389,7 +389,7 @@ def test_config_error_is_a_value_error() -> None:
 
 
 def test_registry() -> None:
-    assert set(TASKS) == {"modular", "parity", "mnist", "cifar10"}
+    assert set(TASKS) == {"modular", "parity", "mnist", "cifar10", "stdlib_bytes"}
     for name in TASKS:
         assert task_summary(name).strip()
     data = make_task("modular", p=5, op="mul")

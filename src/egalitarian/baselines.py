@@ -13,18 +13,16 @@ Newton–Schulz in torch's bfloat16, or in float32 with ``ns_dtype="float32"``: 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from .errors import check
 from .linalg import NS_MUON
-from .optim import _evaluate_closure
+from .optim import Engine, WithAuxAdamW, evaluate_closure
 from .transforms import GradientTransform, State, as_matrix, no_state
 
 __all__ = ["MuonFloat32", "MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma", "perp_to_weights"]
@@ -236,7 +234,7 @@ class MuonFloat32(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             params: list[Tensor] = []
             grads: list[Tensor] = []
@@ -252,7 +250,7 @@ class MuonFloat32(torch.optim.Muon):
         return loss
 
 
-class MuonWithAdamW(Optimizer):
+class MuonWithAdamW(WithAuxAdamW):
     r"""Muon for the hidden 2-D matrices, AdamW for every other parameter: one optimizer, as KellerJordan/Muon's
     ``MuonWithAuxAdam``.
 
@@ -263,9 +261,10 @@ class MuonWithAdamW(Optimizer):
     and ``torch.optim.AdamW``'s to the others.  Those torch optimizers (``.muon``, ``.adamw``, and
     ``.muon_fp32`` for groups with ``ns_dtype="float32"``; ``None`` while no group uses one) only do the
     arithmetic: they work on this optimizer's group dicts and ``state`` themselves, so there is one copy of
-    each.  Route hidden weight matrices to ``muon_params``; biases, LayerNorm gains, embeddings and the output
-    head go to ``adamw_params`` (the Muon authors' advice: embeddings and the head are not "hidden" matrices
-    even though they are 2-D).  Either set may be empty, not both; each may also be a list of param-group dicts.
+    each (the shared machinery: :class:`egalitarian.optim.WithAuxAdamW`).  Route hidden weight matrices to
+    ``muon_params``; biases, LayerNorm gains, embeddings and the output head go to ``adamw_params`` (the Muon
+    authors' advice: embeddings and the head are not "hidden" matrices even though they are 2-D).  Either set
+    may be empty, not both; each may also be a list of param-group dicts.
 
     What ``torch.optim.Muon`` (torch 2.13) does per matrix ``W`` (out × in) with gradient ``g``,
     η = ``lr``, μ = ``momentum``, λ = ``weight_decay``:
@@ -283,7 +282,7 @@ class MuonWithAdamW(Optimizer):
       then 5 quintic Newton–Schulz steps ``X ← aX + (bA + cA²)X`` with ``A = XXᵀ`` and Muon's coefficients
       (a, b, c) = (3.4445, −4.775, 2.0315).  This is *not* exactly ``U Vᵀ``: 1 is not a fixed point of the
       quintic, so the output's singular values scatter around 1 and directions small against ‖U‖_F stay well
-      below 1 (measured: docs/RESULTS.md §2).  EGD's exact whitening gives all ones.
+      below 1 (measured: experiments/02-whitening-backends).  EGD's exact whitening gives all ones.
       The update ``O`` is bfloat16, added to the float32 weight.  ``ns_dtype="float32"`` runs the same NS₅ in
       float32 instead (:class:`MuonFloat32`, :func:`newton_schulz5`; torch hard-codes bfloat16, whose matmuls
       are slow on CPUs without bf16 units).
@@ -298,9 +297,12 @@ class MuonWithAdamW(Optimizer):
     eps=adamw_eps, weight_decay=adamw_weight_decay)``.  Defaults follow KellerJordan/Muon's recommendations
     (Muon lr 0.02, momentum 0.95, Nesterov, 5 NS steps; Adam lr 3e-4, betas (0.9, 0.95)).
 
-    ``state_dict()`` is a plain torch optimizer state dict; ``load_state_dict`` copies what it is given and
-    also takes the ``{"muon": ..., "adamw": ...}`` state dicts of the earlier two-optimizer version.
+    ``state_dict()`` is a plain torch optimizer state dict; ``load_state_dict`` copies what it is given.  A step
+    does not check gradients for NaN or inf (torch's convention: they flow into the step); a sparse gradient is a
+    RuntimeError before anything changes.
     """
+
+    tag, engine = "use_muon", "Muon"
 
     def __init__(
         self,
@@ -327,11 +329,6 @@ class MuonWithAdamW(Optimizer):
         check(weight_decay >= 0, "weight_decay", weight_decay, "must be >= 0")
         check(adjust_lr_fn in _ADJUST_LR_FNS, "adjust_lr_fn", adjust_lr_fn,
               "must be None, 'original' or 'match_rms_adamw'")
-        check(isinstance(adamw_lr, (int, float)) and adamw_lr > 0, "adamw_lr", adamw_lr, "must be a number > 0")
-        check(len(adamw_betas) == 2 and all(0 <= b < 1 for b in adamw_betas), "adamw_betas", adamw_betas,
-              "must be two numbers in [0, 1)")
-        check(adamw_eps >= 0, "adamw_eps", adamw_eps, "must be >= 0")
-        check(adamw_weight_decay >= 0, "adamw_weight_decay", adamw_weight_decay, "must be >= 0")
         check(ns_dtype in NS_DTYPES, "ns_dtype", ns_dtype, f"must be one of {', '.join(NS_DTYPES)}")
         muon_groups, adamw_groups = _as_groups(muon_params), _as_groups(adamw_params)
         muon_ps = [p for g in muon_groups for p in g["params"]]
@@ -344,58 +341,26 @@ class MuonWithAdamW(Optimizer):
         both = [i for i, p in enumerate(muon_ps) if id(p) in adamw_ids]
         check(not both, "muon_params", f"entries {both}", "also appear in adamw_params (each parameter goes to one)")
 
-        self.group_defaults = {  # by use_muon; add_param_group fills a group's missing keys from these
-            True: dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
-                       adjust_lr_fn=adjust_lr_fn, ns_coefficients=tuple(ns_coefficients), eps=ns_eps,
-                       ns_dtype=ns_dtype),
-            False: dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay),
-        }
+        muon_defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay,
+                             adjust_lr_fn=adjust_lr_fn, ns_coefficients=tuple(ns_coefficients), eps=ns_eps,
+                             ns_dtype=ns_dtype)
+        adamw_defaults = dict(lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay)
         groups = [{**g, "use_muon": True} for g in muon_groups] + [{**g, "use_muon": False} for g in adamw_groups]
-        super().__init__(groups, {})
+        self.muon: torch.optim.Muon | None = None
+        self.muon_fp32: MuonFloat32 | None = None
+        self.adamw: torch.optim.AdamW | None = None
+        super().__init__(groups, muon_defaults, adamw_defaults, "adamw_")
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """``use_muon`` (required) picks the update; the group's other keys override that part's defaults."""
-        use_muon = param_group.get("use_muon")
-        check(use_muon in (True, False), "use_muon", use_muon, "must be True (Muon's update) or False (AdamW's)")
-        group = {**self.group_defaults[bool(use_muon)], **_as_groups([param_group])[0], "use_muon": bool(use_muon)}
-        if use_muon:
-            check(group["ns_dtype"] in NS_DTYPES, "ns_dtype", group["ns_dtype"],
-                  f"must be one of {', '.join(NS_DTYPES)}")
-        for i, p in enumerate(group["params"] if use_muon else ()):
+    def matrix_engines(self) -> list[Engine]:
+        """``torch.optim.Muon`` for the groups with ``ns_dtype="bfloat16"``, :class:`MuonFloat32` for ``"float32"``."""
+        return [("muon", torch.optim.Muon, lambda g: g["ns_dtype"] == "bfloat16"),
+                ("muon_fp32", MuonFloat32, lambda g: g["ns_dtype"] == "float32")]
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        check(group["ns_dtype"] in NS_DTYPES, "ns_dtype", group["ns_dtype"], f"must be one of {', '.join(NS_DTYPES)}")
+        for i, p in enumerate(group["params"]):
             check(p.ndim == 2, "params", f"[{i}] of shape {tuple(p.shape)}", "a use_muon=True group takes 2-D "
                   "matrices only")
-        super().add_param_group(group)
-        self._bind()
-
-    def _bind(self) -> None:
-        """(Re)build ``.muon``, ``.muon_fp32`` and ``.adamw`` over this optimizer's own group dicts and ``state``
-        (a group's ``ns_dtype`` picks its engine here; groups saved before it existed are bfloat16)."""
-        parts = (
-            ("muon", torch.optim.Muon, lambda g: g["use_muon"] and g.get("ns_dtype", "bfloat16") == "bfloat16"),
-            ("muon_fp32", MuonFloat32, lambda g: g["use_muon"] and g.get("ns_dtype", "bfloat16") == "float32"),
-            ("adamw", torch.optim.AdamW, lambda g: not g["use_muon"]),
-        )
-        for name, engine, mine in parts:
-            groups = [g for g in self.param_groups if mine(g)]
-            opt = engine(groups) if groups else None  # the groups already hold every hyperparameter
-            if opt is not None:
-                opt.state = self.state
-            setattr(self, name, opt)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
-        for opt in (self.muon, self.muon_fp32, self.adamw):
-            if opt is not None:
-                opt.step()
-        return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = copy.deepcopy(state_dict)  # torch's load would alias the caller's tensors
-        if "muon" in state_dict or "adamw" in state_dict:  # saved by the earlier two-optimizer version
-            state_dict = _joined(state_dict)
-        super().load_state_dict(state_dict)
-        self._bind()  # torch's load replaced the group dicts and the state
 
 
 def _as_groups(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -406,16 +371,3 @@ def _as_groups(params: Iterable[Tensor] | Iterable[dict[str, Any]]) -> list[dict
     if not all(isinstance(g, dict) for g in items):
         return [{"params": items}]
     return [{**g, "params": [g["params"]] if isinstance(g["params"], Tensor) else list(g["params"])} for g in items]
-
-
-def _joined(parts: dict[str, Any]) -> dict[str, Any]:
-    """``{"muon": state dict | None, "adamw": state dict | None}`` as one state dict, Muon's groups first."""
-    state: dict[int, Any] = {}
-    groups: list[dict[str, Any]] = []
-    for key, use_muon in (("muon", True), ("adamw", False)):
-        if parts.get(key) is not None:
-            offset = sum(len(g["params"]) for g in groups)
-            groups += [{**g, "use_muon": use_muon, "params": [offset + i for i in g["params"]]}
-                       for g in parts[key]["param_groups"]]
-            state.update({offset + int(i): s for i, s in parts[key]["state"].items()})
-    return {"state": state, "param_groups": groups}

@@ -27,15 +27,16 @@ from .config import SECTIONS, TRAIN_DEFAULTS, section_kwargs
 from .errors import ConfigError, check, in_section
 from .losses import LOSSES, LossFn
 from .methods import OPTIMIZERS, build_optimizer
-from .models import CNN, MLP, Transformer
+from .models import CNN, GPT, MLP, Transformer
 from .schedules import SCHEDULES, fields_of
 from .tasks import TASKS, TaskData
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "transformer": Transformer, "cnn": CNN}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "transformer": Transformer, "gpt": GPT, "cnn": CNN}
 
 TASK_DERIVED: dict[str, tuple[str, ...]] = {
     "mlp": ("in_dim", "out_dim"),
     "transformer": ("vocab_size", "seq_len", "num_outputs"),
+    "gpt": ("vocab_size", "seq_len", "num_outputs"),
     "cnn": ("in_channels", "height", "width", "num_outputs"),
 }
 """The model arguments a task fixes (see :func:`task_derived`); a config may not set them."""
@@ -123,7 +124,7 @@ def task_derived(model: str, data: TaskData) -> dict[str, int]:
         dims = {"in_channels": c, "height": h, "width": w, "num_outputs": data.num_outputs}
     else:
         check(data.vocab_size is not None, "model.name", model,
-              "needs a token task, e.g. task.encoding = 'tokens'", ConfigError)
+              "needs a token task, e.g. task.encoding = 'tokens' or task.name = 'stdlib_bytes'", ConfigError)
         dims = {"vocab_size": data.vocab_size, "seq_len": data.input_dim, "num_outputs": data.num_outputs}
     assert tuple(dims) == TASK_DERIVED[model]
     return dims

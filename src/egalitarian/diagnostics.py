@@ -3,7 +3,7 @@
 Enable them by name in a config, ``diagnostics = ["spectrum", "lar"]``, or ``["default"]`` for the cheap
 default set :data:`DEFAULT` (``spectrum, lar, wnorm, collapse``).  ``fourier`` and ``nlm`` (one backward) are
 cheap too; ``restricted`` needs one forward over all P² pairs.  What each costs is measured by
-``bench/diagnostics.py`` (docs/RESULTS.md §5, "Cost of the diagnostics").  The trainer calls
+``bench/diagnostics.py`` (experiments/06-diagnostics, "Cost of the diagnostics").  The trainer calls
 :meth:`Diagnostics.compute` after every evaluation and stores each returned ``diag_<metric>`` value in
 ``metrics.csv`` with split ``diag``.  Sources: the log-alignment ratio is Shehper & Vaswani (2026); the
 Fourier, restricted and excluded losses Nanda et al. (2023, "Progress measures for grokking via mechanistic
@@ -64,7 +64,8 @@ Whether a run is memorizing, progressing, grokked or stalled is :func:`egalitari
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -381,51 +382,17 @@ class Diagnostics:
             ``restricted`` need a modular task, ``restricted`` modular addition, ``collapse`` class targets).
     """
 
-    def __init__(
-        self,
-        names: Sequence[str],
-        model: nn.Module,
-        data: Any,
-        loss_fn: Any,
-        *,
-        sample_size: int = 256,
-        key_frequencies: Sequence[int] | None = None,
-        n_key: int = TOP_K,
-    ) -> None:
-        allowed = ("default", *NAMES)
-        if isinstance(names, str) or not all(isinstance(x, str) for x in names):
-            raise ConfigError(f"diagnostics = {names!r}: must be a list of names; allowed: {', '.join(allowed)}")
-        chosen: list[str] = []
-        for name in names:
-            if name not in allowed:
-                raise ConfigError(
-                    f"diagnostics = {list(names)!r}: unknown diagnostic {name!r}; allowed: {', '.join(allowed)}"
-                )
-            for x in DEFAULT if name == "default" else (name,):
-                if x not in chosen:
-                    chosen.append(x)
-        self.names = tuple(x for x in NAMES if x in chosen)
+    def __init__(self, names: Sequence[str], model: nn.Module, data: Any, loss_fn: Any, *, sample_size: int = 256,
+                 key_frequencies: Sequence[int] | None = None, n_key: int = TOP_K) -> None:
+        self.names = chosen_names(names)
+        check_applicable(self.names, names, data)
         self.model, self.data, self.loss_fn = model, data, loss_fn
         info = getattr(data, "info", {}) or {}
         self.p = info.get("p")
-        modular = self.p is not None and "op" in info
-        for name in ("fourier", "restricted"):
-            if name in self.names and not modular:
-                raise ConfigError(
-                    f"diagnostics = {list(names)!r}: {name!r} needs a modular task (task.name = 'modular')"
-                )
-        if "restricted" in self.names and info.get("op") != "add":
-            raise ConfigError(
-                f"diagnostics = {list(names)!r}: 'restricted' is defined for modular addition only "
-                f"(task.op = 'add'), not task.op = {info.get('op')!r}"
-            )
-        if "collapse" in self.names and getattr(data, "target", "class") != "class":
-            raise ConfigError(f"diagnostics = {list(names)!r}: 'collapse' needs class targets (softmax outputs)")
         if "restricted" in self.names and key_frequencies is not None:
             sum_frequency_basis(self.p, key_frequencies)  # validates
         self.key_frequencies = None if key_frequencies is None else [int(k) for k in key_frequencies]
         self.n_key = n_key
-        self.param_names = {id(p): n for n, p in model.named_parameters()}
         # travel: θ₀, the parameters now (in the trainer: the init, before a checkpoint is loaded)
         self.theta0 = ({n: p.detach().clone() for n, p in model.named_parameters()} if "travel" in self.names
                        else {})
@@ -433,30 +400,23 @@ class Diagnostics:
         n = min(sample_size, data.n_train)
         self.x_sample, self.y_sample = data.x_train[:n], data.y_train[:n]
         if "restricted" in self.names:
-            from .tasks.modular import encode
+            self.grid_x, self.grid_y, self.grid_train = addition_grid(self.p, info, data.x_train.device)
 
-            p = self.p
-            pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))
-            self.grid_x = encode(pairs, p, info.get("encoding", "onehot")).to(data.x_train.device)
-            self.grid_y = (pairs[:, 0] + pairs[:, 1]) % p
-            mask = torch.zeros(p * p, dtype=torch.bool)
-            tp = info["pairs_train"]
-            mask[tp[:, 0] * p + tp[:, 1]] = True
-            self.grid_train = mask
-
-    # ------------------------------------------------------------------ parts
-    def _spectrum(self, opt: Any) -> dict[str, float]:
+    def compute(self, opt: Any = None) -> dict[str, float]:
+        """All enabled diagnostics at the current state; ``opt`` tells which parameters are whitened."""
         out: dict[str, float] = {}
-        whitened = whitened_params(opt)
-        for name, p in self.model.named_parameters():
-            if p.ndim < 2 or p.grad is None:
-                continue
-            for k, v in gradient_spectrum(p.grad).items():
-                out[f"diag_{k}.{name}"] = v
-            if id(p) in whitened:
-                c = whitened_cosine(p.grad)
-                out[f"diag_wcos.{name}"] = c
-                out[f"diag_wangle.{name}"] = math.degrees(math.acos(max(-1.0, min(1.0, c)))) if c == c else _NAN
+        if "spectrum" in self.names:
+            out.update(spectrum_metrics(self.model, opt))
+        if {"lar", "collapse", "nlm"} & set(self.names):
+            out.update(self._sample_pass())
+        if "wnorm" in self.names:
+            out.update(weight_norms(self.model))
+        if "travel" in self.names:
+            out.update(travel_metrics(self.model, self.theta0))
+        if "fourier" in self.names:
+            out.update(fourier_metrics(self.model, self.p))
+        if "restricted" in self.names:
+            out.update(self._restricted())
         return out
 
     def _sample_pass(self) -> dict[str, float]:
@@ -466,103 +426,26 @@ class Diagnostics:
         handle = None
         if want_lar:
             handle = self.unembed.register_forward_hook(lambda mod, args, z: captured.append((args[0], z)))
-        was_training = self.model.training
-        self.model.eval()
         out: dict[str, float] = {}
         try:
-            with torch.set_grad_enabled(want_nlm):
+            with _eval_mode(self.model), torch.set_grad_enabled(want_nlm):
                 logits = self.model(self.x_sample)
                 if want_nlm:
-                    named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-                    loss = self.loss_fn(logits, self.y_sample)
-                    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-                    pairs = [
-                        (n, p, torch.zeros_like(p) if g is None else g) for (n, p), g in zip(named, grads, strict=True)
-                    ]
-                    out["diag_nlm"] = nlm_cosine([g for _, _, g in pairs], [p for _, p, _ in pairs])
-                    for n, p, g in pairs:
-                        if p.ndim >= 2:
-                            out[f"diag_nlm.{n}"] = nlm_cosine(g, p)
+                    out.update(nlm_metrics(self.model, self.loss_fn(logits, self.y_sample)))
         finally:
             if handle is not None:
                 handle.remove()
-            self.model.train(was_training)
         logits = logits.detach()
         if want_lar and captured:
-            W = self.unembed.weight.detach()
-            X, Z = captured[-1]
-            X, Z = X.detach().reshape(-1, W.shape[1]), Z.detach().reshape(-1, W.shape[0])
-            if self.unembed.bias is not None:
-                Z = Z - self.unembed.bias.detach()  # Z = X Wᵀ without the bias
-            out["diag_lar"], out["diag_keff"] = log_alignment_ratio(W, X, Z)
-            # centred over the sample: X - mean(X) maps to Z - mean(Z) (linear map)
-            out["diag_lar_centered"], _ = log_alignment_ratio(W, X - X.mean(0), Z - Z.mean(0))
+            out.update(lar_metrics(self.unembed, *captured[-1]))
         if "collapse" in self.names:
-            dtype = torch.promote_types(logits.dtype, torch.float32)
-            with torch.no_grad():
-                ld = self.loss_fn(logits[:1], self.y_sample[:1]).dtype
-            dtype = torch.promote_types(dtype, ld) if ld.is_floating_point else dtype
-            out["diag_collapse_frac"], out["diag_zero_loss_frac"] = collapse_fractions(logits, self.y_sample, dtype)
-        return out
-
-    def _wnorm(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        total = 0.0
-        for name, p in self.model.named_parameters():
-            sq = float(p.detach().to(torch.float64).pow(2).sum())
-            total += sq
-            out[f"diag_wnorm.{name}"] = math.sqrt(sq)
-        return {"diag_wnorm": math.sqrt(total), **out}
-
-    def _travel(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        total = 0.0
-        for name, p in self.model.named_parameters():
-            p0 = self.theta0.get(name)
-            if p0 is None:  # a parameter added after construction: no θ₀ to measure from
-                continue
-            sq = float((p.detach().to(torch.float64) - p0.to(torch.float64)).pow(2).sum())
-            total += sq
-            out[f"diag_travel.{name}"] = math.sqrt(sq)
-            if p.ndim >= 2:
-                n0 = float(p0.to(torch.float64).pow(2).sum())
-                out[f"diag_travel_rel.{name}"] = math.sqrt(sq / n0) if n0 > 0 else _NAN
-        return {"diag_travel": math.sqrt(total), **out}
-
-    def _embedding_blocks(self) -> tuple[list[Tensor], Tensor | None]:
-        """Embedding blocks (p, d) along the token axis, and the unembedding (p, n) along the class axis."""
-        p, model = self.p, self.model
-        tok = getattr(model, "tok_emb", None)
-        if isinstance(tok, nn.Embedding):
-            blocks = [tok.weight.detach()[:p]]
-        else:
-            first = next(m for m in model.modules() if isinstance(m, nn.Linear))
-            W1 = first.weight.detach()
-            blocks = [W1[:, :p].mT, W1[:, p : 2 * p].mT] if W1.shape[1] >= 2 * p else [W1[:, :p].mT]
-        _, un = find_unembedding(model)
-        U = un.weight.detach()
-        return blocks, (U[:p] if U.shape[0] >= p else None)
-
-    def _fourier(self) -> dict[str, float]:
-        blocks, U = self._embedding_blocks()
-        norms = torch.stack([fourier_norms(B) for B in blocks]).pow(2).sum(0).sqrt()
-        s = fourier_stats(norms)
-        out = {"diag_fourier_gini": s["gini"], "diag_fourier_top5": s["top"], "diag_fourier_nfreq": s["nfreq"]}
-        out.update({f"diag_fourier_key{i + 1}": k for i, k in enumerate(s["keys"])})
-        if U is not None:
-            su = fourier_stats(fourier_norms(U))
-            out.update({"diag_fourier_gini.unembed": su["gini"], "diag_fourier_top5.unembed": su["top"],
-                        "diag_fourier_nfreq.unembed": su["nfreq"]})
+            out.update(collapse_metrics(logits, self.y_sample, self.loss_fn))
         return out
 
     @torch.no_grad()
     def _restricted(self) -> dict[str, float]:
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with _eval_mode(self.model):
             logits = self.model(self.grid_x)
-        finally:
-            self.model.train(was_training)
         p = self.p
         freqs = self.key_frequencies
         if freqs is None:
@@ -571,20 +454,172 @@ class Diagnostics:
         r = restricted_excluded_loss(logits, self.grid_y, self.grid_train, p, freqs)
         return {f"diag_{k}": v for k, v in r.items()}
 
-    # ------------------------------------------------------------------ public
-    def compute(self, opt: Any = None) -> dict[str, float]:
-        """All enabled diagnostics at the current state; ``opt`` tells which parameters are whitened."""
-        out: dict[str, float] = {}
-        if "spectrum" in self.names:
-            out.update(self._spectrum(opt))
-        if {"lar", "collapse", "nlm"} & set(self.names):
-            out.update(self._sample_pass())
-        if "wnorm" in self.names:
-            out.update(self._wnorm())
-        if "travel" in self.names:
-            out.update(self._travel())
-        if "fourier" in self.names:
-            out.update(self._fourier())
-        if "restricted" in self.names:
-            out.update(self._restricted())
-        return out
+
+# ------------------------------------------------------------------------------------ the object's parts
+
+
+def chosen_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The diagnostics ``names`` ask for (``"default"`` expanded to :data:`DEFAULT`), in :data:`NAMES` order;
+    anything but a list of known names is a ConfigError."""
+    allowed = ("default", *NAMES)
+    if isinstance(names, str) or not all(isinstance(x, str) for x in names):
+        raise ConfigError(f"diagnostics = {names!r}: must be a list of names; allowed: {', '.join(allowed)}")
+    chosen: set[str] = set()
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(
+                f"diagnostics = {list(names)!r}: unknown diagnostic {name!r}; allowed: {', '.join(allowed)}"
+            )
+        chosen.update(DEFAULT if name == "default" else (name,))
+    return tuple(x for x in NAMES if x in chosen)
+
+
+def check_applicable(chosen: Sequence[str], names: Sequence[str], data: Any) -> None:
+    """A ConfigError (quoting the config's ``names``) for a chosen diagnostic the task has no use for:
+    ``fourier`` and ``restricted`` need a modular task, ``restricted`` modular addition, ``collapse`` class
+    targets."""
+    info = getattr(data, "info", {}) or {}
+    modular = info.get("p") is not None and "op" in info
+    for name in ("fourier", "restricted"):
+        if name in chosen and not modular:
+            raise ConfigError(f"diagnostics = {list(names)!r}: {name!r} needs a modular task (task.name = 'modular')")
+    if "restricted" in chosen and info.get("op") != "add":
+        raise ConfigError(
+            f"diagnostics = {list(names)!r}: 'restricted' is defined for modular addition only "
+            f"(task.op = 'add'), not task.op = {info.get('op')!r}"
+        )
+    if "collapse" in chosen and getattr(data, "target", "class") != "class":
+        raise ConfigError(f"diagnostics = {list(names)!r}: 'collapse' needs class targets (softmax outputs)")
+
+
+def addition_grid(p: int, info: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """All ``P²`` pairs ``(a, b)`` in the task's encoding (on ``device``), their labels ``(a + b) mod p``, and the
+    mask of the training pairs (``info["pairs_train"]``), for ``restricted``."""
+    from .tasks.modular import encode
+
+    pairs = torch.cartesian_prod(torch.arange(p), torch.arange(p))
+    mask = torch.zeros(p * p, dtype=torch.bool)
+    tp = info["pairs_train"]
+    mask[tp[:, 0] * p + tp[:, 1]] = True
+    return encode(pairs, p, info.get("encoding", "onehot")).to(device), (pairs[:, 0] + pairs[:, 1]) % p, mask
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside, its training mode as it was after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def spectrum_metrics(model: nn.Module, opt: Any) -> dict[str, float]:
+    """``spectrum``: :func:`gradient_spectrum` of every ≥ 2-D parameter's ``.grad``, and ``wcos``/``wangle`` for
+    those ``opt`` whitens."""
+    out: dict[str, float] = {}
+    whitened = whitened_params(opt)
+    for name, p in model.named_parameters():
+        if p.ndim < 2 or p.grad is None:
+            continue
+        for k, v in gradient_spectrum(p.grad).items():
+            out[f"diag_{k}.{name}"] = v
+        if id(p) in whitened:
+            c = whitened_cosine(p.grad)
+            out[f"diag_wcos.{name}"] = c
+            out[f"diag_wangle.{name}"] = math.degrees(math.acos(max(-1.0, min(1.0, c)))) if c == c else _NAN
+    return out
+
+
+def nlm_metrics(model: nn.Module, loss: Tensor) -> dict[str, float]:
+    """``nlm``: :func:`nlm_cosine` of ``−∇loss`` and θ over every trainable parameter, and per ≥ 2-D one."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    pairs = [(n, p, torch.zeros_like(p) if g is None else g) for (n, p), g in zip(named, grads, strict=True)]
+    out = {"diag_nlm": nlm_cosine([g for _, _, g in pairs], [p for _, p, _ in pairs])}
+    for n, p, g in pairs:
+        if p.ndim >= 2:
+            out[f"diag_nlm.{n}"] = nlm_cosine(g, p)
+    return out
+
+
+def lar_metrics(unembed: nn.Linear, X: Tensor, Z: Tensor) -> dict[str, float]:
+    """``lar``: :func:`log_alignment_ratio` of the unembedding from its captured input ``X`` and output ``Z``
+    (less the bias: ``Z = X Wᵀ``), and ``lar_centered`` with both centred over the sample."""
+    W = unembed.weight.detach()
+    X, Z = X.detach().reshape(-1, W.shape[1]), Z.detach().reshape(-1, W.shape[0])
+    if unembed.bias is not None:
+        Z = Z - unembed.bias.detach()  # Z = X Wᵀ without the bias
+    out: dict[str, float] = {}
+    out["diag_lar"], out["diag_keff"] = log_alignment_ratio(W, X, Z)
+    # centred over the sample: X - mean(X) maps to Z - mean(Z) (linear map)
+    out["diag_lar_centered"], _ = log_alignment_ratio(W, X - X.mean(0), Z - Z.mean(0))
+    return out
+
+
+def collapse_metrics(logits: Tensor, y: Tensor, loss_fn: Any) -> dict[str, float]:
+    """``collapse``: :func:`collapse_fractions` in the loss's dtype (at least float32)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    with torch.no_grad():
+        ld = loss_fn(logits[:1], y[:1]).dtype
+    dtype = torch.promote_types(dtype, ld) if ld.is_floating_point else dtype
+    out: dict[str, float] = {}
+    out["diag_collapse_frac"], out["diag_zero_loss_frac"] = collapse_fractions(logits, y, dtype)
+    return out
+
+
+def weight_norms(model: nn.Module) -> dict[str, float]:
+    """``wnorm``: ``‖θ‖₂`` over all parameters, then per parameter tensor (float64 sums)."""
+    out: dict[str, float] = {}
+    total = 0.0
+    for name, p in model.named_parameters():
+        sq = float(p.detach().to(torch.float64).pow(2).sum())
+        total += sq
+        out[f"diag_wnorm.{name}"] = math.sqrt(sq)
+    return {"diag_wnorm": math.sqrt(total), **out}
+
+
+def travel_metrics(model: nn.Module, theta0: dict[str, Tensor]) -> dict[str, float]:
+    """``travel``: ``‖θ − θ₀‖₂`` over all parameters, per parameter tensor, and relative per ≥ 2-D one."""
+    out: dict[str, float] = {}
+    total = 0.0
+    for name, p in model.named_parameters():
+        p0 = theta0.get(name)
+        if p0 is None:  # a parameter added after construction: no θ₀ to measure from
+            continue
+        sq = float((p.detach().to(torch.float64) - p0.to(torch.float64)).pow(2).sum())
+        total += sq
+        out[f"diag_travel.{name}"] = math.sqrt(sq)
+        if p.ndim >= 2:
+            n0 = float(p0.to(torch.float64).pow(2).sum())
+            out[f"diag_travel_rel.{name}"] = math.sqrt(sq / n0) if n0 > 0 else _NAN
+    return {"diag_travel": math.sqrt(total), **out}
+
+
+def embedding_blocks(model: nn.Module, p: int) -> tuple[list[Tensor], Tensor | None]:
+    """Embedding blocks (p, d) along the token axis, and the unembedding (p, n) along the class axis."""
+    tok = getattr(model, "tok_emb", None)
+    if isinstance(tok, nn.Embedding):
+        blocks = [tok.weight.detach()[:p]]
+    else:
+        first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+        W1 = first.weight.detach()
+        blocks = [W1[:, :p].mT, W1[:, p : 2 * p].mT] if W1.shape[1] >= 2 * p else [W1[:, :p].mT]
+    _, un = find_unembedding(model)
+    U = un.weight.detach()
+    return blocks, (U[:p] if U.shape[0] >= p else None)
+
+
+def fourier_metrics(model: nn.Module, p: int) -> dict[str, float]:
+    """``fourier``: :func:`fourier_stats` of the embedding (blocks combined) and of the unembedding's class axis."""
+    blocks, U = embedding_blocks(model, p)
+    norms = torch.stack([fourier_norms(B) for B in blocks]).pow(2).sum(0).sqrt()
+    s = fourier_stats(norms)
+    out = {"diag_fourier_gini": s["gini"], "diag_fourier_top5": s["top"], "diag_fourier_nfreq": s["nfreq"]}
+    out.update({f"diag_fourier_key{i + 1}": k for i, k in enumerate(s["keys"])})
+    if U is not None:
+        su = fourier_stats(fourier_norms(U))
+        out.update({"diag_fourier_gini.unembed": su["gini"], "diag_fourier_top5.unembed": su["top"],
+                    "diag_fourier_nfreq.unembed": su["nfreq"]})
+    return out

@@ -122,24 +122,18 @@ def _trend(points: list[tuple[int, int, float]], since: int) -> tuple[float, flo
     return sum(v for _, v in first) / q, sum(v for _, v in last) / q, span
 
 
-def grok_status(
-    rows: Sequence[MetricRow] | Sequence[tuple[int, int, str, str, float]],
-    memorize_threshold: float = 0.99,
-    grok_threshold: float = 0.95,
-    *,
-    window: float = 0.25,
-    min_evals: int = 8,
-    rel: float = 0.01,
-    acc_gain: float = 0.01,
-    fit_rate: float = 2e-4,
-) -> tuple[str, str]:
+def grok_status(rows: Sequence[MetricRow] | Sequence[tuple[int, int, str, str, float]],
+                memorize_threshold: float = 0.99, grok_threshold: float = 0.95, *, window: float = 0.25,
+                min_evals: int = 8, rel: float = 0.01, acc_gain: float = 0.01,
+                fit_rate: float = 2e-4) -> tuple[str, str]:
     """Classify a run from its metric rows: ``(status, reason)``, status one of :data:`GROK_STATUSES`.
 
     The window is the last ``window`` (25%) of the run's evaluations, at least ``min_evals`` (8); a trend is
     the mean of the window's last quarter against its first quarter.  A loss "falls" or "rises" when it moves
     by more than ``rel`` (1%) relatively; an accuracy "rises" when it gains ``acc_gain`` (0.01 absolute).
     Before memorization the train loss counts as falling when it falls by at least ``fit_rate`` (0.02%)
-    relatively per epoch (1% per 50 epochs): SGD on the paper's recipe fits slowly (docs/RESULTS.md, "Grokking status").
+    relatively per epoch (1% per 50 epochs): SGD on the paper's recipe fits slowly (experiments/06-diagnostics,
+    "Grokking status").
 
     1. **grokked**: test accuracy reached ``grok_threshold`` at some evaluation (latched, like the trainer's
        ``grokked`` event).
@@ -161,8 +155,8 @@ def grok_status(
     Fewer than ``min_evals`` evaluations: ``grokked`` if so, else ``memorizing`` (too early to tell).
 
     The rules were calibrated on mod-add p=97 runs with the paper's MLP (EGD and SGD, with and without
-    weight decay, and a network too small to fit): docs/RESULTS.md, "Grokking status".  LAR is not used: on
-    that MLP it does not separate the phases (docs/RESULTS.md §5).
+    weight decay, and a network too small to fit): experiments/06-diagnostics, "Grokking status".  LAR is not used: on
+    that MLP it does not separate the phases (experiments/06-diagnostics).
     """
     s = _series(rows)
     test_acc = s.get("test_acc", [])

@@ -19,15 +19,20 @@ Every backend returns ``U diag(w) Vᵀ`` where ``w_i`` depends on the singular v
   noise).  The default ``rtol = max(m, n) · ε`` with ε the machine epsilon of the input dtype (fp16/bf16
   counted as fp32), the same rule as ``numpy.linalg.matrix_rank`` and ``torch.linalg.pinv``.  This is the
   Moore-Penrose pseudo-inverse of the paper's Remark 2.
-* **clamp** (``eps=...``): ``w_i = s_i / max(s_i, eps)``, i.e. ``(U · 1/max(s, eps)) (Uᵀ G)`` exactly as
-  the official code computes it (eps = 1e-6 in its modular/parity/MNIST runs, 1e-9 in the transformer).
-  Use it to reproduce the paper's runs bit for bit in spirit; directions with ``s < eps`` are scaled by
-  ``s/eps`` instead of being dropped.
+* **clamp** (``clamp_eps=...``; ``svd``, ``gram-eigh``, ``rsvd``): ``w_i = s_i / max(s_i, clamp_eps)``, i.e.
+  ``(U · 1/max(s, clamp_eps)) (Uᵀ G)`` exactly as the official code computes it (its ``eps`` = 1e-6 in its
+  modular/parity/MNIST runs, 1e-9 in the transformer).  Use it to reproduce the paper's runs bit for bit in
+  spirit; directions with ``s < clamp_eps`` are scaled by ``s/clamp_eps`` instead of being dropped.
 
 A zero matrix gives zeros in both modes (never NaN).
 
 Backends (``backend=``)
 -----------------------
+One function per backend, each taking only its own knobs (``polar_via_svd``, ``polar_via_gram_eigh``,
+``polar_via_newton_schulz``, ``polar_via_rsvd``, ``polar_via_polar_express``; :data:`POLAR_BACKENDS`), and
+:func:`polar` ``(G, backend="auto", **options)``, which picks one and passes the options on: an option the
+backend does not take is a ConfigError naming it and listing the backend's options (:func:`check_options`).
+
 ``"svd"``           thin SVD, ``U diag(w) Vᵀ``: the exact reference.  Computed in **float64** by default: an
                     fp32 SVD of an ill-conditioned matrix (κ = 1e6) gets the small singular directions wrong
                     by ~1e-3 (their vectors are only determined up to ε32·s_max/gap).  ``dtype=torch.float32``
@@ -36,11 +41,11 @@ Backends (``backend=``)
                     ``Q diag(w/s) Qᵀ G``.  Accumulated in **float64** by default: squaring the condition
                     number is then harmless for fp32 inputs (σ resolved down to ~sqrt(n·ε64) ≈ 3e-7 · s_max).
                     ``dtype=torch.float32`` loses accuracy past condition number ~1e3.  Speeds of every
-                    backend and dtype: measured, docs/RESULTS.md §2.
+                    backend and dtype: measured, experiments/02-whitening-backends.
 ``"newton-schulz"`` matmul-only iteration on ``X = G/‖G‖_F``.  ``ns_coefficients="muon"``: Muon's 5 quintic
                     steps ``(a, b, c) = (3.4445, -4.7750, 2.0315)``, ``X ← aX + b(XXᵀ)X + c(XXᵀ)²X``.  1 is not a
                     fixed point (f(1) = a + b + c = 0.701), so the singular values end near 1 but not at 1:
-                    **not** ``U Vᵀ`` (their measured spread: docs/RESULTS.md §2).
+                    **not** ``U Vᵀ`` (their measured spread: experiments/02-whitening-backends).
                     ``ns_coefficients="polar"`` (default) follows those 5 steps with ``ns_polish`` steps of the
                     convergent quintic ``(15/8, -10/8, 3/8)`` (the Newton-Schulz/Padé iteration of order 5 for
                     the matrix sign), which converges to ``U Vᵀ`` for every direction that the first steps lift
@@ -60,17 +65,17 @@ Backends (``backend=``)
                     convergent quintic ``(15/8, -10/8, 3/8)`` rescaled, so the last steps are that.  A **soft**
                     cutoff, see "Polar Express" below.  Computed in the input's precision (fp16/bf16 in fp32;
                     ``dtype=`` fp32 or fp64 only), TF32 disabled for its matmuls on CUDA, no host sync.
-                    ``eps`` (the paper's clamp) is **ignored**, as by ``newton-schulz``.
+                    No ``clamp_eps`` (the paper's clamp), as ``newton-schulz``.
 ``"auto"``          per device.  **CPU**: the fastest backend that keeps the *exact* contract (relative
                     Frobenius error ≤ 1e-5 against an fp64 SVD on the kept subspace, hard cutoff at
                     ``rtol``): ``gram-eigh`` (fp64 accumulation) for fp32/fp16/bf16 inputs, ``svd`` for fp64
                     inputs (the fp64 Gram cannot resolve an fp64 input's whole range).  **Any other device**
                     (CUDA; also MPS/XPU): ``polar-express`` (soft cutoff; singular values in [l, 1]·t to within
                     ``PE_TOL``), because small batched ``eigh``/``svd`` calls are latency-bound there and a
-                    batched matmul iteration is not; except that with ``eps=`` (the clamp, which
-                    ``polar-express`` cannot do) it keeps the exact CPU choice on every device.
-
-``method=`` is the deprecated name of ``backend=`` (kept for one release; it warns).
+                    batched matmul iteration is not; except that with ``clamp_eps=`` (the clamp, which
+                    ``polar-express`` cannot do) it keeps the exact CPU choice on every device.  Its options
+                    are those every backend it may pick takes: ``rtol``, ``clamp_eps``, ``dtype``,
+                    ``nonfinite`` (:data:`AUTO_OPTIONS`).
 
 Scale: with the cutoff (the default) every backend first divides ``G`` by ``max|G|``, which leaves ``U Vᵀ``
 unchanged and keeps gradients as large as 1e30 or as small as 1e-30 (fp32) free of overflow and underflow.
@@ -122,19 +127,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import check
+from .errors import ConfigError, check
 
 __all__ = [
-    "AUTO",
+    "AUTO_OPTIONS",
     "BACKENDS",
     "NS_MUON",
     "NS_POLISH",
@@ -143,24 +148,25 @@ __all__ = [
     "PE_LOWER_MIN",
     "PE_SAFETY",
     "PE_TOL",
+    "POLAR_BACKENDS",
     "PolarExpressStep",
+    "backend_options",
+    "check_options",
     "default_rtol",
     "pe_default_lower",
     "polar",
     "polar_express_schedule",
+    "polar_via_gram_eigh",
+    "polar_via_newton_schulz",
+    "polar_via_polar_express",
+    "polar_via_rsvd",
+    "polar_via_svd",
     "resolve_backend",
     "schatten8_norm",
 ]
 
 BACKENDS = ("auto", "svd", "gram-eigh", "newton-schulz", "rsvd", "polar-express")
 
-
-class _Default(str):
-    """A string default that knows it was not passed (so ``backend`` and its deprecated alias can't both be)."""
-
-
-AUTO = _Default("auto")
-"""The default ``backend``: ``"auto"``, as an object that tells "not passed" from an explicit ``"auto"``."""
 
 NS_MUON = (3.4445, -4.7750, 2.0315)
 """Muon's quintic Newton-Schulz coefficients (Jordan et al. 2024); fast, but not convergent to 1."""
@@ -202,43 +208,34 @@ def default_rtol(shape: torch.Size | tuple[int, ...], dtype: torch.dtype) -> flo
     return max(shape[-2], shape[-1]) * torch.finfo(_work_dtype(dtype)).eps
 
 
-def resolve_backend(backend: str, G: Tensor, eps: float | None = None) -> str:
-    """The concrete backend ``polar`` would use for ``G`` (resolves ``"auto"``; ``eps`` as passed to ``polar``).
+def resolve_backend(backend: str, G: Tensor, clamp_eps: float | None = None) -> str:
+    """The concrete backend ``polar`` would use for ``G`` (resolves ``"auto"``; ``clamp_eps`` as passed to it).
 
-    ``"auto"``: on CPU, or with the paper's clamp (``eps`` given) on any device, the exact backend: ``svd`` for
-    fp64 ``G``, else ``gram-eigh``.  On any other device (CUDA, ...): ``polar-express``.
+    ``"auto"``: on CPU, or with the paper's clamp (``clamp_eps`` given) on any device, the exact backend: ``svd``
+    for fp64 ``G``, else ``gram-eigh``.  On any other device (CUDA, ...): ``polar-express``.
     """
     check(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return str(backend)
-    if G.device.type != "cpu" and eps is None:
+    if G.device.type != "cpu" and clamp_eps is None:
         return "polar-express"
     return "svd" if G.dtype == torch.float64 else "gram-eigh"
 
 
-def backend_alias(backend: str, method: str | None) -> str:
-    """``backend``, or the deprecated ``method`` alias (one release): it warns; passing both is an error."""
-    if method is None:
-        return str(backend)
-    check(backend is AUTO, "method", method, f"deprecated alias of backend (= {backend!r}); pass backend only")
-    warnings.warn("method= is deprecated, use backend=", DeprecationWarning, stacklevel=3)
-    return method
-
-
-def _weights(s: Tensor, smax: Tensor, rtol: float, eps: float | None) -> Tensor:
+def _weights(s: Tensor, smax: Tensor, rtol: float, clamp_eps: float | None) -> Tensor:
     """Spectral weights w(s): cutoff (default) or the paper's clamp (see module docstring)."""
-    if eps is not None:
-        return s / s.clamp_min(eps)
+    if clamp_eps is not None:
+        return s / s.clamp_min(clamp_eps)
     return (s > rtol * smax).to(s.dtype)
 
 
-def _svd(G: Tensor, rtol: float, eps: float | None) -> Tensor:
+def _svd(G: Tensor, rtol: float, clamp_eps: float | None) -> Tensor:
     U, s, Vh = torch.linalg.svd(G, full_matrices=False)
-    w = _weights(s, s[..., :1], rtol, eps)
+    w = _weights(s, s[..., :1], rtol, clamp_eps)
     return (U * w.unsqueeze(-2)) @ Vh
 
 
-def _gram_eigh(G: Tensor, rtol: float, eps: float | None) -> Tensor:
+def _gram_eigh(G: Tensor, rtol: float, clamp_eps: float | None) -> Tensor:
     m, n = G.shape[-2:]
     left = m <= n
     Gt = G.mT
@@ -249,7 +246,7 @@ def _gram_eigh(G: Tensor, rtol: float, eps: float | None) -> Tensor:
     smax = s[..., -1:]
     # The Gram matrix resolves s only down to ~sqrt(k·ε)·s_max: below that, eigenvalues are round-off.
     floor = math.sqrt(max(m, n) * torch.finfo(G.dtype).eps)
-    w = _weights(s, smax, max(rtol, floor), eps)
+    w = _weights(s, smax, max(rtol, floor), clamp_eps)
     inv = torch.where(s > 0, w / s.clamp_min(torch.finfo(G.dtype).tiny), torch.zeros_like(s))
     P = (Q * inv.unsqueeze(-2)) @ Q.mT  # Q diag(w/s) Qᵀ
     return P @ G if left else G @ P
@@ -428,7 +425,7 @@ def _polar_express(G: Tensor, lower: float, tol: float) -> Tensor:
 
 
 def _rsvd(
-    G: Tensor, rank: int, power_iters: int, generator: torch.Generator | None, rtol: float, eps: float | None
+    G: Tensor, rank: int, power_iters: int, generator: torch.Generator | None, rtol: float, clamp_eps: float | None
 ) -> Tensor:
     m, n = G.shape[-2:]
     r = min(rank, m, n)
@@ -438,77 +435,32 @@ def _rsvd(
         Q = torch.linalg.qr(G @ Q).Q
         Q = torch.linalg.qr(G.mT @ Q).Q
     Uh, sh, _ = torch.linalg.svd(G @ Q, full_matrices=False)
-    w = _weights(sh, sh[..., :1], rtol, eps)
+    w = _weights(sh, sh[..., :1], rtol, clamp_eps)
     inv = torch.where(sh > 0, w / sh.clamp_min(torch.finfo(G.dtype).tiny), torch.zeros_like(sh))
     return (Uh * inv.unsqueeze(-2)) @ (Uh.mT @ G)  # Û diag(w/Ŝ) Ûᵀ G
 
 
-def polar(
-    G: Tensor,
-    backend: str = AUTO,
-    *,
-    rtol: float | None = None,
-    eps: float | None = None,
-    dtype: torch.dtype | None = None,
-    rank: int = 64,
-    power_iters: int = 2,
-    generator: torch.Generator | None = None,
-    ns_coefficients: Literal["polar", "muon"] = "polar",
-    ns_steps: int = 5,
-    ns_polish: int = 3,
-    pe_lower: float | None = None,
-    nonfinite: Literal["raise", "propagate"] = "raise",
-    method: str | None = None,
-) -> Tensor:
-    """Polar factor ``U Vᵀ`` of ``G`` (shape ``(..., m, n)``), in ``G``'s dtype and on its device.
-
-    Args:
-        G: matrix or batch of matrices, real floating point (fp16/bf16/fp32/fp64).
-        backend: ``"auto"``, ``"svd"``, ``"gram-eigh"``, ``"newton-schulz"``, ``"rsvd"`` or ``"polar-express"``
-            (module docstring).  ``"auto"`` is exact (hard cutoff) on CPU and ``"polar-express"`` (soft cutoff)
-            on other devices unless ``eps`` is given (:func:`resolve_backend`).
-        rtol: relative cutoff; singular values ``s ≤ rtol · s_max`` are dropped (weight 0).  Default
-            ``max(m, n) · ε(input dtype)``.  ``polar-express`` turns it into its default ``pe_lower``.
-        eps: if given, use the paper's clamp ``w = s / max(s, eps)`` instead of the cutoff (ignored by
-            ``newton-schulz`` and ``polar-express``).
-        dtype: compute dtype override.  Defaults: fp64 for ``svd`` and ``gram-eigh``; bf16 for
-            ``newton-schulz`` with ``ns_coefficients="muon"`` (like Muon); otherwise the input dtype, with
-            fp16/bf16 computed in fp32.  ``polar-express`` accepts fp32 or fp64 only.
-        rank, power_iters, generator: ``rsvd`` only (target rank r, subspace iterations, sketch RNG).
-        ns_coefficients, ns_steps, ns_polish: ``newton-schulz`` only.
-        pe_lower: ``polar-express`` only: the lower bound ``l`` of the normalized singular values ``s/t`` that
-            must converge to 1 (to ``PE_TOL``), in ``[1e-12, 1)``; smaller costs ~1.1 step per decade.
-            Default :func:`pe_default_lower` ``= max(rtol · min(m, n)^{-1/8}, 1e-7)``.
-        nonfinite: ``"raise"`` (default): NaN or inf in ``G`` raises ``FloatingPointError``.  ``"propagate"``:
-            no check and no raise; each matrix with a NaN or inf gives an all-NaN matrix, on every backend.
-        method: deprecated name of ``backend`` (warns; giving both is a ValueError).
-
-    Returns:
-        ``U diag(w) Vᵀ`` with the same shape, dtype and device as ``G``.
-
-    Raises:
-        ValueError: bad argument (message names it, its value and what is allowed).
-        FloatingPointError: ``G`` has NaN or inf and ``nonfinite="raise"``.
-    """
+def _check_matrix(G: Tensor) -> None:
     check(isinstance(G, Tensor), "G", type(G).__name__, "must be a torch.Tensor", TypeError)
     check(G.ndim >= 2, "G.shape", tuple(G.shape), "must have at least 2 dimensions (..., m, n)")
     check(G.is_floating_point(), "G.dtype", G.dtype, "must be floating point")
-    backend = resolve_backend(backend_alias(backend, method), G, eps)
+
+
+def _checked_rtol(G: Tensor, rtol: float | None, clamp_eps: float | None = None) -> float:
+    """Check ``G``, ``rtol`` and ``clamp_eps``; ``rtol``, or its default ``max(m, n) · ε(G.dtype)``."""
+    _check_matrix(G)
     check(rtol is None or 0 <= rtol < 1, "rtol", rtol, "must be None or in [0, 1)")
-    check(eps is None or eps > 0, "eps", eps, "must be None or > 0")
-    if backend == "rsvd":
-        check(isinstance(rank, int) and rank >= 1, "rank", rank, "must be an integer >= 1")
-        check(isinstance(power_iters, int) and power_iters >= 0, "power_iters", power_iters, "must be an integer >= 0")
-    if backend == "newton-schulz":
-        check(ns_coefficients in ("polar", "muon"), "ns_coefficients", ns_coefficients, "must be 'polar' or 'muon'")
-        check(ns_steps >= 0, "ns_steps", ns_steps, "must be >= 0")
-        check(ns_polish >= 0, "ns_polish", ns_polish, "must be >= 0")
-    if pe_lower is not None:
-        ok = isinstance(pe_lower, (int, float)) and not isinstance(pe_lower, bool) and PE_LOWER_MIN <= pe_lower < 1
-        check(ok, "pe_lower", pe_lower, f"must be None or a number in [{PE_LOWER_MIN:g}, 1)")
-    if backend == "polar-express":
-        allowed = "must be None, torch.float32 or torch.float64 for backend 'polar-express'"
-        check(dtype in (None, torch.float32, torch.float64), "dtype", dtype, allowed)
+    check(clamp_eps is None or clamp_eps > 0, "clamp_eps", clamp_eps, "must be None or > 0")
+    return default_rtol(G.shape, G.dtype) if rtol is None else rtol
+
+
+def _framed(G: Tensor, nonfinite: str, dtype: torch.dtype, rescale: bool, core: Callable[[Tensor], Tensor]) -> Tensor:
+    """What every backend does around its ``core``: the non-finite check, ``G`` cast to the compute ``dtype``
+    (divided by ``max|G|`` per matrix when ``rescale``), ``core`` on it, the result cast back to ``G``'s dtype.
+
+    ``nonfinite="raise"``: a NaN or inf in ``G`` is a FloatingPointError.  ``"propagate"``: such a matrix is
+    decomposed as zeros (LAPACK refuses NaN/inf) and comes out all NaN.  An empty ``G`` gives an empty copy.
+    """
     check(nonfinite in ("raise", "propagate"), "nonfinite", nonfinite, "must be 'raise' or 'propagate'")
     if G.numel() == 0:
         return G.clone()
@@ -523,36 +475,165 @@ def polar(
     else:  # decompose zeros instead (LAPACK refuses NaN/inf) and fill those matrices with NaN at the end
         G = torch.where(bad, torch.zeros((), dtype=G.dtype, device=G.device), G)
         peak = torch.where(bad, torch.zeros_like(peak), peak)
-
-    if rtol is None:
-        rtol = default_rtol(G.shape, G.dtype)
-    if dtype is None:
-        if backend in ("svd", "gram-eigh"):
-            dtype = torch.float64
-        elif backend == "newton-schulz" and ns_coefficients == "muon":
-            dtype = torch.bfloat16
-        else:
-            dtype = _work_dtype(G.dtype)
     X = G.to(dtype)
-    if eps is None or backend in ("newton-schulz", "polar-express"):
+    if rescale:
         # U Vᵀ is scale-invariant; dividing by max|G| first keeps 1e-30 or 1e30 gradients clear of under- and
         # overflow in squared quantities (Gram matrices, Frobenius norms).  The paper's clamp uses an absolute
-        # eps, so it is not rescaled (except for the matmul iterations, which ignore eps).
+        # clamp_eps, so it is not rescaled.
         peak = peak.to(dtype)
         X = X / torch.where(peak > 0, peak, torch.ones_like(peak))
-
-    if backend == "svd":
-        out = _svd(X, rtol, eps)
-    elif backend == "gram-eigh":
-        out = _gram_eigh(X, rtol, eps)
-    elif backend == "newton-schulz":
-        out = _newton_schulz(X, ns_coefficients, ns_steps, ns_polish)
-    elif backend == "polar-express":
-        lower = pe_default_lower(G.shape, rtol) if pe_lower is None else float(pe_lower)
-        out = _polar_express(X, lower, PE_TOL[dtype])
-    else:
-        out = _rsvd(X, rank, power_iters, generator, rtol, eps)
-    out = out.to(G.dtype)
+    out = core(X).to(G.dtype)
     if nonfinite == "propagate":
         out = out.masked_fill(bad, math.nan)
     return out
+
+
+def polar_via_svd(G: Tensor, *, rtol: float | None = None, clamp_eps: float | None = None,
+                  dtype: torch.dtype | None = None, nonfinite: str = "raise") -> Tensor:
+    """``U diag(w) Vᵀ`` from the thin SVD of ``G``: the exact reference (module docstring, ``"svd"``).
+
+    Args:
+        rtol: cutoff, singular values ``s ≤ rtol · s_max`` get weight 0; default ``max(m, n) · ε(input dtype)``.
+        clamp_eps: the paper's clamp ``w = s / max(s, clamp_eps)`` instead of the cutoff.
+        dtype: compute dtype, default float64 (``torch.float32``: the official code's fp32 SVD).
+        nonfinite: ``"raise"`` or ``"propagate"`` (module docstring).
+    """
+    rtol = _checked_rtol(G, rtol, clamp_eps)
+    return _framed(G, nonfinite, dtype or torch.float64, clamp_eps is None, lambda X: _svd(X, rtol, clamp_eps))
+
+
+def polar_via_gram_eigh(G: Tensor, *, rtol: float | None = None, clamp_eps: float | None = None,
+                        dtype: torch.dtype | None = None, nonfinite: str = "raise") -> Tensor:
+    """``Q diag(w/s) Qᵀ G`` from the eigendecomposition of the smaller Gram matrix (module docstring,
+    ``"gram-eigh"``).  Arguments as :func:`polar_via_svd`; ``dtype`` (default float64) is the Gram's."""
+    rtol = _checked_rtol(G, rtol, clamp_eps)
+    return _framed(G, nonfinite, dtype or torch.float64, clamp_eps is None, lambda X: _gram_eigh(X, rtol, clamp_eps))
+
+
+def polar_via_newton_schulz(G: Tensor, *, ns_coefficients: Literal["polar", "muon"] = "polar", ns_steps: int = 5,
+                            ns_polish: int = 3, dtype: torch.dtype | None = None, nonfinite: str = "raise") -> Tensor:
+    """Matmul-only Newton-Schulz on ``G/‖G‖_F`` (module docstring, ``"newton-schulz"``): ``ns_steps`` of Muon's
+    quintic, then (``ns_coefficients="polar"``) ``ns_polish`` steps of the convergent one.  ``dtype``: default
+    bfloat16 with ``"muon"`` (like Muon), else the input's (fp16/bf16 in fp32)."""
+    _check_matrix(G)
+    check(ns_coefficients in ("polar", "muon"), "ns_coefficients", ns_coefficients, "must be 'polar' or 'muon'")
+    check(ns_steps >= 0, "ns_steps", ns_steps, "must be >= 0")
+    check(ns_polish >= 0, "ns_polish", ns_polish, "must be >= 0")
+    if dtype is None:
+        dtype = torch.bfloat16 if ns_coefficients == "muon" else _work_dtype(G.dtype)
+    return _framed(G, nonfinite, dtype, True, lambda X: _newton_schulz(X, ns_coefficients, ns_steps, ns_polish))
+
+
+def polar_via_rsvd(G: Tensor, *, rank: int = 64, power_iters: int = 2, generator: torch.Generator | None = None,
+                   rtol: float | None = None, clamp_eps: float | None = None, dtype: torch.dtype | None = None,
+                   nonfinite: str = "raise") -> Tensor:
+    """Randomized rank-``rank`` polar factor (the paper's App. C, module docstring ``"rsvd"``): a Gaussian sketch
+    from ``generator``, ``power_iters`` subspace iterations; the gradient outside the top-``rank`` subspace is
+    dropped.  ``rtol``, ``clamp_eps`` as :func:`polar_via_svd`; ``dtype``: default the input's (fp16/bf16 in
+    fp32)."""
+    rtol = _checked_rtol(G, rtol, clamp_eps)
+    check(isinstance(rank, int) and rank >= 1, "rank", rank, "must be an integer >= 1")
+    check(isinstance(power_iters, int) and power_iters >= 0, "power_iters", power_iters, "must be an integer >= 0")
+    return _framed(G, nonfinite, dtype or _work_dtype(G.dtype), clamp_eps is None,
+                   lambda X: _rsvd(X, rank, power_iters, generator, rtol, clamp_eps))
+
+
+def polar_via_polar_express(G: Tensor, *, pe_lower: float | None = None, rtol: float | None = None,
+                            dtype: torch.dtype | None = None, nonfinite: str = "raise") -> Tensor:
+    """The Polar Express iteration (Amsel et al. 2025; module docstring, ``"polar-express"``): a soft cutoff.
+
+    Args:
+        pe_lower: the lower bound ``l`` of the normalized singular values ``s/t`` that must converge to 1 (to
+            ``PE_TOL``), in ``[1e-12, 1)``; smaller costs ~1.1 step per decade.  Default
+            :func:`pe_default_lower` ``= max(rtol · min(m, n)^{-1/8}, 1e-7)``.
+        rtol: only sets the default ``pe_lower`` (default ``max(m, n) · ε(input dtype)``).
+        dtype: ``torch.float32`` or ``torch.float64``; default the input's (fp16/bf16 in fp32).
+    """
+    rtol = _checked_rtol(G, rtol)
+    if pe_lower is not None:
+        ok = isinstance(pe_lower, (int, float)) and not isinstance(pe_lower, bool) and PE_LOWER_MIN <= pe_lower < 1
+        check(ok, "pe_lower", pe_lower, f"must be None or a number in [{PE_LOWER_MIN:g}, 1)")
+    allowed = "must be None, torch.float32 or torch.float64 for backend 'polar-express'"
+    check(dtype in (None, torch.float32, torch.float64), "dtype", dtype, allowed)
+    dtype = dtype or _work_dtype(G.dtype)
+    lower = pe_default_lower(G.shape, rtol) if pe_lower is None else float(pe_lower)
+    return _framed(G, nonfinite, dtype, True, lambda X: _polar_express(X, lower, PE_TOL[dtype]))
+
+
+POLAR_BACKENDS: dict[str, Callable[..., Tensor]] = {
+    "svd": polar_via_svd,
+    "gram-eigh": polar_via_gram_eigh,
+    "newton-schulz": polar_via_newton_schulz,
+    "rsvd": polar_via_rsvd,
+    "polar-express": polar_via_polar_express,
+}
+"""The function of each concrete backend (every name of :data:`BACKENDS` but ``"auto"``)."""
+
+AUTO_OPTIONS = ("rtol", "clamp_eps", "dtype", "nonfinite")
+"""The options of ``backend="auto"``: those every backend it may pick takes (``clamp_eps`` makes it pick an
+exact one, which takes it)."""
+
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "auto": AUTO_OPTIONS,
+    **{name: tuple(k for k, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY)
+       for name, fn in POLAR_BACKENDS.items()},
+}
+
+
+def backend_options(backend: str) -> tuple[str, ...]:
+    """The options :func:`polar` takes for ``backend`` (the keywords of its ``polar_via_*`` function)."""
+    check(backend in BACKENDS, "backend", backend, f"must be one of {', '.join(BACKENDS)}")
+    return _OPTIONS[backend]
+
+
+def check_options(backend: str, options: Iterable[str], values: dict[str, object] | None = None) -> None:
+    """A ConfigError naming the first of ``options`` (names) that ``backend`` does not take, listing those it
+    takes; ``values`` (name → value) puts the value in the message."""
+    allowed = backend_options(backend)
+    for name in options:
+        if name not in allowed:  # the message is built only when it is needed (polar checks at every call)
+            check(False, name, (values or {}).get(name), f"not an option of backend {backend!r}; its options: "
+                  f"{', '.join(allowed)}", ConfigError)
+
+
+def polar(G: Tensor, backend: str = "auto", **options: object) -> Tensor:
+    """Polar factor ``U Vᵀ`` of ``G`` (shape ``(..., m, n)``), in ``G``'s dtype and on its device.
+
+    ``polar(G, backend, **options)`` is ``POLAR_BACKENDS[backend](G, **options)``, the backend's own function
+    with its own knobs (``"auto"`` picks one per device: :func:`resolve_backend`).
+
+    Args:
+        G: matrix or batch of matrices, real floating point (fp16/bf16/fp32/fp64).
+        backend: ``"auto"``, ``"svd"``, ``"gram-eigh"``, ``"newton-schulz"``, ``"rsvd"`` or ``"polar-express"``
+            (module docstring).  ``"auto"`` is exact (hard cutoff) on CPU and ``"polar-express"`` (soft cutoff)
+            on other devices unless ``clamp_eps`` is given.
+        options: the backend's keywords (:func:`backend_options`):
+
+            * ``svd``, ``gram-eigh``: ``rtol``, ``clamp_eps``, ``dtype``, ``nonfinite``
+              (:func:`polar_via_svd`);
+            * ``rsvd``: ``rank``, ``power_iters``, ``generator`` and those of ``svd`` (:func:`polar_via_rsvd`);
+            * ``newton-schulz``: ``ns_coefficients``, ``ns_steps``, ``ns_polish``, ``dtype``, ``nonfinite``
+              (:func:`polar_via_newton_schulz`);
+            * ``polar-express``: ``pe_lower``, ``rtol``, ``dtype``, ``nonfinite`` (:func:`polar_via_polar_express`);
+            * ``auto``: ``rtol``, ``clamp_eps``, ``dtype``, ``nonfinite``.
+
+            ``rtol``: relative cutoff (``s ≤ rtol · s_max`` dropped), default ``max(m, n) · ε(input dtype)``;
+            ``clamp_eps``: the paper's clamp ``w = s / max(s, clamp_eps)`` instead; ``dtype``: compute dtype
+            (defaults: fp64 for ``svd`` and ``gram-eigh``, bf16 for Muon's Newton-Schulz, else the input's with
+            fp16/bf16 in fp32); ``nonfinite``: ``"raise"`` (default, NaN or inf in ``G`` raises
+            ``FloatingPointError``) or ``"propagate"`` (each matrix with a NaN or inf gives an all-NaN matrix).
+
+    Returns:
+        ``U diag(w) Vᵀ`` with the same shape, dtype and device as ``G``.
+
+    Raises:
+        ConfigError: an option ``backend`` does not take (the message lists those it takes).
+        ValueError: bad argument (message names it, its value and what is allowed).
+        FloatingPointError: ``G`` has NaN or inf and ``nonfinite="raise"``.
+    """
+    check_options(backend, options, options)
+    if backend == "auto" and "clamp_eps" in options and options["clamp_eps"] is None:
+        options = {k: v for k, v in options.items() if k != "clamp_eps"}  # None: not given
+    _check_matrix(G)
+    name = resolve_backend(backend, G, options.get("clamp_eps"))  # type: ignore[arg-type]
+    return POLAR_BACKENDS[name](G, **options)

@@ -2,7 +2,9 @@
 
 Every loss takes ``(outputs, y)`` and returns a scalar tensor; :data:`LOSSES` maps config names to them.
 Class targets are int64 indices of shape ``(N,)``; ±1 targets (sparse parity) are floats of shape ``(N,)``
-or ``(N, 1)`` matching a scalar model output.
+or ``(N, 1)`` matching a scalar model output.  Sequence targets (a language model's next tokens) are int64
+``(N, T)`` against logits ``(N, T, C)``: the cross-entropies and the accuracy are then means over all ``N·T``
+predicted tokens (:func:`per_token`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from egalitarian.errors import ConfigError, check
+from .errors import ConfigError, check
 
 __all__ = [
     "LOSSES",
@@ -22,21 +24,31 @@ __all__ = [
     "get_loss",
     "l2_penalty",
     "mse",
+    "per_token",
     "stablemax_cross_entropy",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def per_token(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N·T, C), y (N·T,))`` for sequence outputs ``(N, T, C)`` against targets ``(N, T)``; other
+    shapes are returned as they are."""
+    if logits.ndim == y.ndim + 1 and y.ndim >= 2:
+        return logits.flatten(0, -2), y.flatten()
+    return logits, y
+
+
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     r"""Mean softmax cross-entropy, :math:`\frac1N\sum_n \big(\log\sum_j e^{z_{nj}} - z_{n y_n}\big)`.
 
-    With ``dtype`` (e.g. ``torch.float64``, Nanda et al. 2023 / Prieto et al. 2025 precision control) the
-    logits are cast first, so the loss is computed and returned in that dtype.
+    Sequence outputs ``(N, T, C)`` against ``(N, T)`` targets: the mean over the ``N·T`` tokens.  With
+    ``dtype`` (e.g. ``torch.float64``, Nanda et al. 2023 / Prieto et al. 2025 precision control) the logits are
+    cast first, so the loss is computed and returned in that dtype.
     """
     if dtype is not None:
         logits = logits.to(dtype)
-    return F.cross_entropy(logits, y)
+    return F.cross_entropy(*per_token(logits, y))
 
 
 def cross_entropy_f64(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

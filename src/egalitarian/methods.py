@@ -31,7 +31,8 @@ from torch.optim import Optimizer
 from .baselines import MuonWithAdamW, column_norm, grokfast_ema, grokfast_ma, perp_to_weights
 from .errors import ConfigError, check, in_section, same_kind
 from .optim import EGD, Preconditioned
-from .transforms import GradientTransform, chain
+from .routing import EGDWithAuxAdamW
+from .transforms import GradientTransform, chain, whitening_options
 from .transforms import whiten as whiten_transform
 
 NamedParams = Sequence[tuple[str, Tensor]]
@@ -98,10 +99,8 @@ def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optim
     named_params = [(n, p) for n, p in named_params if p.requires_grad]
     try:
         opt = method.build(named_params, **hyper)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise in_section("optimizer", e) from None
+    except (ValueError, TypeError) as e:  # ConfigErrors too (linalg's "not an option of backend ..."): the section
+        raise in_section("optimizer", e) from None  # goes in front unless the message has it
     if "rank" in hyper:  # given (the default 64 is clamped per matrix, min(rank, m, n), as rsvd always did)
         _check_rank(hyper["rank"], named_params, _whitened_matrices(opt))
     return opt
@@ -187,80 +186,43 @@ def param_groups(
 # ---------------------------------------------------------------------------------------------- methods
 
 
-@register("sgd")
-def sgd(
-    named_params: NamedParams,
-    *,
-    lr: float = 0.1,
-    momentum: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    decay: str = "all",
-) -> Optimizer:
-    """SGD (torch.optim.SGD): p ← p − lr·(g + wd·p), optional (Nesterov) momentum; wd is coupled (L2)."""
-    groups = param_groups(named_params, weight_decay, decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+def _torch_method(name: str, cls: type[Optimizer], summary: str, **defaults: Any) -> None:
+    """Register ``name``: the ``torch.optim`` class ``cls`` over the decay groups of ``weight_decay`` and ``decay``
+    (added, default ``"all"``), every other key passed to ``cls`` (``betas`` as a tuple).  ``defaults`` are the
+    method's keys and defaults, in order; the builder's signature shows them, as a hand-written builder's would."""
+    keys = {**defaults, "decay": "all"}
+
+    def build(named_params: NamedParams, **hyper: Any) -> Optimizer:
+        kwargs = {**keys, **hyper}
+        groups = param_groups(named_params, kwargs.pop("weight_decay"), kwargs.pop("decay"))
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        return cls(groups, **kwargs)
+
+    build.__doc__ = summary
+    build.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("named_params", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         *(inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in keys.items())]
+    )
+    register(name)(build)
 
 
-@register("adam")
-def adam(
-    named_params: NamedParams,
-    *,
-    lr: float = 1e-3,
-    betas: tuple[float, float] | list[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decay: str = "all",
-) -> Optimizer:
-    """Adam (torch.optim.Adam) with coupled L2 weight decay, as in the Grokfast transformer runs."""
-    groups = param_groups(named_params, weight_decay, decay)
-    return torch.optim.Adam(groups, lr=lr, betas=tuple(betas), eps=eps)
-
-
-@register("adamw")
-def adamw(
-    named_params: NamedParams,
-    *,
-    lr: float = 1e-3,
-    betas: tuple[float, float] | list[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    decay: str = "all",
-) -> Optimizer:
-    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p(1 − lr·wd)."""
-    groups = param_groups(named_params, weight_decay, decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
-
-
-@register("radam")
-def radam(
-    named_params: NamedParams,
-    *,
-    lr: float = 1e-3,
-    betas: tuple[float, float] | list[float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decay: str = "all",
-) -> Optimizer:
-    """RAdam (torch.optim.RAdam, Liu et al. 2020): Adam with a rectified warm-up of the adaptive lr; coupled L2."""
-    groups = param_groups(named_params, weight_decay, decay)
-    return torch.optim.RAdam(groups, lr=lr, betas=tuple(betas), eps=eps)
-
-
-@register("rmsprop")
-def rmsprop(
-    named_params: NamedParams,
-    *,
-    lr: float = 1e-2,
-    alpha: float = 0.99,
-    eps: float = 1e-8,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    decay: str = "all",
-) -> Optimizer:
-    """RMSprop (torch.optim.RMSprop, torch's defaults): g / (sqrt(EMA_alpha(g²)) + eps), opt. momentum; coupled L2."""
-    groups = param_groups(named_params, weight_decay, decay)
-    return torch.optim.RMSprop(groups, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
+_torch_method("sgd", torch.optim.SGD,
+              "SGD (torch.optim.SGD): p ← p − lr·(g + wd·p), optional (Nesterov) momentum; wd is coupled (L2).",
+              lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
+_torch_method("adam", torch.optim.Adam,
+              "Adam (torch.optim.Adam) with coupled L2 weight decay, as in the Grokfast transformer runs.",
+              lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+_torch_method("adamw", torch.optim.AdamW,
+              "AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p(1 − lr·wd).",
+              lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+_torch_method("radam", torch.optim.RAdam,
+              "RAdam (torch.optim.RAdam, Liu et al. 2020): Adam with a rectified warm-up of the adaptive lr; "
+              "coupled L2.",
+              lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+_torch_method("rmsprop", torch.optim.RMSprop,
+              "RMSprop (torch.optim.RMSprop, torch's defaults): g / (sqrt(EMA_alpha(g²)) + eps), opt. momentum; "
+              "coupled L2.", lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0)
 
 
 @register("egd")
@@ -304,7 +266,7 @@ def egd(
         weight_decay_mode=weight_decay_mode,
         backend=backend,
         rtol=rtol or None,
-        eps=clamp_eps or None,
+        clamp_eps=clamp_eps or None,
         rank=rank,
         power_iters=power_iters,
         seed=seed,
@@ -373,9 +335,9 @@ def _whiten(
     backend: str, rtol: float, clamp_eps: float, rank: int, power_iters: int, seed: int
 ) -> GradientTransform:
     """The whitening transform of the EGD methods' shared keys (``0`` = polar's default for rtol, clamp_eps)."""
-    return whiten_transform(
-        backend, rtol=rtol or None, eps=clamp_eps or None, rank=rank, power_iters=power_iters, seed=seed
-    )
+    options = whitening_options(backend, rtol=rtol or None, clamp_eps=clamp_eps or None, rank=rank,
+                                power_iters=power_iters)
+    return whiten_transform(backend, seed=seed, **options)
 
 
 _BASES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam,
@@ -415,14 +377,9 @@ def grokfast(
     normalize: bool = False,
 ) -> Optimizer:
     """Grokfast-EMA (Lee et al. 2024): g + λ·EMA_α(g) fed to a base optimizer (adam, adamw, sgd, radam or rmsprop)."""
+    transform = grokfast_ema(alpha, lamb, normalize)
     return _preconditioned(
-        named_params,
-        _base(base),
-        grokfast_ema(alpha, lamb, normalize),
-        "all",
-        weight_decay,
-        decay,
-        **_base_kwargs(base, lr, betas, eps, momentum),
+        named_params, _base(base), transform, "all", weight_decay, decay, **_base_kwargs(base, lr, betas, eps, momentum)
     )
 
 
@@ -442,14 +399,9 @@ def grokfast_ma_method(
     normalize: bool = False,
 ) -> Optimizer:
     """Grokfast-MA (Lee et al. 2024): g + λ·mean of the last w gradients, fed to a base optimizer."""
+    transform = grokfast_ma(window_size, lamb, normalize=normalize)
     return _preconditioned(
-        named_params,
-        _base(base),
-        grokfast_ma(window_size, lamb, normalize=normalize),
-        "all",
-        weight_decay,
-        decay,
-        **_base_kwargs(base, lr, betas, eps, momentum),
+        named_params, _base(base), transform, "all", weight_decay, decay, **_base_kwargs(base, lr, betas, eps, momentum)
     )
 
 
@@ -574,6 +526,56 @@ def muon(
         adamw_betas=tuple(adamw_betas),
         adamw_weight_decay=adamw_weight_decay,
         ns_dtype=ns_dtype,
+    )
+
+
+@register("egd_aux")
+def egd_aux(
+    named_params: NamedParams,
+    *,
+    lr: float = 0.02,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    momentum_position: str = "after",
+    scale: str = "none",
+    rms_target: float = 0.2,
+    weight_decay: float = 0.0,
+    whiten: str | list[str] = "all",
+    backend: str = "auto",
+    rtol: float = 0.0,
+    clamp_eps: float = 0.0,
+    aux_lr: float = 3e-4,
+    aux_betas: tuple[float, float] | list[float] = (0.9, 0.95),
+    aux_eps: float = 1e-8,
+    aux_weight_decay: float = 0.0,
+) -> Optimizer:
+    """EGD on the selected matrices, AdamW on the rest (embeddings, head, norms, biases): egd_for's optimizer.
+
+    One :class:`egalitarian.routing.EGDWithAuxAdamW` with two groups: ``whiten`` (patterns, as every EGD method's)
+    picks the EGD group, which steps as :class:`egalitarian.optim.EGD` with ``lr``, ``momentum``, ``nesterov``,
+    ``momentum_position``, ``scale``, ``rms_target``, ``weight_decay`` and the whitening keys; every other
+    parameter steps as ``torch.optim.AdamW`` with the ``aux_*`` keys.  Give ``whiten`` the matrices
+    :func:`egalitarian.route` would whiten (for ``models.GPT``: ``["blocks.*.attn.*.weight",
+    "blocks.*.mlp.*.weight"]``), as ``egd_for(model, ...)`` does on a model.
+    """
+    chosen = select_whitened(named_params, whiten)
+    groups = [{"params": [p for n, p in named_params if (n in chosen) == egd], "use_egd": egd} for egd in (True, False)]
+    return EGDWithAuxAdamW(
+        [g for g in groups if g["params"]],
+        lr,
+        aux_lr=aux_lr,
+        aux_betas=tuple(aux_betas),
+        aux_eps=aux_eps,
+        aux_weight_decay=aux_weight_decay,
+        momentum=momentum,
+        nesterov=nesterov,
+        momentum_position=momentum_position,
+        scale=scale,
+        rms_target=rms_target,
+        weight_decay=weight_decay,
+        backend=backend,
+        rtol=rtol or None,
+        clamp_eps=clamp_eps or None,
     )
 
 

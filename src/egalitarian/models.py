@@ -1,4 +1,4 @@
-"""Models used in the grokking experiments: a plain MLP, a small causal transformer and a small CNN.
+"""Models used in the experiments: a plain MLP, a small causal transformer, a small GPT and a small CNN.
 
 * :class:`MLP` covers the EGD paper's 2-layer ReLU MLP for modular arithmetic and sparse parity
   (``relu(x @ W1 + b1) @ W2``, He-normal init, no output bias; EGD paper §3.1–3.2) and the
@@ -7,6 +7,8 @@
 * :class:`Transformer` covers the Power et al. / Grokfast decoder (2 layers, width 128, 4 heads,
   MLP 4×, GELU; EGD paper §3.4; Lee et al. 2024, "Grokfast") and Nanda et al.'s (2023) 1-layer,
   LayerNorm-free model.
+* :class:`GPT` is a small nanoGPT-shaped language model (next-token logits at every position) for the byte-level
+  task :func:`egalitarian.tasks.stdlib_bytes`.
 * :class:`CNN` is the small convolutional network of the EGD paper's label-shuffle experiment (App. E,
   Table 8: "3 conv + max-pool + FC + head", EGD on every conv kernel and the FC layer).
 """
@@ -20,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egalitarian.errors import ConfigError, check
+from .errors import ConfigError, check
 
-__all__ = ["ACTIVATIONS", "CNN", "INITS", "MLP", "NORMS", "POOLS", "TRANSFORMER_INITS", "Transformer",
+__all__ = ["ACTIVATIONS", "CNN", "GPT", "INITS", "MLP", "NORMS", "POOLS", "TRANSFORMER_INITS", "Transformer",
            "count_params"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -340,6 +342,76 @@ class Transformer(nn.Module):
         """Logits ``(N, num_outputs)`` at the last position, or ``(N, L, num_outputs)`` if ``all_positions``."""
         h = self.hidden_states(tokens, all_positions)
         return self.head(h if all_positions else h[:, -1])
+
+
+class GPTBlock(nn.Module):
+    """One pre-LayerNorm block of :class:`GPT`: ``x + o(attn(ln1 x))``, then ``x + down(gelu(up(ln2 x)))``."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = nn.ModuleDict({n: nn.Linear(dim, dim) for n in "qkvo"})
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.ModuleDict({"up": nn.Linear(dim, 4 * dim), "down": nn.Linear(4 * dim, dim)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, _ = x.shape
+        h = self.ln1(x)
+        q, k, v = (self.attn[c](h).view(n, length, self.heads, -1).transpose(1, 2) for c in "qkv")
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, length, -1)
+        x = x + self.attn["o"](a)
+        return x + self.mlp["down"](F.gelu(self.mlp["up"](self.ln2(x))))
+
+
+class GPT(nn.Module):
+    r"""A small nanoGPT-shaped language model: next-token logits at every position.
+
+    ``h = tok_emb(x) + pos_emb(0..L-1)`` → ``depth`` pre-LayerNorm blocks (causal attention with separate
+    ``q``, ``k``, ``v``, ``o`` projections, a GELU MLP of width 4·dim) → ``ln_f`` → ``head`` (untied, no bias):
+    ``(N, L)`` int64 tokens to ``(N, L, num_outputs)`` logits, where position ``i`` sees tokens ``≤ i`` only.
+    Init as nanoGPT: every Linear and Embedding weight ``N(0, 0.02²)``, every bias 0, LayerNorms (1, 0).
+
+    Parameter names: ``tok_emb``, ``pos_emb``, ``blocks.{i}.ln1``, ``blocks.{i}.attn.{q,k,v,o}``,
+    ``blocks.{i}.ln2``, ``blocks.{i}.mlp.{up,down}``, ``ln_f``, ``head``.  :func:`egalitarian.route` sends the
+    ``attn`` and ``mlp`` weights to EGD and the rest to AdamW; the registry's methods select the same matrices
+    with ``["blocks.*.attn.*.weight", "blocks.*.mlp.*.weight"]``.
+
+    Args:
+        vocab_size: number of token ids.
+        seq_len: context length (size of the position table); inputs may be shorter.
+        num_outputs: logits per position (the vocabulary for a language model).
+        dim, depth, heads: width, number of blocks, attention heads (``dim % heads == 0``).
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, num_outputs: int, dim: int = 128, depth: int = 2,
+                 heads: int = 4) -> None:
+        super().__init__()
+        for field, value in [("vocab_size", vocab_size), ("seq_len", seq_len), ("num_outputs", num_outputs),
+                             ("dim", dim), ("depth", depth), ("heads", heads)]:
+            _check_positive_int(field, value)
+        check(dim % heads == 0, "heads", heads, f"must divide dim = {dim}", ConfigError)
+        self.seq_len = seq_len
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.pos_emb = nn.Embedding(seq_len, dim)
+        self.blocks = nn.ModuleList(GPTBlock(dim, heads) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_outputs, bias=False)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    m.weight.normal_(0.0, 0.02)
+                    if isinstance(m, nn.Linear) and m.bias is not None:
+                        m.bias.zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, L, num_outputs)`` for int64 tokens ``(N, L)``, ``L <= seq_len``."""
+        if tokens.ndim != 2 or tokens.shape[1] > self.seq_len:
+            raise ValueError(f"tokens must have shape (N, L) with L <= {self.seq_len}, got {tuple(tokens.shape)}")
+        h = self.tok_emb(tokens) + self.pos_emb(torch.arange(tokens.shape[1], device=tokens.device))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.ln_f(h))
 
 
 class CNN(nn.Module):

@@ -4,9 +4,15 @@ r"""``torch.optim`` optimizers built from :mod:`egalitarian.transforms` plus a b
   optional momentum and weight decay.
 * :class:`Preconditioned` — any gradient transform (EGD's whitening by default) in front of any
   ``torch.optim`` optimizer (SGD, Adam, AdamW, …), as in the paper's transformer and MNIST runs.
+* :class:`WithAuxAdamW` — the base of the "matrix optimizer + auxiliary AdamW" optimizers (KellerJordan/Muon's
+  ``MuonWithAuxAdam`` shape: one optimizer, tagged groups, one ``step``):
+  :class:`egalitarian.routing.EGDWithAuxAdamW` and :class:`egalitarian.baselines.MuonWithAdamW`.
 
-Both own their whitening switch (the paper's switch-off rule): ``set_whitening(on)`` and ``whitened_params()``.
-The baselines' optimizer (Muon with AdamW) lives in :mod:`egalitarian.baselines`.
+EGD and Preconditioned own their whitening switch (the paper's switch-off rule): ``set_whitening(on)`` and
+``whitened_params()``.
+
+Public helpers for optimizers built on these: :func:`evaluate_closure` (torch's closure convention) and
+:func:`check_egd_group` (the validation of an EGD param group).
 
 Both work unchanged under ``DistributedDataParallel``: DDP all-reduces ``.grad`` during ``backward()``, so
 every rank whitens the same averaged gradient and takes the same step.  Sharded setups (FSDP, ZeRO) differ:
@@ -20,27 +26,23 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
 from .errors import check
-from .linalg import AUTO, BACKENDS, backend_alias
-from .transforms import SCALES, GradientTransform, State, add_decayed_weights, trace, whiten
+from .linalg import BACKENDS, check_options
+from .transforms import SCALES, GradientTransform, State, add_decayed_weights, trace, whiten, whitening_options
 
-__all__ = ["EGD", "Preconditioned"]
+__all__ = ["EGD", "Engine", "Preconditioned", "WithAuxAdamW", "check_egd_group", "evaluate_closure"]
 
 _WD_MODES = ("decoupled", "l2")
 _NONFINITE = ("raise", "propagate")
 _POSITIONS = ("after", "before")
 
-_CONVENTIONS = {"momentum_position": "after", "scale": "none", "rms_target": 0.2, "row_blocks": 1}
-"""EGD's keys added after the first checkpoints were written, with the values those checkpoints ran with (the
-defaults): a group saved without them loads with these."""
-
-_WHITEN_KEYS = ("backend", "rtol", "eps", "seed", "rank", "power_iters", "scale", "rms_target", "row_blocks")
+_WHITEN_KEYS = ("backend", "rtol", "clamp_eps", "seed", "rank", "power_iters", "scale", "rms_target", "row_blocks")
 """The keys of an EGD group that set its whitening: groups equal in all of them are whitened in one batch."""
 
 _NONFINITE_DOC = """
@@ -66,25 +68,26 @@ _CLIPPING_DOC = """
     its size is set by ``lr`` alone.  Clipping still changes the step of the parameters that are not whitened
     (biases, groups opted out) and, since the global norm includes the whitened matrices' gradients, by how
     much.  Exceptions: element-wise clipping (``clip_grad_value_``) is not a rescaling and does change ``U Vᵀ``;
-    where an absolute quantity is not scaled along, the paper's clamp (``eps=``, ``1/max(s, eps)``) and an L2 term
-    added before whitening (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a chain), clipping
-    changes the whitened step too; and so it does with EGD's ``momentum_position="before"`` and momentum, whose
-    buffer sums gradients clipped by different factors before the whitening (``W(μ c₁ g₁ + c₂ g₂)`` is
-    ``W(μ g₁ + g₂)`` only if ``c₁ = c₂``).
+    where an absolute quantity is not scaled along, the paper's clamp (``clamp_eps=``, ``1/max(s, clamp_eps)``)
+    and an L2 term added before whitening (``weight_decay_mode="l2"`` in EGD, ``add_decayed_weights`` in a
+    chain), clipping changes the whitened step too; and so it does with EGD's ``momentum_position="before"`` and
+    momentum, whose buffer sums gradients clipped by different factors before the whitening
+    (``W(μ c₁ g₁ + c₂ g₂)`` is ``W(μ g₁ + g₂)`` only if ``c₁ = c₂``).
 """
 
 
-def _evaluate_closure(closure: Callable[[], float] | None) -> float | None:
-    """``torch.optim``'s closure convention: re-evaluate the loss with gradients enabled."""
+def evaluate_closure(closure: Callable[[], float] | None) -> float | None:
+    """``torch.optim``'s closure convention, the first line of every ``step(closure)`` here: the loss re-evaluated
+    with gradients enabled (``None`` without a closure)."""
     if closure is None:
         return None
     with torch.enable_grad():
         return closure()
 
 
-def _check_finite(groups: list[dict[str, Any]], default: str) -> None:
+def _check_finite(groups: list[dict[str, Any]]) -> None:
     """Raise ``FloatingPointError`` naming the first parameter whose gradient has a NaN or an inf, among the
-    groups whose ``nonfinite`` is ``"raise"`` (``default`` when a group has no key, e.g. an older checkpoint).
+    groups whose ``nonfinite`` is ``"raise"`` (a group without the key, e.g. Muon's, is not checked).
 
     One fused reduction per device (``max|g|`` of every gradient: unlike a 2-norm it cannot overflow for a
     finite gradient) and one sync per device; nothing is written.
@@ -92,7 +95,7 @@ def _check_finite(groups: list[dict[str, Any]], default: str) -> None:
     checked: list[tuple[int, Tensor]] = []
     index = 0
     for g in groups:
-        raise_ = g.get("nonfinite", default) == "raise"
+        raise_ = g.get("nonfinite") == "raise"
         for p in g["params"]:
             if raise_ and p.grad is not None and p.grad.numel() > 0 and (not p.grad.is_sparse or p.grad._nnz()):
                 checked.append((index, p))
@@ -129,6 +132,52 @@ def _switch_whitening(groups: list[dict[str, Any]], flag: str, on: bool) -> None
 def _whitened(groups: list[dict[str, Any]], flag: str) -> list[Tensor]:
     """The ≥ 2-D parameters of the groups chosen for whitening (switched off for now or not)."""
     return [p for g in groups if g.get("_whiten_chosen", g[flag]) for p in g["params"] if p.ndim >= 2]
+
+
+def check_egd_group(g: dict[str, Any]) -> None:
+    """Validate an EGD param group (or EGD's defaults): a one-line ValueError naming the first bad key, its value
+    and what is allowed; an option its ``backend`` does not take (``clamp_eps`` with ``"newton-schulz"``, say) is a
+    ConfigError (:func:`egalitarian.linalg.check_options`).  ``row_blocks`` must divide the rows of every matrix
+    the group whitens."""
+    check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
+    check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
+    check(not g["nesterov"] or g["momentum"] > 0, "nesterov", g["nesterov"], "needs momentum > 0")
+    check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
+    mode = g["weight_decay_mode"]
+    check(mode in _WD_MODES, "weight_decay_mode", mode, f"must be one of {', '.join(_WD_MODES)}")
+    check(isinstance(g["whiten"], bool), "whiten", g["whiten"], "must be True or False")
+    check(g["backend"] in BACKENDS, "backend", g["backend"], f"must be one of {', '.join(BACKENDS)}")
+    options = _polar_options(g)
+    check_options(g["backend"], options, options)
+    _check_nonfinite_arg(g["nonfinite"])
+    position, scale = g["momentum_position"], g["scale"]
+    check(position in _POSITIONS, "momentum_position", position, f"must be one of {', '.join(map(repr, _POSITIONS))}")
+    check(scale in SCALES, "scale", scale, f"must be one of {', '.join(map(repr, SCALES))}")
+    rho = g["rms_target"]
+    check(isinstance(rho, (int, float)) and not isinstance(rho, bool) and math.isfinite(rho) and rho > 0,
+          "rms_target", rho, "must be a number > 0")
+    k = g["row_blocks"]
+    check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
+    if g["whiten"] and k > 1:
+        for p in g.get("params", ()):
+            check(p.ndim < 2 or p.shape[0] % k == 0, "row_blocks", k,
+                  f"must divide the rows of every whitened matrix: a parameter of shape {tuple(p.shape)} has "
+                  f"{p.shape[0]} rows")
+
+
+def _polar_options(g: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`~egalitarian.linalg.polar` options of an EGD group's whitening keys."""
+    return whitening_options(g["backend"], rtol=g["rtol"], clamp_eps=g["clamp_eps"], rank=g["rank"],
+                             power_iters=g["power_iters"])
+
+
+def _check_saved_groups(state_dict: dict[str, Any], keys: Callable[[dict[str, Any]], Iterable[str]], who: str) -> None:
+    """Before a load: a ValueError if a saved param group lacks one of ``keys(group)`` (the keys every group of
+    this optimizer has): it was saved by another version of ``who``, and nothing is loaded."""
+    for i, g in enumerate(state_dict["param_groups"]):
+        missing = [k for k in keys(g) if k not in g]
+        check(not missing, f"state_dict param_groups[{i}]", f"without {', '.join(map(repr, missing))}",
+              f"saved by another version of {who} (every group here has these keys); nothing was loaded")
 
 
 class EGD(Optimizer):
@@ -176,7 +225,7 @@ class EGD(Optimizer):
 
     Within a step, the matrices of equal block shape, dtype and device are whitened in one batched
     :func:`~egalitarian.linalg.polar` call, also across groups whose whitening keys are equal (``backend``,
-    ``rtol``, ``eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``), where that
+    ``rtol``, ``clamp_eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``), where that
     pays (:func:`egalitarian.transforms.batched`: on CPU, matrices whose smaller side is ≤ 64).  The batch equals
     one call per matrix to rounding, not bit for bit; a rerun or resume on the same machine is bit-identical.
 
@@ -192,11 +241,11 @@ class EGD(Optimizer):
         scale: ``"none"`` (default), ``"muon"``, ``"rms"`` or ``"frobenius"``; ``rms_target``: ρ > 0 of ``"rms"``
             (default 0.2).
         row_blocks: k ≥ 1 (default 1): whiten each matrix as k blocks of rows; ``out`` must be a multiple of k.
-        backend, rtol, eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
-            ``eps`` selects the paper's clamp ``1/max(s, eps)``.
+        backend, rtol, clamp_eps, rank, power_iters, seed: the whitening, see :func:`egalitarian.linalg.polar`;
+            ``clamp_eps`` selects the paper's clamp ``1/max(s, clamp_eps)``; ``rank`` and ``power_iters`` (and
+            ``seed``, of the sketch) are ``rsvd``'s, unused by the other backends
+            (:func:`egalitarian.transforms.whitening_options`).
         nonfinite: ``"raise"`` (default) or ``"propagate"``: what a NaN or inf gradient does (below).
-        method: deprecated name of ``backend`` (warns; giving both is a ValueError).  Checkpoints whose
-            groups still say ``"method"`` load (:meth:`load_state_dict` renames the key).
 
     Every keyword from ``momentum`` on is also a param-group key (e.g. ``{"params": [qkv.weight],
     "row_blocks": 3}``); each is validated with a one-line ValueError naming it, its value and what is allowed.
@@ -218,9 +267,9 @@ class EGD(Optimizer):
         *,
         weight_decay_mode: str = "decoupled",
         whiten: bool = True,
-        backend: str = AUTO,
+        backend: str = "auto",
         rtol: float | None = None,
-        eps: float | None = None,
+        clamp_eps: float | None = None,
         rank: int = 64,
         power_iters: int = 2,
         seed: int = 0,
@@ -229,7 +278,6 @@ class EGD(Optimizer):
         scale: str = "none",
         rms_target: float = 0.2,
         row_blocks: int = 1,
-        method: str | None = None,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -238,9 +286,9 @@ class EGD(Optimizer):
             weight_decay=weight_decay,
             weight_decay_mode=weight_decay_mode,
             whiten=whiten,
-            backend=backend_alias(backend, method),
+            backend=backend,
             rtol=rtol,
-            eps=eps,
+            clamp_eps=clamp_eps,
             rank=rank,
             power_iters=power_iters,
             seed=seed,
@@ -250,50 +298,18 @@ class EGD(Optimizer):
             rms_target=rms_target,
             row_blocks=row_blocks,
         )
-        self._validate(defaults)
+        check_egd_group(defaults)
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _validate(g: dict[str, Any]) -> None:
-        check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
-        check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
-        check(not g["nesterov"] or g["momentum"] > 0, "nesterov", g["nesterov"], "needs momentum > 0")
-        check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
-        mode = g["weight_decay_mode"]
-        check(mode in _WD_MODES, "weight_decay_mode", mode, f"must be one of {', '.join(_WD_MODES)}")
-        check(isinstance(g["whiten"], bool), "whiten", g["whiten"], "must be True or False")
-        check(g["backend"] in BACKENDS, "backend", g["backend"], f"must be one of {', '.join(BACKENDS)}")
-        _check_nonfinite_arg(g["nonfinite"])
-        position, scale = g.get("momentum_position", "after"), g.get("scale", "none")
-        check(position in _POSITIONS, "momentum_position", position,
-              f"must be one of {', '.join(map(repr, _POSITIONS))}")
-        check(scale in SCALES, "scale", scale, f"must be one of {', '.join(map(repr, SCALES))}")
-        rho = g.get("rms_target", 0.2)
-        check(isinstance(rho, (int, float)) and not isinstance(rho, bool) and math.isfinite(rho) and rho > 0,
-              "rms_target", rho, "must be a number > 0")
-        k = g.get("row_blocks", 1)
-        check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
-        if g["whiten"] and k > 1:
-            for p in g.get("params", ()):
-                check(p.ndim < 2 or p.shape[0] % k == 0, "row_blocks", k,
-                      f"must divide the rows of every whitened matrix: a parameter of shape {tuple(p.shape)} has "
-                      f"{p.shape[0]} rows")
-
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if "method" in param_group:  # the deprecated name of the group key "backend", as for the keyword
-            group = {k: v for k, v in param_group.items() if k != "method"}
-            param_group = {**group, "backend": backend_alias(group.get("backend", AUTO), param_group["method"])}
         super().add_param_group(param_group)
-        self._validate(self.param_groups[-1])
+        check_egd_group(self.param_groups[-1])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``; param groups saved before the ``method`` → ``backend`` rename load too,
-        groups saved before ``nonfinite`` existed take this optimizer's default, and groups saved before
-        ``momentum_position``, ``scale``, ``rms_target`` and ``row_blocks`` existed take the values they ran with
-        (``"after"``, ``"none"``, 0.2, 1)."""
-        groups = [{"nonfinite": self.defaults["nonfinite"], **_CONVENTIONS, **_renamed(g, "method", "backend")}
-                  for g in state_dict["param_groups"]]
-        super().load_state_dict({**state_dict, "param_groups": groups})
+        """torch's ``load_state_dict``; a group saved without one of this optimizer's keys (by another version,
+        e.g. one that called the clamp ``eps``) is a ValueError before anything is loaded."""
+        _check_saved_groups(state_dict, lambda g: self.defaults, "EGD")
+        super().load_state_dict(state_dict)
 
     def set_whitening(self, on: bool) -> bool:
         """Turn whitening on/off in every group first chosen for it (the paper's switch-off rule); ``True``.
@@ -315,12 +331,11 @@ class EGD(Optimizer):
         (the paper's switch-off rule) leaves the momentum buffer where it is.  Applying the stages to each
         parameter in turn is the reference for :meth:`step`, which batches the whitening stage.
         """
-        conv = {k: group.get(k, v) for k, v in _CONVENTIONS.items()}  # groups built before these keys existed
         stages = []
         if group["weight_decay_mode"] == "l2":
             stages.append(("l2", add_decayed_weights(group["weight_decay"])))
         momentum = ("momentum", trace(group["momentum"], group["nesterov"]))
-        before = conv["momentum_position"] == "before"
+        before = group["momentum_position"] == "before"
         if before:
             stages.append(momentum)
         if group["whiten"]:
@@ -329,15 +344,12 @@ class EGD(Optimizer):
                     "whiten",
                     whiten(
                         group["backend"],
-                        rtol=group["rtol"],
-                        eps=group["eps"],
                         seed=group["seed"],
-                        rank=group["rank"],
-                        power_iters=group["power_iters"],
-                        scale=conv["scale"],
-                        rms_target=conv["rms_target"],
-                        row_blocks=conv["row_blocks"],
+                        scale=group["scale"],
+                        rms_target=group["rms_target"],
+                        row_blocks=group["row_blocks"],
                         nonfinite="propagate",  # step() has checked already when the group says "raise"
+                        **_polar_options(group),
                     ),
                 )
             )
@@ -347,12 +359,12 @@ class EGD(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
+        loss = evaluate_closure(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
                     raise RuntimeError("EGD does not support sparse gradients")
-        _check_finite(self.param_groups, self.defaults["nonfinite"])
+        _check_finite(self.param_groups)
         # every update and new state first (transforms are pure), then the writes: a step is all or nothing
         runs = []
         for group in self.param_groups:
@@ -365,7 +377,7 @@ class EGD(Optimizer):
         batches: dict[tuple[Any, ...], list[_Run]] = {}
         for run in runs:
             if run.split < len(run.stages):
-                batches.setdefault(tuple(run.group.get(k, _CONVENTIONS.get(k)) for k in _WHITEN_KEYS), []).append(run)
+                batches.setdefault(tuple(run.group[k] for k in _WHITEN_KEYS), []).append(run)
         for batch in batches.values():
             _Run.apply_together(batch, batch[0].stages[batch[0].split])
         for run in runs:
@@ -501,8 +513,8 @@ class Preconditioned(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
-        _check_finite(self.param_groups, self.defaults["nonfinite"])
+        loss = evaluate_closure(closure)
+        _check_finite(self.param_groups)
         # every transformed gradient and state first (transforms are pure), then the writes; one update_all
         # over the parameters of every preconditioned group (the whitening batches equal shapes)
         params = [p for g in self.param_groups if g.get("precondition", True)
@@ -540,8 +552,6 @@ class Preconditioned(Optimizer):
         state_dict = copy.deepcopy(state_dict)  # never alias the caller's tensors
         self.base.load_state_dict(state_dict["base"])
         self.param_groups = self.base.param_groups
-        for g in self.param_groups:  # saved before nonfinite existed: this optimizer's default
-            g.setdefault("nonfinite", self.defaults["nonfinite"])
         params = self._params()
         self.state.clear()
         for i, s in state_dict["transform_state"].items():
@@ -549,11 +559,123 @@ class Preconditioned(Optimizer):
             self.state[p] = {"transform": _to_param(s, p)}
 
 
-def _renamed(group: dict[str, Any], old: str, new: str) -> dict[str, Any]:
-    """``group`` with key ``old`` renamed to ``new`` (a copy; unchanged if it has no ``old`` key)."""
-    if old not in group or new in group:
-        return group
-    return {(new if k == old else k): v for k, v in group.items()}
+Engine = tuple[str, Callable[[list[dict[str, Any]]], Optimizer], Callable[[dict[str, Any]], bool]]
+"""``(attribute, build, takes)``: an engine of :class:`WithAuxAdamW`, built as ``build(groups)`` over the tagged
+groups for which ``takes(group)`` is true, and kept as ``self.<attribute>`` (``None`` while it has no group)."""
+
+
+class WithAuxAdamW(Optimizer):
+    r"""A matrix optimizer for the groups tagged ``tag=True``, ``torch.optim.AdamW`` for the others: one
+    ``torch.optim.Optimizer`` (KellerJordan/Muon's ``MuonWithAuxAdam`` shape: one optimizer, tagged groups, one
+    ``step``).  The base of :class:`egalitarian.routing.EGDWithAuxAdamW` and
+    :class:`egalitarian.baselines.MuonWithAdamW`, which supply only their matrix engine and their defaults:
+
+    * ``tag`` (the group key, ``"use_egd"``, ``"use_muon"``) and ``engine`` (the matrix update's name, for
+      messages), class attributes;
+    * the defaults of both kinds of group, passed to ``__init__`` (``group_defaults[True]``/``[False]``);
+    * :meth:`matrix_engines`, the optimizers that do the tagged groups' arithmetic, and :meth:`check_group`, a
+      tagged group's validation.
+
+    What is shared lives here, once:
+
+    * **Groups.** Every group carries ``tag`` (``True`` or ``False``) and its own hyperparameters, so LR
+      schedulers reach both parts; :meth:`add_param_group` fills a group's missing keys from
+      ``group_defaults[tag]`` and validates it (an AdamW group: ``lr > 0``, two ``betas`` in [0, 1),
+      ``eps >= 0``, ``weight_decay >= 0``); a group that fails leaves nothing behind.
+    * **Engines.** Each engine (``.adamw`` for the untagged groups, the subclass's for the tagged ones; ``None``
+      while it has no group) is a torch optimizer built over *this* optimizer's group dicts and ``state``
+      (shared, not copied), so it only does the arithmetic and there is one copy of every hyperparameter and
+      buffer.  The AdamW groups step exactly as ``torch.optim.AdamW(groups)``.
+    * **Step.** All or nothing: a sparse gradient anywhere is a RuntimeError, and a NaN or inf gradient in a group
+      whose ``nonfinite`` is ``"raise"`` a FloatingPointError, before any engine writes; then every engine steps.
+    * **State.** ``state_dict()`` is a plain torch optimizer state dict; :meth:`load_state_dict` copies what it
+      is given (torch's would alias the caller's tensors), refuses groups saved without a key that every group
+      here has (another version), and rebuilds the engines, so a run continues bit-identically.
+    """
+
+    tag: ClassVar[str]
+    engine: ClassVar[str]
+
+    def __init__(self, groups: list[dict[str, Any]], matrix_defaults: dict[str, Any],
+                 aux_defaults: dict[str, Any], aux_prefix: str) -> None:
+        """``aux_prefix``: how the subclass's keywords name the AdamW defaults (``"aux_"``: ``aux_lr``, …), for
+        the messages of their validation."""
+        _check_adamw_group(aux_defaults, aux_prefix)
+        self.group_defaults = {True: dict(matrix_defaults), False: dict(aux_defaults)}
+        super().__init__(groups, {})
+
+    def matrix_engines(self) -> list[Engine]:
+        """The engines of the tagged groups (:data:`Engine`), in step order."""
+        raise NotImplementedError
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Validate a tagged group (its missing keys already filled from the defaults)."""
+        raise NotImplementedError
+
+    def _engines(self) -> list[Engine]:
+        """Every engine, each with the groups it takes: the subclass's (tagged groups), then AdamW (the others)."""
+        tag = self.tag
+        tagged: list[Engine] = [(name, build, lambda g, takes=takes: g[tag] and takes(g))
+                                for name, build, takes in self.matrix_engines()]
+        return [*tagged, ("adamw", torch.optim.AdamW, lambda g: not g[tag])]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """``tag`` (required) picks the update; the group's other keys override that part's defaults."""
+        tagged = param_group.get(self.tag)
+        check(isinstance(tagged, bool), self.tag, tagged, f"must be True ({self.engine}'s update) or False (AdamW's)")
+        ps = param_group.get("params")
+        group = {**self.group_defaults[tagged], **param_group,
+                 "params": [ps] if isinstance(ps, Tensor) else list(ps if ps is not None else [])}
+        if tagged:
+            self.check_group(group)
+        else:
+            _check_adamw_group(group, "")
+        super().add_param_group(group)
+        try:
+            self._bind()
+        except Exception:
+            self.param_groups.pop()
+            self._bind()
+            raise
+
+    def _bind(self) -> None:
+        """(Re)build every engine over this optimizer's own group dicts and ``state``."""
+        for name, build, takes in self._engines():
+            groups = [g for g in self.param_groups if takes(g)]
+            opt = build(groups) if groups else None  # the groups already hold every hyperparameter
+            if opt is not None:
+                assert all(a is b for a, b in zip(opt.param_groups, groups, strict=True))  # shared, not copied
+                opt.state = self.state
+            setattr(self, name, opt)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = evaluate_closure(closure)
+        for i, p in enumerate(p for g in self.param_groups for p in g["params"]):
+            if p.grad is not None and p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (params[{i}], shape "
+                                   f"{tuple(p.shape)}); nothing was changed")
+        _check_finite(self.param_groups)
+        for name, _, _ in self._engines():
+            opt = getattr(self, name)
+            if opt is not None:
+                opt.step()
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        _check_saved_groups(state_dict, lambda g: [self.tag, *self.group_defaults.get(g.get(self.tag), ())],
+                            type(self).__name__)
+        super().load_state_dict(copy.deepcopy(state_dict))  # torch's load would alias the caller's tensors
+        self._bind()  # torch's load replaced the group dicts and the state
+
+
+def _check_adamw_group(group: dict[str, Any], prefix: str) -> None:
+    """An AdamW group's (or defaults') ``lr``, ``betas``, ``eps``, ``weight_decay``, named ``prefix + key``."""
+    lr, betas, eps, wd = (group[k] for k in ("lr", "betas", "eps", "weight_decay"))
+    check(isinstance(lr, (int, float)) and lr > 0, f"{prefix}lr", lr, "must be a number > 0")
+    check(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"{prefix}betas", betas, "must be two numbers in [0, 1)")
+    check(eps >= 0, f"{prefix}eps", eps, "must be >= 0")
+    check(wd >= 0, f"{prefix}weight_decay", wd, "must be >= 0")
 
 
 def _to_param(value: Any, p: Tensor) -> Any:

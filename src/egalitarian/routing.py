@@ -62,23 +62,22 @@ others; an optimizer skips them while they have no gradient.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
+import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
 from .errors import check
-from .linalg import AUTO, backend_alias
-from .optim import EGD, _check_finite, _evaluate_closure, _switch_whitening, _whitened
+from .optim import EGD, Engine, WithAuxAdamW, check_egd_group
 
-__all__ = ["DEFAULT_FUSED", "HEAD_NAMES", "EGDWithAuxAdamW", "Route", "Routing", "egd_for", "route"]
+__all__ = ["DEFAULT_FUSED", "HEAD_NAMES", "EGDWithAuxAdamW", "ParamInfo", "Route", "Routing", "check_patterns_used",
+           "classify", "egd_for", "fused_blocks", "head_modules", "model_params", "route"]
 
 #: Names (of the last ``nn.Linear`` or of its parent) that make it the output head under ``head="auto"``.
 HEAD_NAMES = frozenset({"head", "lm_head", "classifier", "fc_out", "output", "out_head", "output_layer",
@@ -197,6 +196,134 @@ def _auto_head(model: nn.Module) -> str | None:
     return None
 
 
+class ParamInfo(NamedTuple):
+    """One parameter of a model as :func:`route` sees it: every name it has (``names[0]`` is the one listed; more
+    than one: tied), the module that owns it under that name and that module's name."""
+
+    names: list[str]
+    module_name: str
+    module: nn.Module
+    param: Tensor
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    @property
+    def key(self) -> str:
+        """The attribute name in its module (``weight``, ``bias``, ``in_proj_weight``, …)."""
+        return self.name.rpartition(".")[2]
+
+
+def model_params(model: nn.Module) -> list[ParamInfo]:
+    """Every parameter of ``model`` once, in model order (``named_parameters(remove_duplicate=False)``), with all
+    its names (a tied tensor has several) and its owner under the first."""
+    names: dict[int, list[str]] = {}
+    owner: dict[str, tuple[str, nn.Module]] = {}
+    params: dict[int, Tensor] = {}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for key, p in module._parameters.items():
+            if p is None:
+                continue
+            name = f"{module_name}.{key}" if module_name else key
+            owner[name] = (module_name, module)
+            names.setdefault(id(p), []).append(name)
+            params[id(p)] = p
+    first = dict.fromkeys(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    return [ParamInfo(names[pid], *owner[names[pid][0]], params[pid]) for pid in first]
+
+
+def head_modules(model: nn.Module, head: str | None) -> tuple[set[str], str]:
+    """The module names of the output head under ``head`` (``"auto"``, None or a pattern) and the reason words."""
+    if head == "auto":
+        found = _auto_head(model)
+        where = "a top-level module" if found is not None and "." not in found else "named like a head"
+        return ({found} if found is not None else set()), f"output head (head='auto': the last nn.Linear, {where})"
+    if head is None:
+        return set(), ""
+    found_all = {n for n, _ in model.named_modules() if fnmatch.fnmatchcase(n, head)}
+    check(bool(found_all), "head", head, "matches no module name of the model (e.g. 'lm_head', 'fc')")
+    return found_all, f"output head (head={head!r})"
+
+
+def classify(p: ParamInfo, head_why: str | None) -> tuple[str, bool]:
+    """Rules 3–11 of the module docstring for a parameter no ``aux=``/``whiten=`` pattern decided: the reason and
+    whether EGD whitens it.  ``head_why``: the reason words when ``p`` belongs to the output head, else None."""
+    module, key, ndim = p.module, p.key, p.param.ndim
+    kind = type(module).__name__
+    if len(p.names) > 1:
+        return f"tied: the same tensor as {', '.join(map(repr, p.names[1:]))}", False
+    if head_why is not None:
+        return head_why, False
+    if isinstance(module, _NORMS):
+        return f"{kind} {key}", False
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return f"{kind} table", False
+    if isinstance(module, nn.MultiheadAttention) and key in ("bias_k", "bias_v"):
+        return f"MultiheadAttention {key}", False
+    if ndim < 2:
+        return "< 2 dims (bias or gain)", False
+    if isinstance(module, nn.MultiheadAttention) and key.endswith("proj_weight"):
+        return f"MultiheadAttention {key}", True
+    if isinstance(module, nn.Linear) and key == "weight":
+        return f"{kind} weight", True
+    if isinstance(module, _CONVS) and key == "weight":
+        return f"{kind} kernel, whitened as {p.param.shape[0]}×{math.prod(p.param.shape[1:])}", True
+    return f"{ndim}-D parameter of {kind} (not a known module type; whiten= to whiten it)", False
+
+
+def _matching(patterns: Iterable[str], names: list[str]) -> str | None:
+    """The first pattern that matches any of ``names``."""
+    return next((pat for pat in patterns if any(fnmatch.fnmatchcase(n, pat) for n in names)), None)
+
+
+def fused_blocks(model: nn.Module, p: ParamInfo, fused: Mapping[str, int] | None, per_head: bool,
+                 used: set[str]) -> tuple[int, str]:
+    """The row blocks EGD whitens the whitened parameter ``p`` as, and the words for its reason ("" for 1).
+
+    ``fused``: the explicit ``fused=`` of :func:`route` (exact counts; the patterns it uses are added to
+    ``used``), or None for :data:`DEFAULT_FUSED` (3 blocks, only for an ``nn.Linear`` of shape (3·d) × d, per head
+    with ``per_head``); ``nn.MultiheadAttention``'s ``in_proj_weight`` is fused unless ``fused`` says otherwise.
+    """
+    name, shape = p.name, p.param.shape
+    own = _matching(fused, p.names) if fused is not None else None
+    if fused is not None and own is not None:
+        n = fused[own]
+        used.add(own)
+        check(shape[0] % n == 0, f"fused[{own!r}]", n, f"must divide the {shape[0]} rows of {name!r}")
+        return n, f"fused (fused[{own!r}] = {n})" if n > 1 else ""
+    is_mha = isinstance(p.module, nn.MultiheadAttention) and name.endswith("in_proj_weight")
+    pattern = None if fused is not None else _matching(DEFAULT_FUSED, p.names)
+    if not is_mha and (pattern is None or not isinstance(p.module, nn.Linear)):
+        return 1, ""
+    if not is_mha and shape[0] != 3 * shape[1]:
+        return 1, f"matches {pattern!r} but {'×'.join(map(str, shape))} is not (3·d)×d: whitened as one matrix"
+    n, what = 3, "fused QKV" + (f" ({pattern!r})" if pattern is not None and not is_mha else "")
+    if per_head:
+        heads = _head_count(model, p.module_name)
+        check(heads is not None and shape[0] % (3 * heads) == 0, "per_head", per_head,
+              f"cannot find the head count of {name!r} (an int attribute {', '.join(HEAD_COUNT_ATTRS)} on "
+              f"{p.module_name!r} or its parent, dividing its rows); give its blocks yourself: "
+              f"fused={{{name!r}: 3 * heads}}")
+        n, what = 3 * heads, f"{what} per head ({heads} heads)"
+    return n, f"{what}, {n} row blocks"
+
+
+def check_patterns_used(aux: list[str], whiten: list[str], fused: Mapping[str, int] | None,
+                        used: Mapping[str, set[str]], whiten_small: set[str], example: str) -> None:
+    """Every pattern of ``aux=``, ``whiten=`` and an explicit ``fused=`` must have matched (``used[field]``): a
+    ValueError names the first that did not (a ``whiten=`` pattern in ``whiten_small`` matched only parameters
+    with < 2 dims; ``example`` is a parameter name of the model, for the message)."""
+    for field, patterns in (("aux", aux), ("whiten", whiten)):
+        for pattern in patterns:
+            small = field == "whiten" and pattern in whiten_small
+            check(pattern in used[field], field, pattern,
+                  "matches only parameters with < 2 dims (EGD whitens matrices; biases and gains go to AdamW)"
+                  if small else f"matches no parameter name of the model (names look like {example!r})")
+    for pattern in fused or ():
+        check(pattern in used["fused"], "fused", pattern, "matches no parameter that EGD whitens")
+
+
 def route(
     model: nn.Module,
     *,
@@ -209,6 +336,9 @@ def route(
     """Decide for every parameter of ``model`` whether EGD whitens it or the auxiliary AdamW updates it.
 
     The rules, the head rule and the fused layouts are in the module docstring (:mod:`egalitarian.routing`).
+    The parts: :func:`model_params` (every parameter once, ties found), :func:`head_modules`, the ``aux=`` and
+    ``whiten=`` patterns, :func:`classify` (rules 3–11), :func:`fused_blocks` (row blocks of a whitened
+    parameter) and :func:`check_patterns_used`.
 
     Args:
         model: any ``nn.Module``; every parameter is listed once (``named_parameters(remove_duplicate=False)``
@@ -223,149 +353,46 @@ def route(
     whiten_patterns, aux_patterns = _patterns("whiten", whiten), _patterns("aux", aux)
     check(isinstance(per_head, bool), "per_head", per_head, "must be True or False")
     check(head is None or isinstance(head, str), "head", head, "must be 'auto', None or a module name pattern")
-    explicit_fused = fused is not None
-    fused_map = dict(DEFAULT_FUSED if fused is None else fused)
-    for pattern, n in fused_map.items():
+    for pattern, n in (fused or {}).items():
         check(isinstance(pattern, str), "fused", fused, "must map fnmatch patterns (strings) to row-block counts",
               TypeError)
         check(isinstance(n, int) and not isinstance(n, bool) and n >= 1, f"fused[{pattern!r}]", n,
               "must be an int >= 1 (the number of row blocks)")
-
-    # every name of every parameter, its owning module and that module's name; ties share one entry
-    names: dict[int, list[str]] = {}
-    owner: dict[str, tuple[str, nn.Module]] = {}
-    params: dict[int, Tensor] = {}
-    for module_name, module in model.named_modules(remove_duplicate=False):
-        for key, p in module._parameters.items():
-            if p is None:
-                continue
-            name = f"{module_name}.{key}" if module_name else key
-            owner[name] = (module_name, module)
-            names.setdefault(id(p), []).append(name)
-            params[id(p)] = p
-    ordered = [(n, p) for n, p in model.named_parameters(remove_duplicate=False)]
-    first = list(dict.fromkeys(id(p) for _, p in ordered))  # model order, each parameter once
-
-    if head == "auto":
-        found = _auto_head(model)
-        head_modules = {found} if found is not None else set()
-        where = "a top-level module" if found is not None and "." not in found else "named like a head"
-        head_why = f"output head (head='auto': the last nn.Linear, {where})"
-    elif head is None:
-        head_modules, head_why = set(), ""
-    else:
-        head_modules = {n for n, _ in model.named_modules() if fnmatch.fnmatchcase(n, head)}
-        check(bool(head_modules), "head", head, "matches no module name of the model (e.g. 'lm_head', 'fc')")
-        head_why = f"output head (head={head!r})"
-
+    fused = dict(fused) if fused is not None else None
+    params = model_params(model)
+    heads, head_why = head_modules(model, head)
     used: dict[str, set[str]] = {"whiten": set(), "aux": set(), "fused": set()}
     whiten_small: set[str] = set()
-
-    def matching(patterns: Iterable[str], all_names: list[str]) -> str | None:
-        return next((pat for pat in patterns if any(fnmatch.fnmatchcase(n, pat) for n in all_names)), None)
-
-    def blocks(name: str, all_names: list[str], p: Tensor, module_name: str, module: nn.Module) -> tuple[int, str]:
-        """Row blocks of a whitened parameter and the words for its reason."""
-        own = matching(fused_map, all_names) if explicit_fused else None
-        if own is not None:
-            n = fused_map[own]
-            used["fused"].add(own)
-            check(p.shape[0] % n == 0, f"fused[{own!r}]", n, f"must divide the {p.shape[0]} rows of {name!r}")
-            return n, f"fused (fused[{own!r}] = {n})" if n > 1 else ""
-        is_mha = isinstance(module, nn.MultiheadAttention) and name.endswith("in_proj_weight")
-        pattern = None if explicit_fused else matching(fused_map, all_names)
-        if not is_mha and (pattern is None or not isinstance(module, nn.Linear)):
-            return 1, ""
-        if not is_mha and p.shape[0] != 3 * p.shape[1]:
-            shape = "×".join(map(str, p.shape))
-            return 1, f"matches {pattern!r} but {shape} is not (3·d)×d: whitened as one matrix"
-        n, what = 3, "fused QKV" + (f" ({pattern!r})" if pattern is not None and not is_mha else "")
-        if per_head:
-            heads = _head_count(model, module_name)
-            check(heads is not None and p.shape[0] % (3 * heads) == 0, "per_head", per_head,
-                  f"cannot find the head count of {name!r} (an int attribute {', '.join(HEAD_COUNT_ATTRS)} on "
-                  f"{module_name!r} or its parent, dividing its rows); give its blocks yourself: "
-                  f"fused={{{name!r}: 3 * heads}}")
-            n, what = 3 * heads, f"{what} per head ({heads} heads)"
-        return n, f"{what}, {n} row blocks"
-
     routes: list[Route] = []
-    for pid in first:
-        p = params[pid]
-        all_names = names[pid]
-        name = all_names[0]
-        module_name, module = owner[name]
-        kind = type(module).__name__
-        key = name.rpartition(".")[2]
-        check(not isinstance(p, nn.parameter.UninitializedParameter), "model", name,
+    for p in params:
+        check(not isinstance(p.param, nn.parameter.UninitializedParameter), "model", p.name,
               "has an uninitialized (lazy) parameter: run one forward pass before routing")
-        a, w = matching(aux_patterns, all_names), matching(whiten_patterns, all_names)
+        a, w = _matching(aux_patterns, p.names), _matching(whiten_patterns, p.names)
         if a is not None:
             used["aux"].add(a)
             if w is not None:
                 used["whiten"].add(w)
-            routes.append(Route(name, p, False, f"aux={a!r}" + (f" (wins over whiten={w!r})" if w else "")))
+            routes.append(Route(p.name, p.param, False, f"aux={a!r}" + (f" (wins over whiten={w!r})" if w else "")))
             continue
-        if w is not None and p.ndim >= 2:
+        if w is not None and p.param.ndim >= 2:
             used["whiten"].add(w)
-            n, words = blocks(name, all_names, p, module_name, module)
-            routes.append(Route(name, p, True, f"whiten={w!r}" + (f"; {words}" if words else ""), n))
-            continue
-        if w is not None:
-            whiten_small.add(w)
-        in_head = any(module_name == h or module_name.startswith(h + ".") for h in head_modules)
-        if len(all_names) > 1:
-            others = ", ".join(map(repr, all_names[1:]))
-            reason, egd = f"tied: the same tensor as {others}", False
-        elif in_head:
-            reason, egd = head_why, False
-        elif isinstance(module, _NORMS):
-            reason, egd = f"{kind} {key}", False
-        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            reason, egd = f"{kind} table", False
-        elif isinstance(module, nn.MultiheadAttention) and key in ("bias_k", "bias_v"):
-            reason, egd = f"MultiheadAttention {key}", False
-        elif p.ndim < 2:
-            reason, egd = "< 2 dims (bias or gain)", False
-        elif isinstance(module, nn.MultiheadAttention) and key.endswith("proj_weight"):
-            reason, egd = f"MultiheadAttention {key}", True
-        elif isinstance(module, nn.Linear) and key == "weight":
-            reason, egd = f"{kind} weight", True
-        elif isinstance(module, _CONVS) and key == "weight":
-            reason, egd = f"{kind} kernel, whitened as {p.shape[0]}×{math.prod(p.shape[1:])}", True
+            reason, egd = f"whiten={w!r}", True
         else:
-            reason, egd = f"{p.ndim}-D parameter of {kind} (not a known module type; whiten= to whiten it)", False
+            if w is not None:
+                whiten_small.add(w)
+            in_head = any(p.module_name == h or p.module_name.startswith(h + ".") for h in heads)
+            reason, egd = classify(p, head_why if in_head else None)
         if egd:
-            n, words = blocks(name, all_names, p, module_name, module)
-            routes.append(Route(name, p, True, reason + (f"; {words}" if words else ""), n))
+            n, words = fused_blocks(model, p, fused, per_head, used["fused"])
+            routes.append(Route(p.name, p.param, True, reason + (f"; {words}" if words else ""), n))
         else:
-            routes.append(Route(name, p, False, reason))
-
-    for field, patterns in (("aux", aux_patterns), ("whiten", whiten_patterns)):
-        for pattern in patterns:
-            small = field == "whiten" and pattern in whiten_small
-            check(pattern in used[field], field, pattern,
-                  "matches only parameters with < 2 dims (EGD whitens matrices; biases and gains go to AdamW)"
-                  if small else "matches no parameter name of the model (names look like "
-                  f"{next(iter(owner), 'layer.weight')!r})")
-    for pattern in fused_map if explicit_fused else ():
-        check(pattern in used["fused"], "fused", pattern, "matches no parameter that EGD whitens")
+            routes.append(Route(p.name, p.param, False, reason))
+    check_patterns_used(aux_patterns, whiten_patterns, fused, used, whiten_small,
+                        params[0].name if params else "layer.weight")
     return Routing(routes)
 
 
-_AUX_KEYS = ("lr", "betas", "eps", "weight_decay")
-
-
-def _check_aux(group: Mapping[str, Any], prefix: str) -> None:
-    lr, betas, eps, wd = (group[k] for k in _AUX_KEYS)
-    check(isinstance(lr, (int, float)) and lr > 0, f"{prefix}lr", lr, "must be a number > 0")
-    check(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"{prefix}betas", betas,
-          "must be two numbers in [0, 1)")
-    check(eps >= 0, f"{prefix}eps", eps, "must be >= 0")
-    check(wd >= 0, f"{prefix}weight_decay", wd, "must be >= 0")
-
-
-class EGDWithAuxAdamW(Optimizer):
+class EGDWithAuxAdamW(WithAuxAdamW):
     r"""EGD for the matrices a :class:`Routing` whitens, AdamW for the rest: one ``torch.optim.Optimizer``.
 
     ``EGDWithAuxAdamW(route(model), lr=0.02)`` (or ``egd_for(model, lr=0.02)``) has one list of param groups,
@@ -375,11 +402,12 @@ class EGDWithAuxAdamW(Optimizer):
     ``use_egd`` groups and AdamW's to the others.  The inner ``EGD`` (``.egd``) and ``torch.optim.AdamW``
     (``.adamw``; ``None`` while no group uses one) only do the arithmetic: they work on this optimizer's group
     dicts and ``state``, so there is one copy of each, and ``state_dict()`` is a plain torch optimizer state
-    dict that continues a run bit-identically after ``load_state_dict``.
+    dict that continues a run bit-identically after ``load_state_dict`` (the shared machinery:
+    :class:`egalitarian.optim.WithAuxAdamW`).
 
     The EGD groups step exactly as ``EGD(groups, lr=lr, **egd_kwargs)``: every EGD keyword (``momentum``,
     ``nesterov``, ``weight_decay``, ``weight_decay_mode``, ``momentum_position``, ``scale``, ``rms_target``,
-    ``backend``, ``rtol``, ``eps``, …) goes there unchanged, with EGD's defaults and EGD's equations (see
+    ``backend``, ``rtol``, ``clamp_eps``, …) goes there unchanged, with EGD's defaults and EGD's equations (see
     :class:`egalitarian.optim.EGD`).  A group's ``row_blocks`` (set by the routing for fused QKV matrices)
     whitens its matrices as that many separate blocks of rows.  The AdamW groups step exactly as
     ``torch.optim.AdamW(groups, lr=aux_lr, betas=aux_betas, eps=aux_eps, weight_decay=aux_weight_decay)``.
@@ -397,6 +425,8 @@ class EGDWithAuxAdamW(Optimizer):
         **egd_kwargs: any keyword of :class:`egalitarian.optim.EGD`.
     """
 
+    tag, engine = "use_egd", "EGD"
+
     def __init__(
         self,
         params: Routing | Iterable[dict[str, Any]],
@@ -413,10 +443,8 @@ class EGDWithAuxAdamW(Optimizer):
             check(k in accepted, k, egd_kwargs[k], f"is not a keyword of EGD (EGD takes {', '.join(accepted)})",
                   TypeError)
         aux_defaults = dict(lr=aux_lr, betas=tuple(aux_betas), eps=aux_eps, weight_decay=aux_weight_decay)
-        _check_aux(aux_defaults, "aux_")
         self._egd_kwargs = {"lr": lr, **egd_kwargs}
         egd_defaults = EGD([torch.zeros(1)], **self._egd_kwargs).defaults  # EGD validates its own keywords
-        self.group_defaults = {True: egd_defaults, False: {**aux_defaults, "nonfinite": egd_defaults["nonfinite"]}}
         self.routing = params if isinstance(params, Routing) else None
         if isinstance(params, Routing):
             groups = params.param_groups()
@@ -430,84 +458,33 @@ class EGDWithAuxAdamW(Optimizer):
         check(bool(groups), "params", [], "must not be empty (nothing to optimize)")
         self.egd: EGD | None = None
         self.adamw: torch.optim.AdamW | None = None
-        super().__init__(groups, {})
+        super().__init__(groups, egd_defaults, {**aux_defaults, "nonfinite": egd_defaults["nonfinite"]}, "aux_")
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """``use_egd`` (required) picks the update; the group's other keys override that part's defaults."""
-        use_egd = param_group.get("use_egd")
-        check(isinstance(use_egd, bool), "use_egd", use_egd, "must be True (EGD's update) or False (AdamW's)")
-        given = dict(param_group)
-        if use_egd and "method" in given:  # EGD's deprecated name of "backend", renamed as EGD does
-            given["backend"] = backend_alias(given.get("backend", AUTO), given.pop("method"))
-        ps = given.get("params")
-        given["params"] = [ps] if isinstance(ps, Tensor) else list(ps if ps is not None else [])
-        group = {**self.group_defaults[use_egd], **given}
-        if use_egd:
-            EGD._validate(group)  # also: row_blocks must divide the rows of every matrix of the group
-        else:
-            _check_aux(group, "")
-        super().add_param_group(group)
-        try:
-            self._bind()
-        except Exception:
-            self.param_groups.pop()
-            self._bind()
-            raise
+    def matrix_engines(self) -> list[Engine]:
+        return [("egd", functools.partial(EGD, **self._egd_kwargs), lambda g: True)]
 
-    def _bind(self) -> None:
-        """(Re)build ``.egd`` and ``.adamw`` over this optimizer's own group dicts and ``state``."""
-        egd_groups = [g for g in self.param_groups if g["use_egd"]]
-        aux_groups = [g for g in self.param_groups if not g["use_egd"]]
-        self.egd = EGD(egd_groups, **self._egd_kwargs) if egd_groups else None
-        self.adamw = torch.optim.AdamW(aux_groups) if aux_groups else None  # the groups hold every hyperparameter
-        for opt, groups in ((self.egd, egd_groups), (self.adamw, aux_groups)):
-            if opt is not None:
-                assert all(a is b for a, b in zip(opt.param_groups, groups, strict=True))  # shared, not copied
-                opt.state = self.state
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = _evaluate_closure(closure)
-        for i, p in enumerate(p for g in self.param_groups for p in g["params"]):
-            if p.grad is not None and p.grad.is_sparse:
-                raise RuntimeError(f"EGDWithAuxAdamW does not support sparse gradients (params[{i}], shape "
-                                   f"{tuple(p.shape)}); nothing was changed")
-        _check_finite(self.param_groups, self.group_defaults[True]["nonfinite"])
-        for opt in (self.egd, self.adamw):
-            if opt is not None:
-                opt.step()
-        return loss
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(copy.deepcopy(state_dict))  # torch's load would alias the caller's tensors
-        self._bind()  # torch's load replaced the group dicts and the state
+    def check_group(self, group: dict[str, Any]) -> None:
+        check_egd_group(group)  # also: row_blocks must divide the rows of every matrix of the group
 
     def set_whitening(self, on: bool) -> bool:
         """Turn whitening on/off in the EGD groups first chosen for it (the paper's switch-off rule); ``True``."""
-        _switch_whitening([g for g in self.param_groups if g["use_egd"]], "whiten", on)
-        return True
+        return self.egd.set_whitening(on) if self.egd is not None else True
 
     def whitened_params(self) -> list[Tensor]:
         """The ≥ 2-D parameters whose gradient is whitened (also while :meth:`set_whitening` has it off)."""
-        return _whitened([g for g in self.param_groups if g["use_egd"]], "whiten")
+        return self.egd.whitened_params() if self.egd is not None else []
 
 
-def egd_for(
-    model: nn.Module,
-    lr: float,
-    *,
-    whiten: str | Sequence[str] = (),
-    aux: str | Sequence[str] = (),
-    fused: Mapping[str, int] | None = None,
-    per_head: bool = False,
-    head: str | None = "auto",
-    **kwargs: Any,
-) -> EGDWithAuxAdamW:
+_ROUTE_KEYWORDS = frozenset(k for k, p in inspect.signature(route).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+
+def egd_for(model: nn.Module, lr: float, **kwargs: Any) -> EGDWithAuxAdamW:
     """``EGDWithAuxAdamW(route(model, whiten=..., aux=..., fused=..., per_head=..., head=...), lr, **kwargs)``.
 
-    The routing keywords are those of :func:`route` (so EGD's own ``whiten=True/False`` switch is not reachable
-    here); every other keyword (``aux_lr``, ``momentum``, ``weight_decay``, ``scale``, …) goes to
-    :class:`EGDWithAuxAdamW`.  ``print(opt.routing)`` shows where each parameter went.
+    The keywords of :func:`route` (``whiten``, ``aux``, ``fused``, ``per_head``, ``head``) go to the routing (so
+    EGD's own ``whiten=True/False`` switch is not reachable here); every other keyword (``aux_lr``,
+    ``momentum``, ``weight_decay``, ``scale``, …) goes to :class:`EGDWithAuxAdamW`.  ``print(opt.routing)``
+    shows where each parameter went.
     """
-    routing = route(model, whiten=whiten, aux=aux, fused=fused, per_head=per_head, head=head)
-    return EGDWithAuxAdamW(routing, lr, **kwargs)
+    routing = route(model, **{k: v for k, v in kwargs.items() if k in _ROUTE_KEYWORDS})
+    return EGDWithAuxAdamW(routing, lr, **{k: v for k, v in kwargs.items() if k not in _ROUTE_KEYWORDS})

@@ -13,6 +13,7 @@ Event files are read back with ``tensorboard.backend.event_processing.event_accu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def write_rows(writer: Any, rows: Iterable[MetricRow]) -> int:
     return n
 
 
-class TensorBoardLog:
+class TensorBoardLog(AbstractContextManager["TensorBoardLog"]):
     """A run's TensorBoard directory: opened with the rows recorded so far, then extended evaluation by
     evaluation (:meth:`write`); a context manager that closes (and so flushes) the writer."""
 
@@ -71,9 +72,6 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
-
-    def __enter__(self) -> TensorBoardLog:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

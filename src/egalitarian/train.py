@@ -21,9 +21,9 @@ optimizer in float32) and ``train.tensorboard`` (the metrics as TensorBoard even
 :mod:`egalitarian.tracking`).
 
 ``train.shuffle_labels_at = [e, …]`` (the label-shuffle protocol of Sokar et al. 2023, the EGD paper's Table 8,
-:mod:`egalitarian.table8`): at the start of epoch e (after e completed epochs) the training labels are replaced,
-in place, by a permutation of themselves (:func:`shuffle_labels`), drawn from a generator of its own seeded from
-(``shuffle_seed``, the shuffle's index), so the data order is the run's without the option.  The test and
+:mod:`egalitarian.reproduce.table8`): at the start of epoch e (after e completed epochs) the training labels are
+replaced, in place, by a permutation of themselves (:func:`shuffle_labels`), drawn from a generator of its own
+seeded from (``shuffle_seed``, the shuffle's index), so the data order is the run's without the option.  The test and
 validation labels are untouched.  The summary lists the shuffles (``label_shuffles``: epoch and step of each); a
 resumed run replays the shuffles it had done, so it continues bit-identically.
 
@@ -149,8 +149,7 @@ class LoopState:
     epoch_correct: float = 0.0
     epoch_count: int = 0
     last: dict[str, float] = field(default_factory=dict)  # the last evaluation's accuracies and losses
-    # train.shuffle_labels_at: the label shuffles done so far ({"epoch", "step"} each); checkpoints written before
-    # the option have none
+    # train.shuffle_labels_at: the label shuffles done so far ({"epoch", "step"} each)
     label_shuffles: list[dict[str, int]] = field(default_factory=list)
 
     def when(self) -> Event:
@@ -161,9 +160,6 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        d = dict(d)
-        if "running" in d:  # checkpoints written before LoopState: a [loss, correct, count] triple
-            d["epoch_loss"], d["epoch_correct"], d["epoch_count"] = d.pop("running")
         return cls(**d)
 
 
@@ -412,12 +408,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     tc = train_settings(cfg)
     if tc["tensorboard"]:  # a missing package is an error before anything is made
         tracking.writer_class(f"train.tensorboard = {tc['tensorboard']!r}")
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
+    run_dir = _made_dir(run_dir)
     threads = run_threads(tc["threads"])
     torch.set_num_threads(threads)
     device = pick_device(tc["device"])
@@ -433,9 +424,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
         from .diagnostics import Diagnostics  # a leaf module, imported only when asked for
 
         diag = Diagnostics(cfg["diagnostics"], run.model, run.data, run.loss_fn)
-    data, model = run.data, run.model
+    data = run.data
     batches = Batches.of(data.n_train, tc)
-    bs = batches.size
     gen = torch.Generator().manual_seed(tc["shuffle_seed"])
     max_steps = min(tc["max_steps"] or math.inf,
                     tc["max_epochs"] * batches.per_epoch if tc["max_epochs"] else math.inf)
@@ -490,55 +480,26 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
     flag: dict[str, Any] = {}
     reason: StopReason | None = None
     last_ckpt = time.perf_counter()
-    model.train()
+    run.model.train()
     with _signals_to_flag(flag, handle_signals), _tensorboard(tc["tensorboard"], rows) as tb:
         if st.step == 0 and not rows:
             st.last = {}
             reason = run_eval()  # the initial point (step 0), e.g. for curves on a log-x axis
         # resuming a run that already stopped (grokked, at chance, out of time): nothing to do
         reason = reason or stopped() or ("max_seconds" if over_time() else None)
-        t_mark = time.perf_counter()
+        clock = _Lap()
         while reason is None and st.step < max_steps:
             if st.batch == 0:
-                st.perm = torch.randperm(data.n_train, generator=gen) if batches.shuffle else None
-                st.epoch_loss, st.epoch_correct, st.epoch_count = 0.0, 0.0, 0
-                while len(st.label_shuffles) < len(shuffle_at) and shuffle_at[len(st.label_shuffles)] <= st.epoch:
-                    shuffle_labels(data, tc["shuffle_seed"], len(st.label_shuffles))
-                    st.label_shuffles.append({"epoch": st.epoch, "step": st.step})
-            b = st.batch
-            idx = slice(b * bs, (b + 1) * bs) if st.perm is None else st.perm[b * bs : (b + 1) * bs].to(device)
-            xb, yb = data.x_train[idx], data.y_train[idx]
-
-            t0 = time.perf_counter()
-            loss, out, finite = train_step(run, xb, yb, tc["clip_grad_norm"], cast)
-            if not finite:
-                if tc["nonfinite"] != "skip":
-                    reason = "nonfinite"
-                    break
-                st.skipped_steps += 1
-            st.train_seconds += time.perf_counter() - t0
-            if tc["train_eval"] == "running":
-                with torch.no_grad():
-                    st.epoch_loss += float(loss) * len(yb)
-                    st.epoch_correct += float(accuracy(out, yb)) * len(yb)
-                    st.epoch_count += len(yb)
-            st.step += 1
-            st.batch += 1
-            epoch_end = st.batch == batches.per_epoch
-            if epoch_end:
-                st.epoch += 1
-                st.batch = 0
-            unit_count = st.epoch if tc["eval_unit"] == "epoch" else st.step
-            due = (epoch_end or tc["eval_unit"] == "step") and unit_count % tc["eval_every"] == 0
-            now = time.perf_counter()
-            st.seconds += now - t_mark
-            t_mark = now
+                begin_epoch(st, data, gen, batches, shuffle_at, tc["shuffle_seed"])
+            if not batch_step(run, st, batches, tc, cast, device):
+                reason = "nonfinite"
+                break
+            epoch_end = st.batch == 0
+            st.seconds += clock.lap()
             out_of_time = over_time()
-            if due or st.step >= max_steps or out_of_time:  # the last step is always evaluated
+            if eval_due(st, tc, epoch_end) or st.step >= max_steps or out_of_time:  # the last step is evaluated
                 reason = run_eval()
-                now = time.perf_counter()
-                st.seconds += now - t_mark
-                t_mark = now
+                st.seconds += clock.lap()
                 bar.update(st.step, **{k: v for k, v in st.last.items() if k.endswith("acc")})
             if reason is None and out_of_time:
                 reason = "max_seconds"
@@ -549,10 +510,76 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
                 reason = "too_many_skipped"
                 break
             ce = tc["checkpoint_every"]
-            if (epoch_end and ce and st.epoch % ce == 0) or now - last_ckpt > tc["checkpoint_seconds"]:
+            if (epoch_end and ce and st.epoch % ce == 0) or clock.mark - last_ckpt > tc["checkpoint_seconds"]:
                 save_checkpoint(run_dir, cfg, run, gen, st, rows)
                 last_ckpt = time.perf_counter()
     bar.close()
+    reason, status = final_status(reason, st, tc)
+    save_checkpoint(run_dir, cfg, run, gen, st, rows)
+    result = summarize(cfg, st, status, batches, device, rows, reason, threads, data.info.get("data"))
+    if run_dir is not None:
+        rundir.write_summary(run_dir, result)
+    error = stop_error(result, st, tc, run_dir, flag.get("signal"))
+    if error is not None:
+        raise error
+    return result
+
+
+def begin_epoch(st: LoopState, data: Any, gen: torch.Generator, batches: Batches, shuffle_at: list[int],
+                shuffle_seed: int) -> None:
+    """The start of epoch ``st.epoch``: its data order (a permutation from ``gen``; None without shuffling),
+    the running train sums reset, and the label shuffles ``train.shuffle_labels_at`` asks for by now."""
+    st.perm = torch.randperm(data.n_train, generator=gen) if batches.shuffle else None
+    st.epoch_loss, st.epoch_correct, st.epoch_count = 0.0, 0.0, 0
+    while len(st.label_shuffles) < len(shuffle_at) and shuffle_at[len(st.label_shuffles)] <= st.epoch:
+        shuffle_labels(data, shuffle_seed, len(st.label_shuffles))
+        st.label_shuffles.append({"epoch": st.epoch, "step": st.step})
+
+
+def batch_step(run: Assembled, st: LoopState, batches: Batches, tc: dict[str, Any], cast: Cast,
+               device: torch.device) -> bool:
+    """One step on batch ``st.batch`` of this epoch's order (rows ``b·size … (b+1)·size`` of ``st.perm``), with
+    its bookkeeping: training seconds, the running train sums (``train_eval = "running"``), step, batch and
+    epoch counters (``st.batch`` is 0 again after the epoch's last batch).
+
+    A non-finite step (:func:`train_step`) is counted in ``st.skipped_steps`` with ``train.nonfinite = "skip"``;
+    otherwise (``"stop"``) nothing is counted and False is returned: the run stops with its last good state."""
+    b, size = st.batch, batches.size
+    idx = slice(b * size, (b + 1) * size) if st.perm is None else st.perm[b * size : (b + 1) * size].to(device)
+    xb, yb = run.data.x_train[idx], run.data.y_train[idx]
+    t0 = time.perf_counter()
+    loss, out, finite = train_step(run, xb, yb, tc["clip_grad_norm"], cast)
+    if not finite:
+        if tc["nonfinite"] != "skip":
+            return False
+        st.skipped_steps += 1
+    st.train_seconds += time.perf_counter() - t0
+    if tc["train_eval"] == "running":
+        with torch.no_grad():
+            st.epoch_loss += float(loss) * len(yb)
+            st.epoch_correct += float(accuracy(out, yb)) * len(yb)
+            st.epoch_count += len(yb)
+    st.step += 1
+    st.batch += 1
+    if st.batch == batches.per_epoch:
+        st.epoch += 1
+        st.batch = 0
+    return True
+
+
+def eval_due(st: LoopState, tc: dict[str, Any], epoch_end: bool) -> bool:
+    """Whether ``train.eval_every`` asks for an evaluation after this step: every ``eval_every`` completed
+    epochs (``eval_unit = "epoch"``, at an epoch's end) or steps (``"step"``)."""
+    count = st.epoch if tc["eval_unit"] == "epoch" else st.step
+    return (epoch_end or tc["eval_unit"] == "step") and count % tc["eval_every"] == 0
+
+
+def final_status(reason: StopReason | None, st: LoopState, tc: dict[str, Any]) -> tuple[StopReason, RunStatus]:
+    """Why the run ended and its status, once the loop is left (``reason`` None: a budget ran out).
+
+    Budgets and early stops (``max_*``, ``at_chance``) are ``budget`` (censored) unless the run grokked before;
+    ``grokked``, ``nonfinite`` and ``interrupted`` are their own status; more than ``train.max_skip_fraction`` of
+    the steps skipped (with ``nonfinite = "skip"``) is ``too_many_skipped`` with status ``nonfinite``."""
     if reason is None:  # the step or epoch budget (max_epochs when both are reached)
         reason = "max_epochs" if tc["max_epochs"] and st.epoch >= tc["max_epochs"] else "max_steps"
     if reason != "interrupted" and st.skipped_steps > tc["max_skip_fraction"] * st.step:
@@ -564,27 +591,50 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
         status = "nonfinite"
     if status == "budget" and st.events["grokked"] is not None:
         status = "grokked"  # grokked before the budget or an early stop ended the run
-    save_checkpoint(run_dir, cfg, run, gen, st, rows)
-    result = summarize(cfg, st, status, batches, device, rows, reason, threads, data.info.get("data"))
-    if run_dir is not None:
-        rundir.write_summary(run_dir, result)
-    if reason == "too_many_skipped":
-        raise RunStopped(
-            f"skipped {st.skipped_steps} of {st.step} steps with a non-finite loss or gradient, more than "
-            f"train.max_skip_fraction = {tc['max_skip_fraction']:g} of them; the last state is saved"
-            + (f" in {run_dir}" if run_dir else ""),
-            result,
-        )
-    if status == "nonfinite":
-        raise RunStopped(
-            f"non-finite loss or gradient at step {st.step}; the last good state is saved"
-            + (f" in {run_dir}" if run_dir else "")
-            + " (set train.nonfinite = 'skip' to skip such steps)",
-            result,
-        )
-    if status == "interrupted":
-        raise RunStopped(f"stopped by {flag['signal']} at step {st.step}; resume with --resume", result)
-    return result
+    return reason, status
+
+
+def stop_error(result: Summary, st: LoopState, tc: dict[str, Any], run_dir: Path | None,
+               signal_name: str | None) -> RunStopped | None:
+    """The :class:`RunStopped` that ends a run stopped with its state saved (too many skipped steps, a non-finite
+    step, a signal), or None for a run that ended normally."""
+    saved = f" in {run_dir}" if run_dir else ""
+    if result["stop_reason"] == "too_many_skipped":
+        return RunStopped(f"skipped {st.skipped_steps} of {st.step} steps with a non-finite loss or gradient, more "
+                          f"than train.max_skip_fraction = {tc['max_skip_fraction']:g} of them; the last state is "
+                          f"saved{saved}", result)
+    if result["status"] == "nonfinite":
+        return RunStopped(f"non-finite loss or gradient at step {st.step}; the last good state is saved{saved} "
+                          "(set train.nonfinite = 'skip' to skip such steps)", result)
+    if result["status"] == "interrupted":
+        return RunStopped(f"stopped by {signal_name} at step {st.step}; resume with --resume", result)
+    return None
+
+
+class _Lap:
+    """A lap timer: :meth:`lap` returns the wall-clock seconds since the previous lap (or since it was made) and
+    moves ``mark``, the ``time.perf_counter()`` of that lap, on."""
+
+    def __init__(self) -> None:
+        self.mark = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self.mark = now - self.mark, now
+        return seconds
+
+
+def _made_dir(run_dir: str | Path | None) -> Path | None:
+    """The run directory as a Path, created (with its parents) if missing; one that cannot be made is a
+    ConfigError naming it."""
+    if run_dir is None:
+        return None
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
+    return run_dir
 
 
 def _tensorboard(logdir: str, rows: list[MetricRow]) -> contextlib.AbstractContextManager[Any]:

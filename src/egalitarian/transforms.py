@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .errors import check
-from .linalg import AUTO, backend_alias, polar, resolve_backend
+from .linalg import check_options, polar
 
 __all__ = [
     "SCALES",
@@ -48,6 +48,7 @@ __all__ = [
     "scale",
     "trace",
     "whiten",
+    "whitening_options",
 ]
 
 State = Any
@@ -161,24 +162,24 @@ def as_matrix(t: Tensor) -> Tensor:
 
 
 def whiten(
-    backend: str = AUTO,
+    backend: str = "auto",
     *,
     rtol: float | None = None,
-    eps: float | None = None,
+    clamp_eps: float | None = None,
     seed: int = 0,
     resample: bool = True,
     scale: str = "none",
     rms_target: float = 0.2,
     row_blocks: int = 1,
-    method: str | None = None,
-    **polar_kwargs: Any,
+    **polar_options: Any,
 ) -> GradientTransform:
     """EGD's whitening ``G ← (G Gᵀ)^(-1/2) G = U Vᵀ`` for every parameter with ≥ 2 dimensions.
 
     Parameters with fewer than 2 dimensions (biases, LayerNorm gains) pass through unchanged (never scaled).
     Conv kernels ``(out, in, kh, kw)`` are whitened as ``(out, in·kh·kw)`` matrices and reshaped back.
-    ``backend``, ``rtol``, ``eps`` and ``polar_kwargs`` go to :func:`egalitarian.linalg.polar`; ``method`` is
-    the deprecated name of ``backend`` (warns).
+    ``backend``, ``rtol``, ``clamp_eps`` (the paper's clamp ``1/max(s, clamp_eps)``; ``None``, the default, is
+    polar's cutoff) and ``polar_options`` go to :func:`egalitarian.linalg.polar`; an option the backend does not
+    take is a ConfigError here, when the transform is built (``"auto"``: :data:`~egalitarian.linalg.AUTO_OPTIONS`).
 
     ``row_blocks = k`` (default 1) splits the matrix ``(out, in)`` into ``k`` blocks of ``out/k`` rows, each
     whitened by itself (a fused ``[Q; K; V]`` projection: ``k = 3``; per attention head: ``3·heads``); ``out``
@@ -203,8 +204,8 @@ def whiten(
     smaller side ≤ 64).  The batch equals one call per matrix to rounding, not bit for bit; the choice depends
     on the shape and device only, so a rerun or resume on the same machine is bit-identical.
     """
-    backend = backend_alias(backend, method)
-    resolve_backend(backend, torch.zeros(2, 2))  # validate the name early
+    options = {**whitening_options(backend, rtol=rtol, clamp_eps=clamp_eps), **polar_options}
+    check_options(backend, options, options)  # the backend's name and its options
     check(scale in SCALES, "scale", scale, f"must be one of {', '.join(map(repr, SCALES))}")
     check(isinstance(rms_target, (int, float)) and not isinstance(rms_target, bool) and math.isfinite(rms_target)
           and rms_target > 0, "rms_target", rms_target, "must be a number > 0")
@@ -216,7 +217,7 @@ def whiten(
         return {"step": 0} if is_rsvd else ()
 
     def polar_kw(state: State, device: torch.device) -> tuple[dict[str, Any], State]:
-        kwargs = dict(polar_kwargs)
+        kwargs = dict(options)
         if is_rsvd:
             step = state["step"]
             gen = torch.Generator(device=device)
@@ -239,7 +240,7 @@ def whiten(
             return grad, state
         X = _blocks(grad, row_blocks)
         kwargs, state = polar_kw(state, grad.device)
-        return finish(polar(X, backend, rtol=rtol, eps=eps, **kwargs), grad), state
+        return finish(polar(X, backend, **kwargs), grad), state
 
     def update_many(
         grads: Sequence[Tensor], states: Sequence[State], params: Sequence[Tensor]
@@ -255,14 +256,26 @@ def whiten(
         for (shape, _, device), items in batches.items():
             if len(items) == 1 or not batched(shape, device):
                 for i, X in items:
-                    out[i] = finish(polar(X, backend, rtol=rtol, eps=eps, **polar_kwargs), grads[i])
+                    out[i] = finish(polar(X, backend, **options), grads[i])
                 continue
-            whitened = polar(torch.stack([X for _, X in items]), backend, rtol=rtol, eps=eps, **polar_kwargs)
+            whitened = polar(torch.stack([X for _, X in items]), backend, **options)
             for (i, _), W in zip(items, whitened.unbind(0), strict=True):
                 out[i] = finish(W, grads[i])
         return out, new_states
 
     return GradientTransform(init, update, update_many)
+
+
+def whitening_options(
+    backend: str, *, rtol: float | None = None, clamp_eps: float | None = None, rank: int = 64, power_iters: int = 2
+) -> dict[str, Any]:
+    """The :func:`~egalitarian.linalg.polar` options of EGD's whitening keys for ``backend``: ``rtol`` and
+    ``clamp_eps`` where given (``None``: polar's default), ``rank`` and ``power_iters`` for ``"rsvd"`` only (no
+    other backend has them).  Every EGD optimizer and method carries all five keys, whatever its backend."""
+    options: dict[str, Any] = {k: v for k, v in (("rtol", rtol), ("clamp_eps", clamp_eps)) if v is not None}
+    if backend == "rsvd":
+        options.update(rank=rank, power_iters=power_iters)
+    return options
 
 
 def _blocks(grad: Tensor, row_blocks: int) -> Tensor:
@@ -303,10 +316,11 @@ def batched(shape: tuple[int, ...], device: torch.device) -> bool:
 
     Off CPU (CUDA, ...) and under ``torch.compile``: always (the GPU's main speed lever; fewer, larger ops make a
     smaller graph).  On CPU: where the smaller side is at most :data:`CPU_BATCH_MAX_SIDE` (64), where one call per
-    matrix is mostly per-call overhead.  Measured on a 2-core AMD EPYC, one thread (RESULTS §22): the batch is
-    2.5–5.4× faster at 16 × 16 and 16 × 64, 1.1–1.9× at 64 × 64 and 64 × 256; the gain fades around 100
-    (0.99–1.38× at 97 × 128 over three runs), and from 128 × 128 up a batch is 0.75–1.08× the loop (LAPACK
-    decomposes one matrix at a time either way), so larger matrices go one by one.
+    matrix is mostly per-call overhead.  Measured on a 2-core AMD EPYC, one thread
+    (experiments/23-cpu-portability): the batch is 2.5–5.4× faster at 16 × 16 and 16 × 64, 1.1–1.9× at 64 × 64
+    and 64 × 256; the gain fades around 100 (0.99–1.38× at 97 × 128 over three runs), and from 128 × 128 up a
+    batch is 0.75–1.08× the loop (LAPACK decomposes one matrix at a time either way), so larger matrices go one by
+    one.
     """
     if device.type != "cpu" or torch.compiler.is_compiling():
         return True

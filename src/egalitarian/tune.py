@@ -14,11 +14,18 @@ How it runs:
    configuration is never run twice).  A trial's value is the median over its tuning seeds of the steps
    (or epochs, or seconds) to the accuracy threshold, a censored run counting as infinite; a trial whose
    median is censored ranks after every success, by its mean final test accuracy
-   (``CENSORED + 1 − accuracy``).
+   (``CENSORED + 1 − accuracy``).  With ``metric = "loss"`` (models that do not grok: a language model, a CNN)
+   a trial's value is the median over its tuning seeds of the final test loss (a failed or diverged run
+   counting as ``CENSORED``).
 2. **Report.** The best trial of each method is re-run on the *reporting seeds* (disjoint from the tuning
    seeds) as a normal sweep, and the leaderboard gives per method: the best hyperparameters (``edge`` when
    a winner sits at an end of its range: widen it), the success rate, the Kaplan–Meier medians of steps and
-   seconds with bootstrap CIs, and speed-ups against each baseline method's tuned best.
+   seconds with bootstrap CIs, and speed-ups against each baseline method's tuned best.  With ``metric =
+   "loss"`` it gives instead the final test loss (median, min, max), the test loss at 1/3 and 2/3 of the step
+   budget, and the steps to the target loss, the first baseline's median final test loss: the first evaluation
+   at which a run's test loss is at or below it, a run that never gets there censored
+   (:func:`egalitarian.sweep.stats.loss_outcome`), as a Kaplan–Meier median with a bootstrap CI; the speed-ups
+   are ratios of those medians.
 
 Rerunning the command continues: finished runs are kept, trials asked but not told (a killed search) are
 completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
@@ -27,7 +34,6 @@ those an uninterrupted search asks (see :func:`replay`).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import statistics
@@ -36,15 +42,28 @@ from pathlib import Path
 from typing import Any
 
 from . import io as fio
-from .config import load_config, load_toml
+from .config import load_config, load_toml, toml_table
 from .errors import ConfigError, check
+from .report import markdown_table
 from .sweep import Store, Sweep, expand, run_sweep
 from .sweep.spec import PlannedRun, group_label
-from .sweep.stats import METRICS, _km_cell, km_ci, km_median, km_ratio_ci, outcome
+from .sweep.stats import (
+    METRICS,
+    finite_json,
+    km_cell,
+    km_ci,
+    km_median,
+    km_ratio_ci,
+    loss_curve,
+    loss_outcome,
+    outcome,
+)
 
 CENSORED = 1e9
 """A trial whose median run did not reach the threshold scores ``CENSORED + 1 − mean final test accuracy``."""
 
+OBJECTIVES = (*METRICS, "loss")
+"""``tune.metric``: time (epochs, steps, seconds) to the accuracy threshold, or the final test loss."""
 SAMPLERS = ("tpe", "random", "grid")
 TOP_LEVEL = ("base", "tune", "set", "space", "methods")
 TUNE_KEYS = ("name", "store", "metric", "trials", "sampler", "seed", "batch", "startup_trials", "tuning_seeds",
@@ -119,12 +138,6 @@ class TuneSpec:
 # --------------------------------------------------------------------------------------------- the spec
 
 
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = doc.get(key, {})
-    check(isinstance(value, dict), f"{where}: {key}", value, f"must be a table ([{key}])", ConfigError)
-    return value
-
-
 def _seeds(value: Any, key: str, where: str) -> list[int]:
     ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                     for s in value) and len(set(value)) == len(value)
@@ -167,14 +180,15 @@ def load_tune(path: str | Path) -> TuneSpec:
     for key in doc:
         check(key in TOP_LEVEL, f"{where}: {key}", doc[key], f"unknown key; allowed: {', '.join(TOP_LEVEL)}",
               ConfigError)
-    meta = _table(doc, "tune", where)
+    meta = toml_table(doc, "tune", where)
     for key in meta:
         check(key in TUNE_KEYS, f"{where}: tune.{key}", meta[key], f"unknown key; allowed: {', '.join(TUNE_KEYS)}",
               ConfigError)
     name = meta.get("name", path.stem)
     check(isinstance(name, str) and name != "", f"{where}: tune.name", name, "must be a non-empty string", ConfigError)
     metric = meta.get("metric", "steps")
-    check(metric in METRICS, f"{where}: tune.metric", metric, f"must be one of {', '.join(METRICS)}", ConfigError)
+    check(metric in OBJECTIVES, f"{where}: tune.metric", metric, f"must be one of {', '.join(OBJECTIVES)}",
+          ConfigError)
     sampler = meta.get("sampler", "tpe")
     check(sampler in SAMPLERS, f"{where}: tune.sampler", sampler, f"must be one of {', '.join(SAMPLERS)}",
           ConfigError)
@@ -202,8 +216,8 @@ def load_tune(path: str | Path) -> TuneSpec:
             base = load_config(str(local) if local.exists() else base)
         except ConfigError as e:
             raise ConfigError(f"{where}: base = {doc['base']!r}: {e}") from None
-    fixed = _table(doc, "set", where)
-    space_doc = _table(doc, "space", where)
+    fixed = toml_table(doc, "set", where)
+    space_doc = toml_table(doc, "space", where)
     check(bool(space_doc), f"{where}: space", space_doc, "needs at least one field to search", ConfigError)
     space = [_dimension(k, v, sampler, where) for k, v in space_doc.items()]
     trials = meta.get("trials")
@@ -211,7 +225,7 @@ def load_tune(path: str | Path) -> TuneSpec:
         n = math.prod(d.points or 1 for d in space)
         check(trials == n, f"{where}: tune.trials", trials, f"must equal the grid's size, {n} points", ConfigError)
 
-    methods_doc = _table(doc, "methods", where)
+    methods_doc = toml_table(doc, "methods", where)
     check(bool(methods_doc), f"{where}: methods", methods_doc, "needs at least one [methods.NAME] table", ConfigError)
     contenders = []
     for label, m in methods_doc.items():
@@ -372,7 +386,10 @@ def plan(spec: TuneSpec, c: Contender, values: dict[str, Any], seeds: list[int])
 
 def score(spec: TuneSpec, rows: list[dict[str, Any]]) -> float:
     """A trial's value from its runs' store rows: the median over seeds of the time to the threshold (a
-    censored or failed run counts as infinite); censored medians rank after all successes, by accuracy."""
+    censored or failed run counts as infinite); censored medians rank after all successes, by accuracy.
+    ``metric = "loss"``: the median final test loss, a failed or diverged run counting as ``CENSORED``."""
+    if spec.metric == "loss":
+        return float(statistics.median([_final_loss(r) for r in rows] or [CENSORED]))
     times, accs = [], []
     for r in rows:
         s = r["summary"] or {}
@@ -383,6 +400,14 @@ def score(spec: TuneSpec, rows: list[dict[str, Any]]) -> float:
     if math.isfinite(med):
         return float(med)
     return CENSORED + 1.0 - statistics.fmean(accs or [0.0])
+
+
+def _final_loss(row: dict[str, Any]) -> float:
+    """A store row's final test loss; ``CENSORED`` for a failed or diverged run."""
+    s = row["summary"] or {}
+    loss = s.get("final_test_loss")
+    ok = row["status"] == "done" and s.get("status") != "nonfinite" and loss is not None and math.isfinite(loss)
+    return float(loss) if ok else CENSORED
 
 
 def study_name(spec: TuneSpec, c: Contender) -> str:
@@ -471,6 +496,7 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
               backend=backend, address=address)
     with Store(spec.store, create=False) as store:
         rows = {r["id"]: r for r in store.runs([r.id for r in every])}
+        curves = {r.id: store.metrics(r.id) for r in every} if spec.metric == "loss" else {}
     outcomes: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
     board = []
     for c in spec.contenders:
@@ -484,6 +510,9 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             outcomes[c.label][m] = (t, e)
             entry[m] = {"median": km_median(t, e), "ci": list(km_ci(t, e)) if t else [math.nan, math.nan]}
         board.append(entry)
+    if spec.metric == "loss":
+        _loss_readings(spec, board, {c.label: [rows[r.id] for r in runs[c.label]] for c in spec.contenders},
+                       {c.label: [curves[r.id] for r in runs[c.label]] for c in spec.contenders}, outcomes)
     for entry in board:
         entry["speedup"] = {}
         for b in spec.baselines:
@@ -500,8 +529,39 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             at_least = at_least if at_least is not None and math.isfinite(at_least) else None  # diverged: no bound
             at_most = at_most if at_most is not None and math.isfinite(at_most) else None
             entry["speedup"][b] = {"ratio": ratio, "ci": ci, "at_least": at_least, "at_most": at_most}
-    board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
+    if spec.metric == "loss":
+        board.sort(key=lambda e: e["final_loss"]["median"])
+    else:
+        board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
     return board
+
+
+def _loss_readings(spec: TuneSpec, board: list[dict[str, Any]], rows: dict[str, list[dict[str, Any]]],
+                   curves: dict[str, list[Any]], outcomes: dict[str, dict[str, Any]]) -> None:
+    """``metric = "loss"``: each entry's final test loss (median, min, max over its reporting runs; a failed or
+    diverged run counts as ``CENSORED``), its median test loss at 1/3 and 2/3 of the step budget (the nearest
+    evaluation; none without a step budget), and ``entry["loss"]``, the Kaplan–Meier median steps to the target
+    (the first baseline's median final test loss; none without baselines), whose (steps, reached) pairs go into
+    ``outcomes[label]["loss"]``."""
+    tc = board_train(spec)
+    every = tc["eval_every"] if tc["eval_unit"] == "step" else 1
+    at = [round(tc["max_steps"] * f / every) * every for f in (1 / 3, 2 / 3)] if tc["max_steps"] else []
+    finals = {label: [_final_loss(r) for r in rs] for label, rs in rows.items()}
+    target = statistics.median(finals[spec.baselines[0]]) if spec.baselines else math.nan
+    for entry in board:
+        label = entry["method"]
+        f = finals[label]
+        entry["final_loss"] = {"median": statistics.median(f), "min": min(f), "max": max(f)} if f else None
+        entry["loss_at"] = {str(step): statistics.median([dict(loss_curve(c)).get(step, math.nan)
+                                                          for c in curves[label]]) for step in at}
+        pairs = [loss_outcome(c, target, nonfinite=(r["summary"] or {}).get("status") == "nonfinite")
+                 for c, r in zip(curves[label], rows[label], strict=True)]
+        t, e = [p[0] for p in pairs], [p[1] for p in pairs]
+        outcomes[label]["loss"] = (t, e)
+        entry["target_loss"] = target
+        entry["reached"] = sum(e)
+        entry["loss"] = {"median": km_median(t, e) if t else math.inf,
+                         "ci": list(km_ci(t, e)) if t else [math.nan, math.nan]}
 
 
 def _fmt_values(entry: dict[str, Any]) -> str:
@@ -520,39 +580,64 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
         + (" × the method's own value" if d.relative else "") + (f", {d.points} points" if d.points else "")
         for d in spec.space
     )
-    unit = {"steps": "steps", "epochs": "epochs", "seconds": "s"}[spec.metric]
+    unit = {"steps": "steps", "epochs": "epochs", "seconds": "s", "loss": "steps"}[spec.metric]
+    objective = (f"median final test loss over tuning seeds {spec.tuning_seeds}" if spec.metric == "loss" else
+                 f"median {spec.metric} to test accuracy >= {tc['grok_threshold']} over tuning seeds "
+                 f"{spec.tuning_seeds}")
     lines = [
         f"Tune `{spec.name}`: {len(spec.contenders)} methods, {spec.trials} trials each ({spec.sampler} sampler, "
         f"seed {spec.seed}), the same space for every method: {dims}.",
-        f"Objective: median {spec.metric} to test accuracy >= {tc['grok_threshold']} over tuning seeds "
-        f"{spec.tuning_seeds}; evaluation every {tc['eval_every']} {tc['eval_unit']}(s); budget "
+        f"Objective: {objective}; evaluation every {tc['eval_every']} {tc['eval_unit']}(s); budget "
         f"{tc['max_epochs'] or '-'} epochs / {tc['max_steps'] or '-'} steps. Reported on seeds "
         f"{spec.reporting_seeds}: Kaplan-Meier medians (censored runs counted) with 95% bootstrap CIs."
         + (" Fewer than 5 reporting seeds: a smoke test, not a result." if len(spec.reporting_seeds) < 5 else ""),
         "",
     ]
-    header = ["method", "best hyperparameters", "grokked", f"KM median {unit} [95% CI]",
-              "KM median seconds [95% CI]"] + [f"speed-up vs {b}" for b in spec.baselines]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if spec.metric == "loss":
+        if spec.baselines and board:
+            lines.insert(-1, f"Target loss: {spec.baselines[0]}'s median final test loss, "
+                         f"{_loss(board[0]['target_loss'])}; steps to it: the first evaluation at or below it, a run "
+                         "that never gets there censored.")
+        header = ["method", "best hyperparameters", "final test loss, median [min, max]",
+                  *(f"loss @ {step} (median)" for step in (board[0]["loss_at"] if board else {})),
+                  "KM median steps to target [95% CI] (reached)"]
+    else:
+        header = ["method", "best hyperparameters", "grokked", f"KM median {unit} [95% CI]",
+                  "KM median seconds [95% CI]"]
+    header += [f"speed-up vs {b}" for b in spec.baselines]
+    rows = []
     for e in board:
-        sp = []
-        for b in spec.baselines:
-            x = e["speedup"][b]
-            if x["at_least"] is not None:
-                sp.append(f"> {x['at_least']:.2f} ({b} censored)")
-            elif x["at_most"] is not None:
-                sp.append(f"< {x['at_most']:.2f} (censored)")
-            elif math.isnan(x["ratio"]):
-                sp.append("-")
-            else:
-                sp.append(f"{x['ratio']:.2f} [{x['ci'][0]:.2f}, {x['ci'][1]:.2f}]".replace("inf", "∞"))
-        cells = [e["method"], _fmt_values(e), f"{e['grokked']}/{e['done']}",
-                 _km_cell(e[spec.metric]).replace("inf", "∞"), _km_cell(e["seconds"], 3).replace("inf", "∞"), *sp]
-        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+        if spec.metric == "loss":
+            f = e["final_loss"] or {"median": math.nan, "min": math.nan, "max": math.nan}
+            cells = [e["method"], _fmt_values(e), f"{_loss(f['median'])} [{_loss(f['min'])}, {_loss(f['max'])}]",
+                     *(_loss(v) for v in e["loss_at"].values()),
+                     f"{km_cell(e['loss'])} ({e['reached']}/{e['runs']})".replace("inf", "∞")]
+        else:
+            cells = [e["method"], _fmt_values(e), f"{e['grokked']}/{e['done']}",
+                     km_cell(e[spec.metric]).replace("inf", "∞"), km_cell(e["seconds"], 3).replace("inf", "∞")]
+        cells += [_speedup_cell(e["speedup"][b], b) for b in spec.baselines]
+        rows.append(cells)
+    lines.append(markdown_table(header, rows))
     edged = [e["method"] for e in board if e["edges"]]
     if edged:
         lines += ["", f"At an edge of the search range (widen it to be sure): {', '.join(edged)}."]
     return "\n".join(lines) + "\n"
+
+
+def _loss(x: float) -> str:
+    """A loss to 4 decimals; a failed or diverged run (``CENSORED``) or none (NaN) reads ``-``."""
+    return "-" if math.isnan(x) or x >= CENSORED else f"{x:.4f}"
+
+
+def _speedup_cell(x: dict[str, Any], baseline: str) -> str:
+    """A speed-up against ``baseline`` as one cell: ratio [CI], or a bound when one side is censored."""
+    if x["at_least"] is not None:
+        return f"> {x['at_least']:.2f} ({baseline} censored)"
+    if x["at_most"] is not None:
+        return f"< {x['at_most']:.2f} (censored)"
+    if math.isnan(x["ratio"]):
+        return "-"
+    return f"{x['ratio']:.2f} [{x['ci'][0]:.2f}, {x['ci'][1]:.2f}]".replace("inf", "∞")
 
 
 def board_train(spec: TuneSpec) -> dict[str, Any]:
@@ -575,8 +660,6 @@ def tune(path: str | Path, *, workers: int | None = None, backend: str = "local"
     text = leaderboard_markdown(spec, board)
     out = spec.store.with_name(spec.store.stem + "-leaderboard")
     fio.write_text(out.with_suffix(".md"), text)
-    from .sweep.stats import _finite
-
-    fio.write_text(out.with_suffix(".json"), json.dumps(_finite(copy.deepcopy(board)), indent=2) + "\n")
+    fio.write_text(out.with_suffix(".json"), json.dumps(finite_json(board), indent=2) + "\n")
     log("\n" + text + f"\nleaderboard: {out.with_suffix('.md')}", flush=True)
     return board

@@ -14,6 +14,6 @@ Outputs in DIR: ``accuracy.png``, ``loss.png``, ``diag_*.png`` (up to six diagno
 
 from __future__ import annotations
 
-from .core import LoadedRun, load_runs, write_report
+from .core import LoadedRun, load_runs, markdown_table, write_report
 
-__all__ = ["LoadedRun", "load_runs", "write_report"]
+__all__ = ["LoadedRun", "load_runs", "markdown_table", "write_report"]

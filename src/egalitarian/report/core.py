@@ -8,6 +8,7 @@ import html
 import io
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,13 @@ def summary_table(groups: dict[str, list[LoadedRun]]) -> list[dict[str, Any]]:
     return out
 
 
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table (no trailing newline): ``| a | b |``, ``|---|---|``, then one line per row;
+    cells as ``str(cell)``, written as given (no escaping of ``|``)."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
 def write_report(path: str | Path, out_dir: str | Path) -> Path:
     """Write the plots, tables and ``report.html`` for the runs at ``path``; returns the HTML path."""
     runs = load_runs(path)
@@ -201,9 +209,7 @@ def write_report(path: str | Path, out_dir: str | Path) -> Path:
 
     table = summary_table(groups)
     cols = list(table[0])
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in table]
-    fio.write_text(out_dir / "summary.md", "\n".join(md) + "\n")
+    fio.write_text(out_dir / "summary.md", markdown_table(cols, ([row[c] for c in cols] for row in table)) + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols)
     writer.writeheader()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SECTIONS, load_config, load_toml, parse_value, recipe_names, resolve
+from ..config import SECTIONS, load_config, load_toml, parse_value, recipe_names, resolve, toml_table
 from ..errors import ConfigError
 
 # The fields a ``seed`` key sets: model init, data order and the task's data seed (split_seed or seed).
@@ -133,7 +133,7 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in doc:
         if key not in TOP_LEVEL:
             raise ConfigError(f"{where}: {key} = {doc[key]!r}: unknown key; allowed: {', '.join(TOP_LEVEL)}")
-    meta = _table(doc, "sweep", where)
+    meta = toml_table(doc, "sweep", where)
     for key in meta:
         if key not in SWEEP_KEYS:
             raise ConfigError(f"{where}: sweep.{key}: unknown key; allowed: {', '.join(SWEEP_KEYS)}")
@@ -143,19 +143,12 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{where}: sweep.{key} = {meta[key]!r}: must be a non-empty string")
     store = Path(meta.get("store", f"sweeps/{name}.sqlite"))
     base = _load_base(doc, path, where)
-    runs = expand(base, _table(doc, "grid", where), _runs(doc, where), _table(doc, "set", where), where=where)
+    runs = expand(base, toml_table(doc, "grid", where), _runs(doc, where), toml_table(doc, "set", where), where=where)
     baseline = meta.get("baseline")
     if baseline and baseline != "(all)" and not any(matches(r.params, parse_spec(baseline)) for r in runs):
         labels = "; ".join(dict.fromkeys(r.label for r in runs))
         raise ConfigError(f"{where}: sweep.baseline = {baseline!r}: matches no run; groups: {labels}")
     return Sweep(name=name, store=store, baseline=baseline, runs=runs, path=path)
-
-
-def _table(doc: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = doc.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {key} = {value!r}: must be a table ([{key}])")
-    return value
 
 
 def _runs(doc: dict[str, Any], where: str) -> list[dict[str, Any]]:

@@ -154,6 +154,25 @@ def outcome(summary: dict[str, Any], metric: str) -> tuple[float, bool]:
     return float(summary.get(metric) or 0.0), False
 
 
+def loss_curve(rows: Sequence[Sequence[Any]], split: str = "test") -> list[tuple[int, float]]:
+    """``[(step, loss), ...]`` of one run's ``split`` from its metric rows ``(step, epoch, split, metric, value)``
+    (:meth:`egalitarian.sweep.Store.metrics`), in training order; a NaN loss (stored as NULL) reads as NaN."""
+    return [(int(r[0]), math.nan if r[4] is None else float(r[4])) for r in rows if r[2] == split and r[3] == "loss"]
+
+
+def loss_outcome(rows: Sequence[Sequence[Any]], target: float, *, nonfinite: bool = False,
+                 split: str = "test") -> tuple[float, bool]:
+    """A finished run's (steps, reached) for "steps to a target loss": the first evaluation step at which the
+    ``split`` loss is ``<= target``, or the last evaluated step, censored (``False``); a run stopped by a
+    non-finite loss (``nonfinite``) that never reached the target, or one without evaluations: ``inf``.  The
+    Kaplan–Meier median of these pairs (:func:`km_median`) is the "steps to the target" of a group."""
+    curve = loss_curve(rows, split)
+    hit = next((step for step, loss in curve if loss <= target), None)
+    if hit is not None:
+        return float(hit), True
+    return (math.inf if nonfinite or not curve else float(curve[-1][0])), False
+
+
 def _ratio(a: float, b: float) -> float:
     if math.isinf(a) and math.isinf(b):
         return math.nan
@@ -268,7 +287,10 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _km_cell(k: dict[str, Any] | None, digits: int = 4) -> str:
+def km_cell(k: dict[str, Any] | None, digits: int = 4) -> str:
+    """A Kaplan–Meier summary ``{"median": m, "ci": [lo, hi]}`` as one table cell ``m [lo, hi]``, numbers to
+    ``digits`` significant figures; an infinite median (fewer than half the runs crossed) reads ``> budget``,
+    an infinite upper bound ``inf``; no summary reads ``-``."""
     if not k:
         return "-"
     med, (lo, hi) = k["median"], k["ci"]
@@ -306,7 +328,7 @@ def stats_table(groups: list[dict[str, Any]], metric: str = "epochs") -> str:
             speed = "-"
         ks = g["km"]["seconds"]
         km_s = "-" if not ks else ("> budget" if math.isinf(ks["median"]) else _num(ks["median"], 3))
-        rows.append([g["label"], g["n"], g["done"], g["failed"], rate, _km_cell(g["km"][metric]),
+        rows.append([g["label"], g["n"], g["done"], g["failed"], rate, km_cell(g["km"][metric]),
                      _num(st["median"]) if st else "-", iqr, km_s, speed])
     return format_table(header, rows)
 
@@ -329,14 +351,15 @@ def best_by(groups: list[dict[str, Any]], field: str, metric: str = "steps") -> 
     return [g for _, g in sorted(best.values(), key=lambda x: x[0])]
 
 
-def _finite(x: Any) -> Any:
-    """NaN/inf -> None, recursively (strict JSON has neither)."""
+def finite_json(x: Any) -> Any:
+    """``x`` with every NaN or ±inf float replaced by None, recursively through dicts and lists, so that it
+    can be written as strict JSON (which has neither).  Dicts and lists are rebuilt; ``x`` is not changed."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     return x
 
 
@@ -376,7 +399,7 @@ def write_json(path: str | Path, report: dict[str, Any]) -> None:
     """A report (groups, runs, ...) as strict JSON (NaN and inf become null), written atomically."""
     from .. import io as fio
 
-    fio.write_text(path, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+    fio.write_text(path, json.dumps(finite_json(report), indent=2, allow_nan=False) + "\n")
 
 
 def run_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -395,6 +418,8 @@ __all__ = [
     "km_curve",
     "km_median",
     "km_ratio_ci",
+    "loss_curve",
+    "loss_outcome",
     "outcome",
     "parse_spec",
     "pick_baselines",

@@ -23,7 +23,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def _named(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class Store:
+class Store(AbstractContextManager["Store"]):
     """A results store at ``path`` (created on first use unless ``create=False``)."""
 
     def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 60.0):
@@ -132,9 +132,6 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> Store:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -10,18 +10,20 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from egalitarian.errors import ConfigError
-from egalitarian.tasks.base import TaskData
-from egalitarian.tasks.cifar10 import cifar10, read_batch
-from egalitarian.tasks.mnist import mnist, read_idx
-from egalitarian.tasks.modular import OPS, modular
-from egalitarian.tasks.parity import parity
+from ..errors import ConfigError
+from .base import TaskData
+from .cifar10 import cifar10, read_batch
+from .mnist import mnist, read_idx
+from .modular import OPS, modular
+from .parity import parity
+from .text import stdlib_bytes
 
 TASKS: dict[str, Callable[..., TaskData]] = {
     "modular": modular,
     "parity": parity,
     "mnist": mnist,
     "cifar10": cifar10,
+    "stdlib_bytes": stdlib_bytes,
 }
 
 
@@ -41,5 +43,6 @@ __all__ = [
     "parity",
     "read_batch",
     "read_idx",
+    "stdlib_bytes",
     "task_summary",
 ]

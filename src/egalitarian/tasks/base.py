@@ -1,4 +1,4 @@
-"""The `TaskData` container and the validation helpers shared by the task builders.
+"""The `TaskData` container and the validation-split helpers shared by the task builders.
 
 Conventions
 -----------
@@ -6,7 +6,8 @@ Conventions
 * ``target == "class"``: ``y`` is an int64 class index in ``[0, num_outputs)``.
   ``target == "sign"``: ``y`` is a float32 ±1 scalar per sample and ``num_outputs == 1``.
 * Validation failures raise `ConfigError` with a message of the form
-  ``<field> = <value!r>: <what is allowed>`` with the builder's own argument name (see `config_error`);
+  ``<field> = <value!r>: <what is allowed>`` with the builder's own argument name (:mod:`egalitarian.errors`:
+  ``check``, ``check_int``, ``check_fraction``, ``check_choice``, ``invalid``);
   :func:`egalitarian.build.make_task` adds ``task.`` in front.
 * A validation split is always carved from the *end* of the training part (`split_off_val`): the last
   ``int(n_train * val_frac)`` training samples become validation, so train, validation and test are disjoint.
@@ -16,15 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from egalitarian.errors import ConfigError
+from ..errors import ConfigError, check
 
 TARGETS = ("class", "sign")
 
@@ -95,50 +95,14 @@ class TaskData:
         )
 
 
-def config_error(name: str, value: Any, allowed: str) -> ConfigError:
-    """``ConfigError("<name> = <value!r>: <allowed>")``: the builder's own argument name (the config layer
-    adds ``task.`` in front)."""
-    return ConfigError(f"{name} = {value!r}: {allowed}")
-
-
-def check_int(name: str, value: Any, *, low: int, high: int | None = None) -> int:
-    """`value` as an int in ``[low, high]`` (bool is rejected: it is not a count)."""
-    allowed = f"must be an integer >= {low}" if high is None else f"must be an integer in [{low}, {high}]"
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise config_error(name, value, allowed)
-    if value < low or (high is not None and value > high):
-        raise config_error(name, value, allowed)
-    return int(value)
-
-
-def check_fraction(name: str, value: Any, *, low_inclusive: bool) -> float:
-    """`value` as a float in ``(0, 1)`` or, with `low_inclusive`, in ``[0, 1)``."""
-    allowed = "must be a number in [0, 1)" if low_inclusive else "must be a number in (0, 1)"
-    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
-        raise config_error(name, value, allowed)
-    ok_low = value >= 0 if low_inclusive else value > 0
-    if not (ok_low and value < 1):
-        raise config_error(name, value, allowed)
-    return float(value)
-
-
-def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
-    """`value` if it is one of `allowed`."""
-    if not isinstance(value, str) or value not in allowed:
-        raise config_error(name, value, "must be one of " + ", ".join(repr(a) for a in allowed))
-    return value
-
-
 def val_count(n_train: int, val_frac: float) -> int:
     """``int(n_train * val_frac)``, the size of the validation split carved from `n_train` training samples.
 
     Raises `ConfigError` if a positive `val_frac` would leave the validation split empty.
     """
     n_val = int(n_train * val_frac)
-    if val_frac > 0 and n_val == 0:
-        raise config_error(
-            "val_frac", val_frac, f"leaves an empty validation split ({n_train} training samples)"
-        )
+    check(val_frac <= 0 or n_val > 0, "val_frac", val_frac,
+          f"leaves an empty validation split ({n_train} training samples)", ConfigError)
     return n_val
 
 
@@ -163,3 +127,18 @@ def with_val_split(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Ten
     x_train, y_train, x_val, y_val = split_off_val(x_train, y_train, val_frac)
     return TaskData(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_val=x_val, y_val=y_val,
                     **fields)
+
+
+def image_rows(images: np.ndarray, labels: np.ndarray, n: int) -> tuple[Tensor, Tensor]:
+    """The first ``n`` uint8 images as float32 rows in [0, 1] (``/ 255``, each image flattened in C order) and
+    their labels as int64."""
+    return torch.from_numpy(images[:n].reshape(n, -1)).float() / 255.0, torch.from_numpy(labels[:n]).long()
+
+
+def image_task(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor, val_frac: float,
+               num_classes: int, image_shape: tuple[int, int, int], info: dict[str, Any]) -> TaskData:
+    """The :class:`TaskData` of an image classification task (rows of flattened ``image_shape`` images, class
+    targets), its validation split the end of its training part (:func:`with_val_split`)."""
+    return with_val_split(x_train, y_train, x_test, y_test, val_frac, input_dim=x_train.shape[1],
+                          num_outputs=num_classes, vocab_size=None, target="class", image_shape=image_shape,
+                          info=info)

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from egalitarian.data import data_root
-from egalitarian.errors import ConfigError
-from egalitarian.tasks.base import TaskData, check_fraction, check_int, config_error, val_count, with_val_split
+from ..data import data_root
+from ..errors import ConfigError, check, check_fraction, check_int, invalid
+from .base import TaskData, image_rows, image_task, val_count
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -48,9 +47,8 @@ class _ArraysOnly(pickle.Unpickler):
         self.label = label
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED:
-            raise config_error("path", self.label, f"the pickle asks for {module}.{name}; a CIFAR-10 batch holds "
-                               "only numpy arrays and lists, so it is refused")
+        check((module, name) in _ALLOWED, "path", self.label, f"the pickle asks for {module}.{name}; a CIFAR-10 "
+              "batch holds only numpy arrays and lists, so it is refused", ConfigError)
         if module.startswith("numpy.core"):  # numpy 2 moved numpy.core to numpy._core
             module = module.replace("numpy.core", "numpy._core", 1) if hasattr(np, "_core") else module
         return super().find_class(module, name)
@@ -64,28 +62,28 @@ def read_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             batch = _ArraysOnly(f, label).load()
     except FileNotFoundError:
-        raise config_error("path", label, "missing CIFAR-10 batch file") from None
+        raise invalid("path", label, "missing CIFAR-10 batch file", ConfigError) from None
     except ConfigError:  # a refused global
         raise
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as e:
-        raise config_error("path", label, f"is not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
-    if not isinstance(batch, dict):
-        raise config_error("path", label, f"holds a {type(batch).__name__}, not the batch dict")
+        raise invalid("path", label, f"is not a CIFAR-10 python batch ({type(e).__name__}: {e})",
+                      ConfigError) from None
+    check(isinstance(batch, dict), "path", label, f"holds a {type(batch).__name__}, not the batch dict", ConfigError)
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     width = int(np.prod(IMAGE_SHAPE))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != width:
         what = f"{data.dtype} array {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise config_error("path", label, f"its b'data' is {what}; expected a uint8 array (N, {width})")
+        raise invalid("path", label, f"its b'data' is {what}; expected a uint8 array (N, {width})", ConfigError)
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
         y = np.zeros(0)
-    if y.shape != (len(data),):
-        raise config_error("path", label, f"its b'labels' has shape {y.shape}; expected {len(data)} class indices")
+    check(y.shape == (len(data),), "path", label, f"its b'labels' has shape {y.shape}; expected {len(data)} class "
+          "indices", ConfigError)
     if len(y) and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise config_error("path", label, f"has label {int(y.min() if y.min() < 0 else y.max())}; CIFAR-10 labels "
-                           f"are in [0, {NUM_CLASSES})")
+        raise invalid("path", label, f"has label {int(y.min() if y.min() < 0 else y.max())}; CIFAR-10 labels are "
+                      f"in [0, {NUM_CLASSES})", ConfigError)
     return data, y
 
 
@@ -94,18 +92,17 @@ def _directory(path: str | os.PathLike[str] | None) -> Path:
         folder = data_root() / "cifar10"
         if not (folder / TEST_BATCH).is_file() and (folder / FOLDER).is_dir():
             folder = folder / FOLDER
-        if not (folder / TEST_BATCH).is_file():
-            raise config_error("path", None, f"no CIFAR-10 python batches in the data directory ({folder}): set "
-                               f"task.path to the {FOLDER} folder, or put its files there (nothing is downloaded)")
+        check((folder / TEST_BATCH).is_file(), "path", None, f"no CIFAR-10 python batches in the data directory "
+              f"({folder}): set task.path to the {FOLDER} folder, or put its files there (nothing is downloaded)",
+              ConfigError)
         return folder
-    if not isinstance(path, (str, os.PathLike)):
-        raise config_error("path", path, f"must be the directory holding the CIFAR-10 python batches ({FOLDER})")
+    check(isinstance(path, (str, os.PathLike)), "path", path,
+          f"must be the directory holding the CIFAR-10 python batches ({FOLDER})", ConfigError)
     folder = Path(path)
     if not (folder / TEST_BATCH).is_file() and (folder / FOLDER).is_dir():
         folder = folder / FOLDER
-    if not folder.is_dir():
-        raise config_error("path", str(path),
-                           f"must be a directory holding {', '.join(TRAIN_BATCHES)} and {TEST_BATCH}")
+    check(folder.is_dir(), "path", str(path), f"must be a directory holding {', '.join(TRAIN_BATCHES)} and "
+          f"{TEST_BATCH}", ConfigError)
     return folder
 
 
@@ -124,34 +121,21 @@ def cifar10(
         val_frac: fraction of the training images moved to a validation split, in [0, 1).
     """
     if n_train is not None:
-        n_train = check_int("n_train", n_train, low=1)
+        n_train = check_int("n_train", n_train, low=1, error=ConfigError)
     if n_test is not None:
-        n_test = check_int("n_test", n_test, low=1)
-    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True)
+        n_test = check_int("n_test", n_test, low=1, error=ConfigError)
+    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True, error=ConfigError)
     folder = _directory(path)
     parts = [read_batch(folder / name) for name in TRAIN_BATCHES]
     train_images = np.concatenate([p[0] for p in parts])
     train_labels = np.concatenate([p[1] for p in parts])
     test_images, test_labels = read_batch(folder / TEST_BATCH)
-    n_train = len(train_images) if n_train is None else check_int("n_train", n_train, low=1, high=len(train_images))
-    n_test = len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images))
+    n_train = len(train_images) if n_train is None else check_int("n_train", n_train, low=1,
+                                                                  high=len(train_images), error=ConfigError)
+    n_test = len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images),
+                                                               error=ConfigError)
     val_count(n_train, val_frac)
-
-    x_train = torch.from_numpy(train_images[:n_train]).float() / 255.0
-    y_train = torch.from_numpy(train_labels[:n_train])
-    x_test = torch.from_numpy(test_images[:n_test]).float() / 255.0
-    y_test = torch.from_numpy(test_labels[:n_test])
-    return with_val_split(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        val_frac,
-        input_dim=x_train.shape[1],
-        num_outputs=NUM_CLASSES,
-        vocab_size=None,
-        target="class",
-        image_shape=IMAGE_SHAPE,
-        info={"dataset": "cifar10", "data": f"cifar10 ({folder})", "path": str(folder), "n_train": n_train,
-              "n_test": n_test, "val_frac": val_frac},
-    )
+    info = {"dataset": "cifar10", "data": f"cifar10 ({folder})", "path": str(folder), "n_train": n_train,
+            "n_test": n_test, "val_frac": val_frac}
+    return image_task(*image_rows(train_images, train_labels, n_train), *image_rows(test_images, test_labels, n_test),
+                      val_frac, NUM_CLASSES, IMAGE_SHAPE, info)

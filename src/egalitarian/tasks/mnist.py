@@ -42,17 +42,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from egalitarian.data import DATASETS, IDX_NAMES, dataset_dir, find_idx, installed, is_genuine, spellings
-from egalitarian.errors import ConfigError
-from egalitarian.tasks.base import (
-    TaskData,
-    check_choice,
-    check_fraction,
-    check_int,
-    config_error,
-    val_count,
-    with_val_split,
-)
+from ..data import DATASETS, IDX_NAMES, dataset_dir, find_idx, installed, is_genuine, spellings
+from ..errors import ConfigError, check, check_choice, check_fraction, check_int, invalid
+from .base import TaskData, image_rows, image_task, val_count
 
 SOURCES = ("auto", "idx", "digits")
 DATASET_NAMES = tuple(DATASETS)  # "mnist", "fashion-mnist"
@@ -110,9 +102,8 @@ def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarra
 def _find_idx(directory: Path, name: str) -> Path:
     """The file ``name`` in ``directory`` in any accepted spelling (:func:`egalitarian.data.spellings`)."""
     found = find_idx(directory, name)
-    if found is None:
-        others = ", ".join(map(repr, spellings(name)[1:]))
-        raise config_error("path", str(directory), f"missing MNIST file {name!r} (or {others})")
+    others = ", ".join(map(repr, spellings(name)[1:]))
+    check(found is not None, "path", str(directory), f"missing MNIST file {name!r} (or {others})", ConfigError)
     return found
 
 
@@ -135,14 +126,11 @@ def _read_split(directory: Path, images_name: str, labels_name: str) -> tuple[np
 def load_idx(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(train_images, train_labels, test_images, test_labels)`` as uint8 arrays from an MNIST directory."""
     directory = Path(path)
-    if not directory.is_dir():
-        raise config_error("path", str(path), "must be a directory holding the four MNIST IDX files")
+    check(directory.is_dir(), "path", str(path), "must be a directory holding the four MNIST IDX files", ConfigError)
     x_train, y_train = _read_split(directory, IDX_FILES["train_images"], IDX_FILES["train_labels"])
     x_test, y_test = _read_split(directory, IDX_FILES["test_images"], IDX_FILES["test_labels"])
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise config_error(
-            "path", str(path), f"train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}"
-        )
+    check(x_train.shape[1:] == x_test.shape[1:], "path", str(path),
+          f"train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}", ConfigError)
     return x_train, y_train, x_test, y_test
 
 
@@ -151,12 +139,8 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise config_error(
-            "source",
-            "digits",
-            "needs scikit-learn: pip install scikit-learn (or the package's 'data' extra), "
-            "or pass task.path with the MNIST IDX files",
-        ) from None
+        raise invalid("source", "digits", "needs scikit-learn: pip install scikit-learn (or the package's 'data' "
+                      "extra), or pass task.path with the MNIST IDX files", ConfigError) from None
     digits = load_digits()
     return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
 
@@ -181,74 +165,51 @@ def mnist(
         val_frac: fraction of the training images moved to a validation split, in [0, 1).
         dataset: ``"mnist"`` or ``"fashion-mnist"`` (the same IDX format; no stand-in for the latter).
     """
-    source = check_choice("source", source, SOURCES)
-    dataset = check_choice("dataset", dataset, DATASET_NAMES)
-    n_train = check_int("n_train", n_train, low=1)
+    source = check_choice("source", source, SOURCES, ConfigError)
+    dataset = check_choice("dataset", dataset, DATASET_NAMES, ConfigError)
+    n_train = check_int("n_train", n_train, low=1, error=ConfigError)
     if n_test is not None:
-        n_test = check_int("n_test", n_test, low=1)
-    split_seed = check_int("split_seed", split_seed, low=0)
-    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True)
+        n_test = check_int("n_test", n_test, low=1, error=ConfigError)
+    split_seed = check_int("split_seed", split_seed, low=0, error=ConfigError)
+    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True, error=ConfigError)
     val_count(n_train, val_frac)
-    if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise config_error("path", path, "must be a directory path (string) or None")
+    check(path is None or isinstance(path, (str, os.PathLike)), "path", path,
+          "must be a directory path (string) or None", ConfigError)
     if path is None and source != "digits":
         found = installed(dataset)
         path = None if found is None else str(found)
     if source == "auto":
         source = "idx" if path is not None else "digits"
     if source == "digits" and dataset != "mnist":
-        raise config_error("dataset", dataset, f"has no offline stand-in (source 'digits' is MNIST's): run `egd data "
-                           f"{dataset}` (data directory {dataset_dir(dataset)}) or set task.path")
+        raise invalid("dataset", dataset, f"has no offline stand-in (source 'digits' is MNIST's): run `egd data "
+                      f"{dataset}` (data directory {dataset_dir(dataset)}) or set task.path", ConfigError)
 
     if source == "idx":
-        if path is None:
-            raise config_error("path", path, f"source 'idx' needs a directory holding the {dataset} IDX files: run "
-                               f"`egd data {dataset}` (it fills {dataset_dir(dataset)}) or set task.path")
+        check(path is not None, "path", path, f"source 'idx' needs a directory holding the {dataset} IDX files: run "
+              f"`egd data {dataset}` (it fills {dataset_dir(dataset)}) or set task.path", ConfigError)
         train_images, train_labels, test_images, test_labels = load_idx(path)
-        n_train = check_int("n_train", n_train, low=1, high=len(train_images))
-        n_test = (
-            len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images))
-        )
-        x_train = torch.from_numpy(train_images[:n_train].reshape(n_train, -1)).float() / 255.0
-        y_train = torch.from_numpy(train_labels[:n_train]).long()
-        x_test = torch.from_numpy(test_images[:n_test].reshape(n_test, -1)).float() / 255.0
-        y_test = torch.from_numpy(test_labels[:n_test]).long()
+        n_train = check_int("n_train", n_train, low=1, high=len(train_images), error=ConfigError)
+        n_test = len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images),
+                                                                   error=ConfigError)
+        x_train, y_train = image_rows(train_images, train_labels, n_train)
+        x_test, y_test = image_rows(test_images, test_labels, n_test)
         image_shape = (1, *train_images.shape[1:])
         genuine = is_genuine(path, DATASETS[dataset])
         data = (f"{dataset} (genuine, {path})" if genuine
                 else f"{dataset}-format IDX files, not the genuine {dataset} ({path})")
     else:
         images, labels = load_digits_arrays()
-        n_train = check_int("n_train", n_train, low=1, high=len(images) - 1)
+        n_train = check_int("n_train", n_train, low=1, high=len(images) - 1, error=ConfigError)
         rest = len(images) - n_train
-        n_test = rest if n_test is None else check_int("n_test", n_test, low=1, high=rest)
+        n_test = rest if n_test is None else check_int("n_test", n_test, low=1, high=rest, error=ConfigError)
         perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(split_seed))
         x_all, y_all = torch.from_numpy(images)[perm], torch.from_numpy(labels)[perm]
         x_train, y_train = x_all[:n_train], y_all[:n_train]
         x_test, y_test = x_all[n_train : n_train + n_test], y_all[n_train : n_train + n_test]
         image_shape, genuine, data = (1, 8, 8), False, STAND_IN
 
-    return with_val_split(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        val_frac,
-        input_dim=x_train.shape[1],
-        num_outputs=NUM_CLASSES,
-        vocab_size=None,
-        target="class",
-        image_shape=image_shape,
-        info={
-            "source": source,
-            "dataset": dataset,
-            "data": data,
-            "genuine": genuine,
-            "path": None if path is None else str(path),
-            "n_train": n_train,
-            "n_test": n_test,
-            "split_seed": split_seed,
-            "val_frac": val_frac,
-            "stand_in": source == "digits",  # True: sklearn 8x8 digits, not MNIST
-        },
-    )
+    info = {"source": source, "dataset": dataset, "data": data, "genuine": genuine,
+            "path": None if path is None else str(path), "n_train": n_train, "n_test": n_test,
+            "split_seed": split_seed, "val_frac": val_frac,
+            "stand_in": source == "digits"}  # True: sklearn 8x8 digits, not MNIST
+    return image_task(x_train, y_train, x_test, y_test, val_frac, NUM_CLASSES, image_shape, info)

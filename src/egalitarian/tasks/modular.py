@@ -27,7 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from egalitarian.tasks.base import TaskData, check_choice, check_fraction, check_int, config_error, val_count
+from ..errors import ConfigError, check, check_choice, check_fraction, check_int
+from .base import TaskData, val_count
 
 Op = Callable[[Tensor, Tensor, int], Tensor]
 
@@ -83,15 +84,8 @@ def encode(pairs: Tensor, p: int, encoding: str) -> Tensor:
     return torch.stack([a, op_token, b, eq_token], dim=1)
 
 
-def modular(
-    p: int = 97,
-    op: str = "add",
-    train_frac: float = 0.5,
-    split_seed: int = 0,
-    encoding: str = "onehot",
-    val_frac: float = 0.0,
-    b_min: int = 0,
-) -> TaskData:
+def modular(p: int = 97, op: str = "add", train_frac: float = 0.5, split_seed: int = 0, encoding: str = "onehot",
+            val_frac: float = 0.0, b_min: int = 0) -> TaskData:
     """Modular arithmetic c = a ∘ b mod p on the full table, disjoint train/test split (Power et al. 2022).
 
     Args:
@@ -106,15 +100,14 @@ def modular(
         val_frac: fraction of the training part moved to a validation split, in [0, 1).
         b_min: 0 or 1, the smallest right operand (division always uses 1).
     """
-    p = check_int("p", p, low=2)
-    op = check_choice("op", op, tuple(OPS))
-    if op == "div" and not is_prime(p):
-        raise config_error("op", op, f"needs a prime p, got p = {p}")
-    train_frac = check_fraction("train_frac", train_frac, low_inclusive=False)
-    split_seed = check_int("split_seed", split_seed, low=0)
-    encoding = check_choice("encoding", encoding, ENCODINGS)
-    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True)
-    b_min = check_int("b_min", b_min, low=0, high=1)
+    p = check_int("p", p, low=2, error=ConfigError)
+    op = check_choice("op", op, tuple(OPS), ConfigError)
+    check(op != "div" or is_prime(p), "op", op, f"needs a prime p, got p = {p}", ConfigError)
+    train_frac = check_fraction("train_frac", train_frac, low_inclusive=False, error=ConfigError)
+    split_seed = check_int("split_seed", split_seed, low=0, error=ConfigError)
+    encoding = check_choice("encoding", encoding, ENCODINGS, ConfigError)
+    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True, error=ConfigError)
+    b_min = check_int("b_min", b_min, low=0, high=1, error=ConfigError)
     if op == "div":
         b_min = 1
 
@@ -122,11 +115,8 @@ def modular(
     labels = OPS[op](pairs[:, 0], pairs[:, 1], p)
     n_total = len(pairs)
     n_train = int(n_total * train_frac)
-    if n_train == 0 or n_train == n_total:
-        split = "train" if n_train == 0 else "test"
-        raise config_error(
-            "train_frac", train_frac, f"leaves an empty {split} split (table of {n_total} pairs)"
-        )
+    check(0 < n_train < n_total, "train_frac", train_frac,
+          f"leaves an empty {'train' if n_train == 0 else 'test'} split (table of {n_total} pairs)", ConfigError)
     n_val = val_count(n_train, val_frac)
 
     perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(split_seed))

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from egalitarian.tasks.base import TaskData, check_choice, check_fraction, check_int, val_count, with_val_split
+from ..errors import ConfigError, check_choice, check_fraction, check_int
+from .base import TaskData, val_count, with_val_split
 
 SECRETS = ("first", "random")
 
@@ -28,15 +29,8 @@ def _draw(m: int, n: int, generator: torch.Generator) -> Tensor:
     return (torch.randint(0, 2, (m, n), generator=generator) * 2 - 1).float()
 
 
-def parity(
-    n: int = 50,
-    k: int = 4,
-    n_train: int = 2000,
-    n_test: int = 10000,
-    secret: str = "first",
-    seed: int = 0,
-    val_frac: float = 0.0,
-) -> TaskData:
+def parity(n: int = 50, k: int = 4, n_train: int = 2000, n_test: int = 10000, secret: str = "first", seed: int = 0,
+           val_frac: float = 0.0) -> TaskData:
     """Sparse parity of k secret bits among n uniform ±1 bits, fresh test draws (EGD paper §5.1).
 
     Args:
@@ -47,13 +41,13 @@ def parity(
         seed: seed of the generator for the secret and all samples.
         val_frac: fraction of the training samples moved to a validation split, in [0, 1).
     """
-    n = check_int("n", n, low=1)
-    k = check_int("k", k, low=1, high=n)
-    n_train = check_int("n_train", n_train, low=1)
-    n_test = check_int("n_test", n_test, low=1)
-    secret = check_choice("secret", secret, SECRETS)
-    seed = check_int("seed", seed, low=0)
-    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True)
+    n = check_int("n", n, low=1, error=ConfigError)
+    k = check_int("k", k, low=1, high=n, error=ConfigError)
+    n_train = check_int("n_train", n_train, low=1, error=ConfigError)
+    n_test = check_int("n_test", n_test, low=1, error=ConfigError)
+    secret = check_choice("secret", secret, SECRETS, ConfigError)
+    seed = check_int("seed", seed, low=0, error=ConfigError)
+    val_frac = check_fraction("val_frac", val_frac, low_inclusive=True, error=ConfigError)
     val_count(n_train, val_frac)  # fail before drawing if the validation split would be empty
 
     generator = torch.Generator().manual_seed(seed)
@@ -65,24 +59,7 @@ def parity(
     x_test = _draw(n_test, n, generator)
     y_train = x_train[:, subset].prod(dim=1)
     y_test = x_test[:, subset].prod(dim=1)
-    return with_val_split(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        val_frac,
-        input_dim=n,
-        num_outputs=1,
-        vocab_size=None,
-        target="sign",
-        info={
-            "n": n,
-            "k": k,
-            "n_train": n_train,
-            "n_test": n_test,
-            "secret_mode": secret,
-            "secret": subset,
-            "seed": seed,
-            "val_frac": val_frac,
-        },
-    )
+    info = {"n": n, "k": k, "n_train": n_train, "n_test": n_test, "secret_mode": secret, "secret": subset,
+            "seed": seed, "val_frac": val_frac}
+    return with_val_split(x_train, y_train, x_test, y_test, val_frac, input_dim=n, num_outputs=1, vocab_size=None,
+                          target="sign", info=info)
