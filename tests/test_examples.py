@@ -41,12 +41,18 @@ def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
     assert spec.contenders and set(spec.tuning_seeds).isdisjoint(spec.reporting_seeds)
     ids = set()
     for c in spec.contenders:  # each method at its own values (the centre of every relative range)
-        values = {d.field: base_values(spec, c)[d.field] if d.relative else d.low for d in spec.space}
+        values = {}
+        for d in spec.space:  # a choice dimension at its last option (a table of fields, or a value)
+            if d.choices:
+                last = d.choices[-1]
+                values.update(last if isinstance(last, dict) else {d.field: last})
+            else:
+                values[d.field] = base_values(spec, c)[d.field] if d.relative else d.low
         (run,) = plan(spec, c, values, spec.tuning_seeds[:1])
         cfg = resolve(run.config, OPTIMIZERS)  # unknown methods, fields or values raise here
         for fld, v in values.items():
             section, key = fld.split(".")
-            assert cfg[section][key] == pytest.approx(v)
+            assert cfg[section][key] == (v if isinstance(v, str) else pytest.approx(v))
         ids.add(run.id)
     assert len(ids) == len(spec.contenders)  # no two methods of a leaderboard are the same run
 

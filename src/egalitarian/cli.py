@@ -9,6 +9,8 @@
     egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F] [--curves F]
     egd export tensorboard FILE|STORE DIR     every finished run of a sweep or store as a TensorBoard run
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
+    egd profile TABLE.json [--taus T,T,..] [--tau-max 4] [--scale linear|log] [--not-run fail|exclude] [--out F]
+                                               Dolan-More performance profiles across tasks and AlgoPerf's score
     egd reproduce NAME [--quick] [--seeds N|A-B|A,B,..] [--workers N] [--out DIR] [--dataset D]
                                                an artifact of the EGD paper (tables 2-8, fig6, appf), ours next to
                                                the paper's; egd reproduce --help lists them and what each takes
@@ -351,6 +353,25 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .sweep.profiles import profile_markdown
+
+    try:
+        with open(args.table) as f:
+            table = json.load(f)
+        taus = [float(t) for t in args.taus.split(",")]
+        text = profile_markdown(table, taus, tau_max=args.tau_max, scale=args.scale, not_run=args.not_run)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ConfigError(f"egd profile {args.table}: {e} (want JSON {{task: {{method: steps | \"inf\" | null}}}}; "
+                          "--taus numbers separated by commas)") from None
+    if args.out:
+        from . import io as fio
+
+        fio.write_text(args.out, text + "\n")
+    print(text)
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from . import data
 
@@ -459,6 +480,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("profile", help="performance profiles across tasks (Dolan-More) and AlgoPerf's score")
+    p.add_argument("table", metavar="TABLE.json", help='{task: {method: steps to target}}; "inf": never reached, '
+                   "null or missing: not run")
+    p.add_argument("--taus", default="1,1.1,1.25,1.5,2,3,4", help="tau columns (default: 1,1.1,1.25,1.5,2,3,4)")
+    p.add_argument("--tau-max", type=float, default=4.0, help="upper limit of the score's integral (AlgoPerf: 4)")
+    p.add_argument("--scale", choices=["linear", "log"], default="linear",
+                   help="integrate over tau (AlgoPerf) or over log tau")
+    p.add_argument("--not-run", choices=["fail", "exclude"], default="fail",
+                   help="a method not run on a task fails it (default) or that task is left out of its denominator")
+    p.add_argument("--out", metavar="FILE", help="also write the markdown table to FILE")
+    p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("data", help="fetch MNIST or Fashion-MNIST into the data directory, checksums verified",
                        epilog="data directory: $EGD_DATA, else $XDG_CACHE_HOME/egalitarian, else ~/.cache/egalitarian")

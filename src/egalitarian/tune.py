@@ -1,35 +1,56 @@
 """``egd tune SPEC.toml``: every method tuned with the same budget, then measured on held-out seeds.
 
 A tune spec (docs/TUNING.md has every field) names a base config, the methods to compare, ONE search space
-and ONE number of trials: every method gets the same budget and the same search-space shape.  Ranges are
-given as factors of each method's own value (``relative = true``: the recipe's or the registry's default), so
-"lr log-uniform over 1e-2..1e2 × the default" means four decades around every method's default.
+and ONE number of trials: every method gets the same budget and the same search-space shape.  A range is
+absolute by default (``relative = false``): the fair choice, one range shared by every method of a family
+(all learning rates over the same ≥ 7 decades, say), never centred on a value tuned for the task.  With
+``relative = true`` its ends are factors of each method's own value (the recipe's or the registry's default):
+equal in shape but not in position, so a method whose default was tuned for the task is favoured.
+
+The space's dimensions (``[space]``):
+
+* a range ``{low, high, log, relative, int}``; ``off = true`` adds the value 0 as one more option (a
+  categorical parameter ``FIELD.off``, true meaning 0: weight decay "off or log-uniform 1e-5..1");
+* a categorical ``{choices = [...]}``: values of the field named by the key, or tables of several fields
+  (``{ "scheduler.name" = "cosine", "scheduler.warmup_steps" = 10, "scheduler.min_factor" = 0.1 }``), the key
+  then being only a label; the sampler sees the option's index;
+* ``optional = true``: a method whose config has no such field (``optimizer.momentum`` for AdamW) lacks the
+  dimension and is not asked it; without it, every method must accept every field.
 
 How it runs:
 
-1. **Search.** One Optuna study per method (ask/tell, seeded sampler: TPE, random or a grid; no pruner: a
-   grokking run sits at chance until it jumps, so pruning on test accuracy would kill the slow methods under
-   comparison).  Each asked trial becomes one run per *tuning seed*, executed by the sweep executor into the
-   results store (process isolation, local or Ray, resumable; a run's id is its config hash, so a repeated
-   configuration is never run twice).  A trial's value is the median over its tuning seeds of the steps
-   (or epochs, or seconds) to the accuracy threshold, a censored run counting as infinite; a trial whose
-   median is censored ranks after every success, by its mean final test accuracy
-   (``CENSORED + 1 − accuracy``).  With ``metric = "loss"`` (models that do not grok: a language model, a CNN)
-   a trial's value is the median over its tuning seeds of the final test loss (a failed or diverged run
-   counting as ``CENSORED``).
-2. **Report.** The best trial of each method is re-run on the *reporting seeds* (disjoint from the tuning
-   seeds) as a normal sweep, and the leaderboard gives per method: the best hyperparameters (``edge`` when
-   a winner sits at an end of its range: widen it), the success rate, the Kaplan–Meier medians of steps and
-   seconds with bootstrap CIs, and speed-ups against each baseline method's tuned best.  With ``metric =
-   "loss"`` it gives instead the final test loss (median, min, max), the test loss at 1/3 and 2/3 of the step
-   budget, and the steps to the target loss, the first baseline's median final test loss: the first evaluation
-   at which a run's test loss is at or below it, a run that never gets there censored
+1. **Search.** ``tune.studies`` (default 1) Optuna studies per method, study ``k`` seeded ``tune.seed + k``
+   and named ``NAME/LABEL`` (k = 0) or ``NAME/LABEL/studyK`` in the study file, each with the same budget
+   (ask/tell, seeded sampler: TPE, random or a grid; no pruner: a grokking run sits at chance until it jumps,
+   so pruning on test accuracy would kill the slow methods under comparison).  ``tune.stages``:
+   ``"single"`` (default) asks ``trials`` trials over the space; ``"coarse-refine"`` first asks every point
+   of a ×√10 log grid over the whole range of the first dimension (the learning rate; the other dimensions
+   at the method's own values), then ``trials`` trials with the first dimension narrowed to one decade
+   (×1/√10..×√10) around stage 1's best point and the others over their ranges (:func:`_next_asks`): the
+   same stages and counts for every method.  Each asked trial becomes one run per *tuning seed*, executed by
+   the sweep executor into the results store (process isolation, local or Ray, resumable; a run's id is its
+   config hash, so a configuration repeated within or across studies is never run twice).  A trial's value
+   is the median over its tuning seeds of the steps (or epochs, or seconds) to the accuracy threshold, a
+   censored run counting as infinite; a trial whose median is censored ranks after every success, by its
+   mean final test accuracy (``CENSORED + 1 − accuracy``).  With ``metric = "loss"`` (models that do not
+   grok: a language model, a CNN) a trial's value is the median over its tuning seeds of the final test loss
+   (a failed or diverged run counting as ``CENSORED``).
+2. **Report.** The best trial of each study of each method is re-run on the *reporting seeds* (disjoint from
+   the tuning seeds) as a normal sweep, and the leaderboard gives per method: the best hyperparameters
+   (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: widen it and
+   rerun), the success rate, the Kaplan–Meier medians of steps and seconds with bootstrap CIs, and speed-ups
+   against each baseline method's tuned best.  With several studies a row also gives the median across
+   studies of the best configurations' held-out medians and their spread (min–max: tuning luck), the rest of
+   the row being the median study's (:func:`across_studies`), and a second table lists every study.  With
+   ``metric = "loss"`` it gives instead the final test loss (median, min, max), the test loss at 1/3 and 2/3
+   of the step budget, and the steps to the target loss, the first baseline's median final test loss: the
+   first evaluation at which a run's test loss is at or below it, a run that never gets there censored
    (:func:`egalitarian.sweep.stats.loss_outcome`), as a Kaplan–Meier median with a bootstrap CI; the speed-ups
    are ratios of those medians.
 
 Rerunning the command continues: finished runs are kept, trials asked but not told (a killed search) are
 completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
-those an uninterrupted search asks (see :func:`replay`).
+those an uninterrupted search asks (see :func:`replay`), study by study.
 """
 
 from __future__ import annotations
@@ -65,10 +86,15 @@ CENSORED = 1e9
 OBJECTIVES = (*METRICS, "loss")
 """``tune.metric``: time (epochs, steps, seconds) to the accuracy threshold, or the final test loss."""
 SAMPLERS = ("tpe", "random", "grid")
-TOP_LEVEL = ("base", "tune", "set", "space", "methods")
+STAGES = ("single", "coarse-refine")
+"""``tune.stages``: one search over the space, or a ×√10 grid over the first dimension then a refined search."""
+EDGE = 0.1
+"""A winner within this fraction of either end of a range (log position for log ranges) is flagged ``edge``."""
+TOP_LEVEL = ("base", "tune", "set", "report_set", "space", "methods")
 TUNE_KEYS = ("name", "store", "metric", "trials", "sampler", "seed", "batch", "startup_trials", "tuning_seeds",
-             "reporting_seeds", "baselines")
-DIMENSION_KEYS = ("low", "high", "log", "relative", "int", "points")
+             "reporting_seeds", "baselines", "studies", "stages")
+DIMENSION_KEYS = ("low", "high", "log", "relative", "int", "points", "off", "optional")
+CHOICE_KEYS = ("choices", "optional")
 METHOD_KEYS = ("method", "set")
 
 
@@ -80,11 +106,32 @@ class Dimension:
     low: float
     high: float
     log: bool = True
-    relative: bool = True
+    relative: bool = False
     integer: bool = False
     points: int | None = None  # grid sampler: values per dimension (log- or linearly spaced, ends included)
+    off: bool = False  # the value 0 is one more option: a categorical parameter FIELD.off (true: the value is 0)
+    optional: bool = False  # a method whose config has no such field lacks this dimension (else: an error)
+    choices: tuple[Any, ...] | None = None  # a categorical dimension: its options (values, or tables of fields)
+
+    @property
+    def off_param(self) -> str:
+        """The name of the parameter that switches an ``off`` dimension to 0."""
+        return self.field + ".off"
+
+    def fields(self) -> set[str]:
+        """The config fields this dimension sets."""
+        if self.choices is not None:
+            return {k for ch in self.choices if isinstance(ch, dict) for k in ch} or {self.field}
+        return {self.field}
+
+    def setting(self, value: Any) -> dict[str, Any]:
+        """The config fields a choice (by its index) sets."""
+        ch = self.choices[value]  # type: ignore[index]
+        return dict(ch) if isinstance(ch, dict) else {self.field: ch}
 
     def grid(self) -> list[float]:
+        if self.choices is not None:
+            return list(range(len(self.choices)))
         n = self.points or 1
         if n == 1:
             return [self.low]
@@ -129,6 +176,9 @@ class TuneSpec:
     baselines: list[str] = field(default_factory=list)
     fixed: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    studies: int = 1
+    stages: str = "single"
+    report_fixed: dict[str, Any] = field(default_factory=dict)  # [report_set]: the reporting runs only
 
     @property
     def study_path(self) -> Path:
@@ -149,17 +199,42 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _choice_dimension(fld: str, d: dict[str, Any], at: str) -> Dimension:
+    for key in d:
+        check(key in CHOICE_KEYS, f"{at}.{key}", d[key], f"unknown key with choices; allowed: {', '.join(CHOICE_KEYS)}",
+              ConfigError)
+    choices = d["choices"]
+    check(isinstance(choices, list) and len(choices) >= 1, f"{at}.choices", choices,
+          "must be a non-empty list of values or of tables {FIELD = VALUE, ...}", ConfigError)
+    for ch in choices:
+        ok = (isinstance(ch, (str, int, float, bool)) or (isinstance(ch, dict) and ch and all(
+            isinstance(k, str) and "." in k and isinstance(v, (str, int, float, bool)) for k, v in ch.items())))
+        check(bool(ok), f"{at}.choices", ch, "each choice must be a value or a table of SECTION.FIELD = VALUE",
+              ConfigError)
+    if not all(isinstance(ch, dict) for ch in choices):
+        check("." in fld, at, fld, "a choice of values needs a field name SECTION.FIELD", ConfigError)
+    optional = d.get("optional", False)
+    check(isinstance(optional, bool), f"{at}.optional", optional, "must be true or false", ConfigError)
+    return Dimension(fld, 0.0, 0.0, log=False, relative=False, optional=optional, choices=tuple(choices))
+
+
 def _dimension(fld: str, d: Any, sampler: str, where: str) -> Dimension:
     at = f"{where}: space.{fld}"
     check(isinstance(d, dict), at, d, "must be a table {low = ..., high = ..., log = true}", ConfigError)
+    if "choices" in d:
+        return _choice_dimension(fld, d, at)
     for key in d:
         check(key in DIMENSION_KEYS, f"{at}.{key}", d[key], f"unknown key; allowed: {', '.join(DIMENSION_KEYS)}",
               ConfigError)
     for key in ("low", "high"):
         check(_number(d.get(key)), f"{at}.{key}", d.get(key), "must be a finite number", ConfigError)
-    log, rel, integer = d.get("log", True), d.get("relative", True), d.get("int", False)
-    for key, v in (("log", log), ("relative", rel), ("int", integer)):
+    log, rel, integer = d.get("log", True), d.get("relative", False), d.get("int", False)
+    off, optional = d.get("off", False), d.get("optional", False)
+    for key, v in (("log", log), ("relative", rel), ("int", integer), ("off", off), ("optional", optional)):
         check(isinstance(v, bool), f"{at}.{key}", v, "must be true or false", ConfigError)
+    if off:
+        check(sampler != "grid", f"{at}.off", off, "not with sampler = 'grid' (list the values as choices)",
+              ConfigError)
     check(d["low"] < d["high"], f"{at}.low", d["low"], f"must be < high = {d['high']!r}", ConfigError)
     if log:
         check(d["low"] > 0, f"{at}.low", d["low"], "must be > 0 for a log range (log = true)", ConfigError)
@@ -169,7 +244,7 @@ def _dimension(fld: str, d: Any, sampler: str, where: str) -> Dimension:
               "the grid sampler needs an integer >= 1 (values per dimension)", ConfigError)
     elif points is not None:
         raise ConfigError(f"{at}.points = {points!r}: only for sampler = 'grid'")
-    return Dimension(fld, float(d["low"]), float(d["high"]), log, rel, integer, points)
+    return Dimension(fld, float(d["low"]), float(d["high"]), log, rel, integer, points, off, optional)
 
 
 def load_tune(path: str | Path) -> TuneSpec:
@@ -217,12 +292,28 @@ def load_tune(path: str | Path) -> TuneSpec:
         except ConfigError as e:
             raise ConfigError(f"{where}: base = {doc['base']!r}: {e}") from None
     fixed = toml_table(doc, "set", where)
+    report_fixed = toml_table(doc, "report_set", where)
     space_doc = toml_table(doc, "space", where)
     check(bool(space_doc), f"{where}: space", space_doc, "needs at least one field to search", ConfigError)
     space = [_dimension(k, v, sampler, where) for k, v in space_doc.items()]
     trials = meta.get("trials")
+    studies = meta.get("studies", 1)
+    check(isinstance(studies, int) and not isinstance(studies, bool) and studies >= 1, f"{where}: tune.studies",
+          studies, "must be an integer >= 1", ConfigError)
+    stages = meta.get("stages", "single")
+    check(stages in STAGES, f"{where}: tune.stages", stages, f"must be one of {', '.join(STAGES)}", ConfigError)
+    if stages == "coarse-refine":
+        first = space[0]
+        check(sampler != "grid", f"{where}: tune.stages", stages, "needs sampler = 'tpe' or 'random' for stage 2",
+              ConfigError)
+        check(first.choices is None and first.log and not first.integer and not first.off and not first.optional,
+              f"{where}: space.{first.field}", first.field, "coarse-refine needs the first dimension to be a "
+              "continuous log range every method has (the learning rate)", ConfigError)
     if sampler == "grid":
-        n = math.prod(d.points or 1 for d in space)
+        check(not any(d.optional for d in space), f"{where}: space", [d.field for d in space if d.optional],
+              "optional dimensions need sampler = 'tpe' or 'random' (a grid's size must be the same for every "
+              "method)", ConfigError)
+        n = math.prod(len(d.choices) if d.choices is not None else d.points or 1 for d in space)
         check(trials == n, f"{where}: tune.trials", trials, f"must equal the grid's size, {n} points", ConfigError)
 
     methods_doc = toml_table(doc, "methods", where)
@@ -236,7 +327,7 @@ def load_tune(path: str | Path) -> TuneSpec:
         fixed_m = m.get("set", {})
         check(isinstance(fixed_m, dict), f"{where}: methods.{label}.set", fixed_m, "must be a table of FIELD = VALUE",
               ConfigError)
-        clash = sorted(set(fixed_m) & {d.field for d in space if not d.relative})
+        clash = sorted(set(fixed_m) & {f for d in space if not d.relative for f in d.fields()})
         check(not clash, f"{where}: methods.{label}.set", fixed_m,
               f"may not fix a searched field ({', '.join(clash)}): every method searches the same space "
               "(for a relative range, set gives the value it is centred on)", ConfigError)
@@ -247,35 +338,78 @@ def load_tune(path: str | Path) -> TuneSpec:
     spec = TuneSpec(name=name, store=store, base=base, contenders=contenders, space=space, trials=trials,
                     metric=metric, sampler=sampler, seed=meta.get("seed", 0), batch=meta.get("batch", 1),
                     startup_trials=startup, tuning_seeds=tuning, reporting_seeds=reporting, baselines=baselines,
-                    fixed=fixed, path=path)
-    for c in contenders:  # every method must accept every field, and have a value to scale relative ranges
-        base_values(spec, c, where)
+                    fixed=fixed, path=path, studies=studies, stages=stages, report_fixed=report_fixed)
+    had: set[str] = set()
+    for c in contenders:  # every method must accept every field (but optional ones), and have a value to scale
+        base_values(spec, c, where)  # relative ranges
+        had |= {d.field for d in dimensions(spec, c, where)}
+    for d in space:
+        check(d.field in had, f"{where}: space.{d.field}", d.field, "no method of this spec has it (optional = true "
+              "only lets some methods lack a dimension)", ConfigError)
     return spec
 
 
-def base_values(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[str, float]:
-    """Each searched field's value in this method's resolved config (the value relative ranges multiply)."""
-    from .build import accepted_fields
-    from .methods import OPTIMIZERS
-
+def _resolved(spec: TuneSpec, c: Contender, where: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
-        (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed}], spec.fixed,
+        (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed, **(extra or {})}], spec.fixed,
                         where=f"{where}: methods.{c.label}")
     except ConfigError as e:
         raise ConfigError(str(e)) from None
-    cfg = run.config
+    return run.config
+
+
+def _lacks(spec: TuneSpec, c: Contender, cfg: dict[str, Any], d: Dimension, where: str) -> bool:
+    """Whether method ``c`` lacks dimension ``d`` (an error unless ``d.optional``)."""
+    at = f"{where}: space.{d.field}"
+    if d.choices is not None:
+        for i in range(len(d.choices)):
+            try:
+                _resolved(spec, c, where, d.setting(i))
+            except ConfigError as e:
+                if d.optional:
+                    return True
+                raise ConfigError(f"{at}: choice {d.choices[i]!r}: {e}") from None
+        return False
+    section, _, key = d.field.partition(".")
+    check(section in ("optimizer", "loss", "train", "model", "task", "scheduler") and key and "." not in key, at,
+          d.field, "must be SECTION.FIELD, e.g. optimizer.lr", ConfigError)
+    from .build import accepted_fields
+
+    name = cfg.get(section, {}).get("name")
+    try:
+        ok = key in accepted_fields(section, name)
+    except ConfigError:
+        ok = False
+    if not ok and d.optional:
+        return True
+    check(ok, at, d.field, f"method {c.label!r} ({section} {name!r}) has no such field"
+          + ("" if d.optional else "; optional = true lets the methods without it lack this dimension"),
+          ConfigError)
+    return False
+
+
+def dimensions(spec: TuneSpec, c: Contender, where: str = "tune") -> list[Dimension]:
+    """The dimensions method ``c`` is searched over: every dimension of the space but the ``optional`` ones
+    whose field its config lacks (e.g. ``optimizer.momentum`` for AdamW)."""
+    cfg = _resolved(spec, c, where)
+    return [d for d in spec.space if not _lacks(spec, c, cfg, d, where)]
+
+
+def base_values(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[str, float]:
+    """Each searched numeric field's value in this method's resolved config (the value relative ranges
+    multiply; 0 when it has none), for the dimensions the method has (:func:`dimensions`)."""
+    from .methods import OPTIMIZERS
+
+    cfg = _resolved(spec, c, where)
     out = {}
     for d in spec.space:
+        if _lacks(spec, c, cfg, d, where) or d.choices is not None:
+            continue
         section, _, key = d.field.partition(".")
         at = f"{where}: space.{d.field}"
-        check(section in ("optimizer", "loss", "train", "model", "task") and key and "." not in key, at, d.field,
-              "must be SECTION.FIELD, e.g. optimizer.lr", ConfigError)
-        name = cfg.get(section, {}).get("name")
-        check(key in accepted_fields(section, name), at, d.field,
-              f"method {c.label!r} ({section} {name!r}) has no such field", ConfigError)
         value = cfg.get(section, {}).get(key)
         if value is None and section == "optimizer":
-            value = OPTIMIZERS[name].defaults.get(key)
+            value = OPTIMIZERS[cfg["optimizer"]["name"]].defaults.get(key)
         if d.relative:
             check(_number(value) and value > 0, at, value,
                   f"relative = true needs a value > 0 in method {c.label!r}'s config; give an absolute range "
@@ -296,27 +430,31 @@ def _import_optuna() -> Any:
     return optuna
 
 
-def _sampler(spec: TuneSpec, optuna: Any) -> Any:
+def _sampler(spec: TuneSpec, optuna: Any, study: int = 0) -> Any:
+    """Study ``study``'s sampler, seeded ``tune.seed + study``."""
+    seed = spec.seed + study
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({d.field: d.grid() for d in spec.space}, seed=spec.seed)
+        return optuna.samplers.GridSampler({d.field: d.grid() for d in spec.space}, seed=seed)
     if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = spec.startup_trials or min(10, max(2, spec.trials // 3))
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
 
 
-def replay(spec: TuneSpec, trials: list[Any], n: int = 0) -> tuple[list[dict[str, Any]], list[int]]:
-    """What a fresh sampler seeded by the spec proposes next, after it is shown a study's ``trials`` in the
-    rounds of ``batch`` asks in which :func:`search` makes them: the values of the next ``n`` trials, and the
-    numbers of the given trials it would not have asked (none for a search made by this rule).
+def replay(spec: TuneSpec, trials: list[Any], n: int = 0, *, study: int = 0, c: Contender | None = None,
+           dists: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[int]]:
+    """What a fresh sampler seeded by the spec (``tune.seed + study``) proposes next, after it is shown a
+    study's ``trials`` in the rounds of ``batch`` asks in which :func:`search` makes them: the values of the
+    next ``n`` trials, and the numbers of the given trials it would not have asked (none for a search made by
+    this rule).  ``dists``: the distributions asked (default: method ``c``'s space, or the whole space).
 
     Every new trial of :func:`search` comes from here, so a search's trials depend on the spec and the results
     only, never on where it was interrupted: a new process's sampler starts from its seed, and asked directly,
     a resumed search once drew every method's first learning rate again.  Replayed on an in-memory study, the
     sampler draws exactly what it drew in the search that made the trials."""
     optuna = _import_optuna()
-    dists = _distributions(spec, optuna)
-    scratch = optuna.create_study(direction="minimize", sampler=_sampler(spec, optuna))
+    dists = dists if dists is not None else _distributions(spec, optuna, c)
+    scratch = optuna.create_study(direction="minimize", sampler=_sampler(spec, optuna, study))
     state = optuna.trial.TrialState
     other: list[int] = []
     level = optuna.logging.get_verbosity()
@@ -341,41 +479,86 @@ def replay(spec: TuneSpec, trials: list[Any], n: int = 0) -> tuple[list[dict[str
         optuna.logging.set_verbosity(level)
 
 
-def _ask(spec: TuneSpec, study: Any, dists: dict[str, Any], n: int) -> list[Any]:
-    """Ask ``n`` new trials of ``study`` with the values :func:`replay` proposes."""
-    out = []
-    for params in replay(spec, study.get_trials(deepcopy=False), n)[0]:
-        study.enqueue_trial(params)
-        out.append(study.ask(dists))
-    return out
+def coarse_grid(d: Dimension) -> list[float]:
+    """Stage 1 of ``coarse-refine``: ``low·√10^i`` for i = 0, 1, … up to ``high`` (as searched: factors of the
+    method's own value when the range is relative), 6 significant digits."""
+    n = int(math.floor(2 * math.log10(d.high / d.low) + 1e-9)) + 1
+    return [float(f"{d.low * 10 ** (i / 2):.6g}") for i in range(n)]
 
 
-def _distributions(spec: TuneSpec, optuna: Any) -> dict[str, Any]:
+def _next_asks(spec: TuneSpec, c: Contender, k: int, study: Any, optuna: Any) -> list[tuple[dict[str, Any], Any]]:
+    """The trials of study ``k`` of method ``c`` to ask now: (values, distributions) pairs.
+
+    ``single``: up to ``batch`` trials from :func:`replay`, until ``trials`` are asked.  ``coarse-refine``:
+    first every point of :func:`coarse_grid` over the first dimension (the others at the method's own values,
+    so left out); once all are told, stage 2 as ``single`` over a space whose first dimension is narrowed to
+    one decade around stage 1's best point (×1/√10..×√10, the same width for every method, reaching half a
+    decade past the range when the best point is at its end) and whose other dimensions span their ranges;
+    stage 2's sampler (seeded ``tune.seed + k``, replayed) is shown stage 2's trials only."""
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    dists = _distributions(spec, optuna, c)
+    if spec.stages == "coarse-refine":
+        first = spec.space[0]
+        grid = coarse_grid(first)
+        if len(trials) < len(grid):
+            d1 = {first.field: optuna.distributions.FloatDistribution(first.low, first.high, log=True)}
+            return [({first.field: x}, d1) for x in grid[len(trials):]]
+        stage1, trials = trials[:len(grid)], trials[len(grid):]
+        if any(t.state != state.COMPLETE for t in stage1):  # asked in the round under way: told at its end
+            return []
+        x = min(stage1, key=lambda t: (t.value, t.number)).params[first.field]
+        dists[first.field] = optuna.distributions.FloatDistribution(float(f"{x / 10 ** 0.5:.6g}"),
+                                                                    float(f"{x * 10 ** 0.5:.6g}"), log=True)
+    done = sum(t.state == state.COMPLETE for t in trials)
+    running = sum(t.state == state.RUNNING for t in trials)
+    new = max(0, min(spec.batch - running, spec.trials - done - running))
+    return [(p, dists) for p in replay(spec, trials, new, study=k, c=c, dists=dists)[0]] if new else []
+
+
+def _distributions(spec: TuneSpec, optuna: Any, c: Contender | None = None) -> dict[str, Any]:
+    """The parameters asked of method ``c`` (every dimension when ``c`` is None): one per dimension it has,
+    a choice's being the index of the option, and ``FIELD.off`` (false/true) for an ``off`` dimension."""
     out = {}
-    for d in spec.space:
-        if spec.sampler == "grid":
+    for d in dimensions(spec, c) if c is not None else spec.space:
+        if spec.sampler == "grid" or d.choices is not None:
             out[d.field] = optuna.distributions.CategoricalDistribution(d.grid())
         elif d.integer:
             out[d.field] = optuna.distributions.IntDistribution(int(d.low), int(d.high), log=d.log)
         else:
             out[d.field] = optuna.distributions.FloatDistribution(d.low, d.high, log=d.log)
+        if d.off:
+            out[d.off_param] = optuna.distributions.CategoricalDistribution([False, True])
     return out
 
 
 def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[str, Any]:
-    """The config values of a trial: searched factors times the method's own values (relative dimensions)."""
+    """The config values of a trial: searched factors times the method's own values (relative dimensions),
+    a choice's fields, 0 for an ``off`` dimension switched off.  A dimension the trial does not have (the
+    method lacks it, or stage 1 of ``coarse-refine`` left it at the method's own value) sets nothing."""
     base = base_values(spec, c)
-    out = {}
+    out: dict[str, Any] = {}
     for d in spec.space:
+        if d.field not in params:
+            continue
         x = params[d.field]
+        if d.choices is not None:
+            out.update(d.setting(x))
+            continue
+        if d.off and params.get(d.off_param):
+            out[d.field] = 0 if d.integer else 0.0
+            continue
         v = x * base[d.field] if d.relative else x
         out[d.field] = int(round(v)) if d.integer else float(f"{v:.6g}")
     return out
 
 
-def plan(spec: TuneSpec, c: Contender, values: dict[str, Any], seeds: list[int]) -> list[PlannedRun]:
-    """The runs of one configuration of a method over ``seeds``, labelled by the method and the values."""
-    runs = expand(spec.base, {"seed": seeds}, [{"method": c.method, **c.fixed, **values}], spec.fixed,
+def plan(spec: TuneSpec, c: Contender, values: dict[str, Any], seeds: list[int], *,
+         reporting: bool = False) -> list[PlannedRun]:
+    """The runs of one configuration of a method over ``seeds``, labelled by the method and the values; with
+    ``reporting``, ``[report_set]``'s fields too (e.g. evaluation every step: the held-out runs' resolution)."""
+    fixed = {**spec.fixed, **spec.report_fixed} if reporting else spec.fixed
+    runs = expand(spec.base, {"seed": seeds}, [{"method": c.method, **c.fixed, **values}], fixed,
                   where=f"tune {spec.name}: methods.{c.label}")
     out = []
     for r in runs:
@@ -410,43 +593,46 @@ def _final_loss(row: dict[str, Any]) -> float:
     return float(loss) if ok else CENSORED
 
 
-def study_name(spec: TuneSpec, c: Contender) -> str:
-    """The name of a method's Optuna study in ``spec.study_path``."""
-    return f"{spec.name}/{c.label}"
+def study_name(spec: TuneSpec, c: Contender, k: int = 0) -> str:
+    """The name of study ``k`` of a method in ``spec.study_path`` (study 0 keeps the name of a one-study tune)."""
+    return f"{spec.name}/{c.label}" + (f"/study{k}" if k else "")
 
 
 def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local", address: str | None = None,
-           log: Any = print) -> dict[str, Any]:
-    """Run (or continue) the search; returns the Optuna studies by method label."""
+           log: Any = print) -> dict[str, list[Any]]:
+    """Run (or continue) the search; returns each method's Optuna studies (``tune.studies`` of them, study
+    ``k`` seeded ``tune.seed + k``) by method label.  All studies of all methods advance round by round, their
+    runs going through the one store (identical configurations share a run id, so they run once)."""
     optuna = _import_optuna()
     spec.store.parent.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{spec.study_path.resolve()}"
-    dists = _distributions(spec, optuna)
     studies = {
-        c.label: optuna.create_study(study_name=study_name(spec, c), storage=storage, direction="minimize",
-                                     sampler=_sampler(spec, optuna), load_if_exists=True)
+        c.label: [optuna.create_study(study_name=study_name(spec, c, k), storage=storage, direction="minimize",
+                                      sampler=_sampler(spec, optuna, k), load_if_exists=True)
+                  for k in range(spec.studies)]
         for c in spec.contenders
     }
     running_state, done_states = optuna.trial.TrialState.RUNNING, (optuna.trial.TrialState.COMPLETE,)
     rounds = 0
     while True:
-        pending: list[tuple[Contender, int, dict[str, Any]]] = []
+        pending: list[tuple[Contender, int, int, dict[str, Any]]] = []
         for c in spec.contenders:
-            study = studies[c.label]
-            done = study.get_trials(deepcopy=False, states=done_states)
-            running = study.get_trials(deepcopy=False, states=(running_state,))
-            new = max(0, min(spec.batch - len(running), spec.trials - len(done) - len(running)))
-            asked = _ask(spec, study, dists, new) if new else []
-            pending += [(c, t.number, dict(t.params)) for t in running]
-            pending += [(c, t.number, dict(t.params)) for t in asked]
+            for k, study in enumerate(studies[c.label]):
+                running = study.get_trials(deepcopy=False, states=(running_state,))
+                asked = []
+                for params, dists in _next_asks(spec, c, k, study, optuna):
+                    study.enqueue_trial(params)
+                    asked.append(study.ask(dists))
+                pending += [(c, k, t.number, dict(t.params)) for t in running]
+                pending += [(c, k, t.number, dict(t.params)) for t in asked]
         if not pending:
             return studies
         rounds += 1
         runs, of_trial = [], []
-        for c, number, params in pending:
+        for c, k, number, params in pending:
             rs = plan(spec, c, trial_values(spec, c, params), spec.tuning_seeds)
             runs += rs
-            of_trial.append((c, number, [r.id for r in rs]))
+            of_trial.append((c, k, number, [r.id for r in rs]))
         unique = list({r.id: r for r in runs}.values())
         counts = run_sweep(Sweep(name=f"{spec.name}-tuning", store=spec.store, baseline=None, runs=unique),
                            workers=workers, backend=backend, address=address)
@@ -454,65 +640,124 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
             raise RuntimeError(f"tune {spec.name}: runs left unfinished; rerun to continue")
         with Store(spec.store, create=False) as store:
             rows = {r["id"]: r for r in store.runs([r.id for r in unique])}
-        for c, number, ids in of_trial:
-            studies[c.label].tell(number, score(spec, [rows[i] for i in ids]))
-        told = {c.label: len(studies[c.label].get_trials(deepcopy=False, states=done_states))
+        for c, k, number, ids in of_trial:
+            studies[c.label][k].tell(number, score(spec, [rows[i] for i in ids]))
+        total = _total_trials(spec)
+        told = {c.label: sum(len(st.get_trials(deepcopy=False, states=done_states)) for st in studies[c.label])
                 for c in spec.contenders}
-        log(f"tune {spec.name}: round {rounds}, trials done " + ", ".join(f"{k} {v}/{spec.trials}"
-                                                                          for k, v in told.items()), flush=True)
+        log(f"tune {spec.name}: round {rounds}, trials done " + ", ".join(
+            f"{k} {v}/{total * spec.studies}" for k, v in told.items()), flush=True)
+
+
+def _total_trials(spec: TuneSpec) -> int:
+    """Trials per study: ``trials``, plus stage 1's grid with ``coarse-refine``."""
+    return spec.trials + (len(coarse_grid(spec.space[0])) if spec.stages == "coarse-refine" else 0)
 
 
 # ------------------------------------------------------------------------------------------ leaderboard
 
 
+def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
+    """A study's best trial (smallest value; the first one on a tie): its searched values (as the sampler saw
+    them), config values, value, and edges (the outer ``EDGE`` of a range, in log position for log ranges)."""
+    trials = [t for t in study.trials if t.value is not None]
+    t = min(trials, key=lambda t: (t.value, t.number))
+    edges = {}
+    for d in spec.space:
+        if d.choices is not None or d.field not in t.params or (d.off and t.params.get(d.off_param)):
+            continue
+        pos = d.position(t.params[d.field]) if d.high > d.low else 0.5
+        if pos <= EDGE:
+            edges[d.field] = "low"
+        elif pos >= 1 - EDGE:
+            edges[d.field] = "high"
+    return {"trial": t.number, "searched": dict(t.params), "values": trial_values(spec, c, t.params),
+            "tuning_value": t.value, "censored": t.value >= CENSORED, "edges": edges, "trials": len(trials)}
+
+
 def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method: the best trial's searched values (as the sampler saw them), config values, value, edges."""
+    """Per method: study 0's best trial (:func:`_winner`); with several studies, ``per_study`` lists every
+    study's best trial, each with its ``study`` number."""
     out = {}
     for c in spec.contenders:
-        study = studies[c.label]
-        trials = [t for t in study.trials if t.value is not None]
-        t = min(trials, key=lambda t: (t.value, t.number))
-        edges = {}
-        for d in spec.space:
-            pos = d.position(t.params[d.field]) if d.high > d.low else 0.5
-            if pos <= 0.05:
-                edges[d.field] = "low"
-            elif pos >= 0.95:
-                edges[d.field] = "high"
-        out[c.label] = {"trial": t.number, "searched": dict(t.params), "values": trial_values(spec, c, t.params),
-                        "tuning_value": t.value, "censored": t.value >= CENSORED, "edges": edges,
-                        "trials": len(trials)}
+        ss = studies[c.label] if isinstance(studies[c.label], list) else [studies[c.label]]
+        ws = [_winner(spec, c, st) for st in ss]
+        out[c.label] = dict(ws[0])
+        if len(ws) > 1:
+            out[c.label]["per_study"] = [{"study": k, **w} for k, w in enumerate(ws)]
     return out
+
+
+def _headline(spec: TuneSpec, entry: dict[str, Any]) -> float:
+    """The number a leaderboard ranks by: the KM median of the metric, or the median final test loss."""
+    if spec.metric == "loss":
+        return entry["final_loss"]["median"] if entry["final_loss"] else math.inf
+    return entry[spec.metric]["median"]
+
+
+def across_studies(values: list[float]) -> dict[str, Any]:
+    """Per-study held-out medians -> the median across studies, the spread (min, max: tuning luck), and the
+    representative study: the first whose value is the lower median (the study whose configuration the
+    leaderboard row shows)."""
+    low = statistics.median_low(values)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "study": values.index(low), "per_study": list(values)}
 
 
 def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int | None = None,
            backend: str = "local", address: str | None = None) -> list[dict[str, Any]]:
-    """Re-run each method's best configuration on the reporting seeds; the leaderboard rows, best first."""
-    runs: dict[str, list[PlannedRun]] = {
-        c.label: plan(spec, c, winners[c.label]["values"], spec.reporting_seeds) for c in spec.contenders
+    """Re-run each method's best configuration (of each study) on the reporting seeds; the leaderboard rows,
+    best first.  With several studies a row is the representative study's (:func:`across_studies`), with
+    ``across`` (median across studies and spread) and ``per_study`` (each study's best and held-out value)."""
+    per = {c.label: winners[c.label].get("per_study") or [winners[c.label]] for c in spec.contenders}
+    n_studies = len(per[spec.contenders[0].label])
+    runs: dict[tuple[str, int], list[PlannedRun]] = {
+        (c.label, k): plan(spec, c, per[c.label][k]["values"], spec.reporting_seeds, reporting=True)
+        for c in spec.contenders for k in range(n_studies)
     }
-    every = [r for rs in runs.values() for r in rs]
+    every = list({r.id: r for rs in runs.values() for r in rs}.values())
     run_sweep(Sweep(name=f"{spec.name}-report", store=spec.store, baseline=None, runs=every), workers=workers,
               backend=backend, address=address)
     with Store(spec.store, create=False) as store:
         rows = {r["id"]: r for r in store.runs([r.id for r in every])}
         curves = {r.id: store.metrics(r.id) for r in every} if spec.metric == "loss" else {}
-    outcomes: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
-    board = []
-    for c in spec.contenders:
-        done = [rows[r.id]["summary"] for r in runs[c.label] if rows[r.id]["status"] == "done"]
-        entry: dict[str, Any] = {"method": c.label, "runs": len(runs[c.label]), "done": len(done),
-                                 "grokked": sum(bool(s.get("grokked")) for s in done), **winners[c.label]}
-        outcomes[c.label] = {}
-        for m in METRICS:
-            pairs = [outcome(s, m) for s in done]
-            t, e = [p[0] for p in pairs], [p[1] for p in pairs]
-            outcomes[c.label][m] = (t, e)
-            entry[m] = {"median": km_median(t, e), "ci": list(km_ci(t, e)) if t else [math.nan, math.nan]}
-        board.append(entry)
-    if spec.metric == "loss":
-        _loss_readings(spec, board, {c.label: [rows[r.id] for r in runs[c.label]] for c in spec.contenders},
-                       {c.label: [curves[r.id] for r in runs[c.label]] for c in spec.contenders}, outcomes)
+    boards = []
+    for k in range(n_studies):
+        board_k: list[dict[str, Any]] = []
+        outcomes_k: dict[str, dict[str, tuple[list[float], list[bool]]]] = {}
+        for c in spec.contenders:
+            rs = runs[(c.label, k)]
+            w = {key: v for key, v in per[c.label][k].items() if key != "study"}
+            done = [rows[r.id]["summary"] for r in rs if rows[r.id]["status"] == "done"]
+            entry: dict[str, Any] = {"method": c.label, "runs": len(rs), "done": len(done),
+                                     "grokked": sum(bool(s.get("grokked")) for s in done), **w}
+            outcomes_k[c.label] = {}
+            for m in METRICS:
+                pairs = [outcome(s, m) for s in done]
+                t, e = [p[0] for p in pairs], [p[1] for p in pairs]
+                outcomes_k[c.label][m] = (t, e)
+                entry[m] = {"median": km_median(t, e), "ci": list(km_ci(t, e)) if t else [math.nan, math.nan]}
+            board_k.append(entry)
+        if spec.metric == "loss":
+            _loss_readings(spec, board_k, {c.label: [rows[r.id] for r in runs[(c.label, k)]] for c in spec.contenders},
+                           {c.label: [curves[r.id] for r in runs[(c.label, k)]] for c in spec.contenders}, outcomes_k)
+        boards.append((board_k, outcomes_k))
+    if n_studies == 1:
+        board, outcomes = boards[0]
+    else:
+        board, outcomes = [], {}
+        for i, c in enumerate(spec.contenders):
+            values = [_headline(spec, boards[k][0][i]) for k in range(n_studies)]
+            across = across_studies(values)
+            rep = across["study"]
+            entry = dict(boards[rep][0][i])
+            entry["study"] = rep
+            entry["across"] = {key: across[key] for key in ("median", "min", "max")}
+            entry["per_study"] = [{"study": k, "values": boards[k][0][i]["values"], "edges": boards[k][0][i]["edges"],
+                                   "trial": boards[k][0][i]["trial"], "tuning_value": boards[k][0][i]["tuning_value"],
+                                   "median": values[k]} for k in range(n_studies)]
+            board.append(entry)
+            outcomes[c.label] = boards[rep][1][c.label]
     for entry in board:
         entry["speedup"] = {}
         for b in spec.baselines:
@@ -529,7 +774,9 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             at_least = at_least if at_least is not None and math.isfinite(at_least) else None  # diverged: no bound
             at_most = at_most if at_most is not None and math.isfinite(at_most) else None
             entry["speedup"][b] = {"ratio": ratio, "ci": ci, "at_least": at_least, "at_most": at_most}
-    if spec.metric == "loss":
+    if n_studies > 1:
+        board.sort(key=lambda e: (e["across"]["median"], _headline(spec, e), -e["grokked"]))
+    elif spec.metric == "loss":
         board.sort(key=lambda e: e["final_loss"]["median"])
     else:
         board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
@@ -568,31 +815,63 @@ def _fmt_values(entry: dict[str, Any]) -> str:
     parts = []
     for k, v in entry["values"].items():
         edge = entry["edges"].get(k)
-        parts.append(f"{k.split('.', 1)[1]}={v:g}" + (f" ({edge} edge)" if edge else ""))
+        text = f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+        name = k.split(".", 1)[1] if k.startswith("optimizer.") else k  # loss.weight_decay, scheduler.name
+        parts.append(f"{name}={text}" + (f" ({edge} edge)" if edge else ""))
     return ", ".join(parts)
+
+
+def _fmt_dimension(d: Dimension) -> str:
+    if d.choices is not None:
+        text = f"{d.field} one of " + " | ".join(
+            "{" + ", ".join(f"{k}={v}" for k, v in ch.items()) + "}" if isinstance(ch, dict) else str(ch)
+            for ch in d.choices)
+    else:
+        text = (f"{d.field} {'log-' if d.log else ''}uniform {d.low:g}..{d.high:g}"
+                + (" × the method's own value" if d.relative else "") + (f", {d.points} points" if d.points else "")
+                + (" or 0 (off)" if d.off else ""))
+    return text + (" (methods without the field lack it)" if d.optional else "")
+
+
+def _stage_text(spec: TuneSpec) -> str:
+    if spec.stages != "coarse-refine":
+        return ""
+    first = spec.space[0]
+    grid = coarse_grid(first)
+    return (f" Two stages for every method: {len(grid)} points ×√10 apart over the whole range of {first.field} "
+            f"(other dimensions at the method's own values), then {spec.trials} {spec.sampler} trials with "
+            f"{first.field} over one decade (×1/√10..×√10) around stage 1's best and the other dimensions over "
+            "their ranges.")
 
 
 def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
     """The leaderboard as a Markdown table with the budget stated above it."""
     tc = board_train(spec)
-    dims = "; ".join(
-        f"{d.field} {'log-' if d.log else ''}uniform {d.low:g}..{d.high:g}"
-        + (" × the method's own value" if d.relative else "") + (f", {d.points} points" if d.points else "")
-        for d in spec.space
-    )
+    dims = "; ".join(_fmt_dimension(d) for d in spec.space)
+    k = spec.studies
+    multi = bool(board) and all("across" in e for e in board)  # a board of several studies (a re-timed one: not)
+    trials = f"{_total_trials(spec)} trials" if spec.stages == "coarse-refine" else f"{spec.trials} trials"
+    sampler = (f"{spec.sampler} sampler, seed {spec.seed}" if k == 1 else
+               f"{k} studies per method, {spec.sampler} sampler seeds {spec.seed}..{spec.seed + k - 1}")
     unit = {"steps": "steps", "epochs": "epochs", "seconds": "s", "loss": "steps"}[spec.metric]
     objective = (f"median final test loss over tuning seeds {spec.tuning_seeds}" if spec.metric == "loss" else
                  f"median {spec.metric} to test accuracy >= {tc['grok_threshold']} over tuning seeds "
                  f"{spec.tuning_seeds}")
     lines = [
-        f"Tune `{spec.name}`: {len(spec.contenders)} methods, {spec.trials} trials each ({spec.sampler} sampler, "
-        f"seed {spec.seed}), the same space for every method: {dims}.",
+        f"Tune `{spec.name}`: {len(spec.contenders)} methods, {trials} {'each' if k == 1 else 'per study'} "
+        f"({sampler}), the same space for "
+        f"every method: {dims}.{_stage_text(spec)}",
         f"Objective: {objective}; evaluation every {tc['eval_every']} {tc['eval_unit']}(s); budget "
         f"{tc['max_epochs'] or '-'} epochs / {tc['max_steps'] or '-'} steps. Reported on seeds "
         f"{spec.reporting_seeds}: Kaplan-Meier medians (censored runs counted) with 95% bootstrap CIs."
+        + _report_cadence(tc, board_train(spec, reporting=True))
         + (" Fewer than 5 reporting seeds: a smoke test, not a result." if len(spec.reporting_seeds) < 5 else ""),
         "",
     ]
+    if multi:
+        lines.insert(-1, f"Each of the {k} studies' best configuration is re-run on the reporting seeds; a row gives "
+                     "the median across studies of those held-out medians, their spread (min-max: tuning luck), and "
+                     "the median study's configuration and readings (the lower middle one for an even number).")
     if spec.metric == "loss":
         if spec.baselines and board:
             lines.insert(-1, f"Target loss: {spec.baselines[0]}'s median final test loss, "
@@ -604,6 +883,10 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
     else:
         header = ["method", "best hyperparameters", "grokked", f"KM median {unit} [95% CI]",
                   "KM median seconds [95% CI]"]
+    if multi:
+        what = "final test loss" if spec.metric == "loss" else f"KM median {unit}"
+        header[1] = "best hyperparameters (median study)"
+        header[2:2] = [f"{what}: median across {k} studies", "spread across studies [min, max]"]
     header += [f"speed-up vs {b}" for b in spec.baselines]
     rows = []
     for e in board:
@@ -615,13 +898,34 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
         else:
             cells = [e["method"], _fmt_values(e), f"{e['grokked']}/{e['done']}",
                      km_cell(e[spec.metric]).replace("inf", "∞"), km_cell(e["seconds"], 3).replace("inf", "∞")]
+        if multi:
+            a = e["across"]
+            cells[2:2] = [_value(spec, a["median"]), f"[{_value(spec, a['min'])}, {_value(spec, a['max'])}]"]
         cells += [_speedup_cell(e["speedup"][b], b) for b in spec.baselines]
         rows.append(cells)
     lines.append(markdown_table(header, rows))
-    edged = [e["method"] for e in board if e["edges"]]
+    if multi:
+        what = "median final test loss" if spec.metric == "loss" else f"KM median {unit}"
+        lines += ["", "Per study:", "", markdown_table(
+            ["method", "study (sampler seed)", "best hyperparameters", "tuning value", f"held-out {what}"],
+            [[e["method"], f"{s['study']} ({spec.seed + s['study']})", _fmt_values(s), _value(spec, s["tuning_value"]),
+              _value(spec, s["median"])] for e in board for s in e["per_study"]])]
+        edged = sorted({e["method"] for e in board for s in e["per_study"] if s["edges"]},
+                       key=[e["method"] for e in board].index)
+    else:
+        edged = [e["method"] for e in board if e["edges"]]
     if edged:
         lines += ["", f"At an edge of the search range (widen it to be sure): {', '.join(edged)}."]
     return "\n".join(lines) + "\n"
+
+
+def _value(spec: TuneSpec, x: float) -> str:
+    """A per-study number: a loss to 4 decimals, a time as ``:g``; censored reads ``> budget``."""
+    if spec.metric == "loss":
+        return _loss(x)
+    if math.isinf(x) or x >= CENSORED:
+        return "> budget"
+    return f"{x:g}"
 
 
 def _loss(x: float) -> str:
@@ -640,10 +944,20 @@ def _speedup_cell(x: dict[str, Any], baseline: str) -> str:
     return f"{x['ratio']:.2f} [{x['ci'][0]:.2f}, {x['ci'][1]:.2f}]".replace("inf", "∞")
 
 
-def board_train(spec: TuneSpec) -> dict[str, Any]:
-    """The resolved ``[train]`` of the first method (the threshold and cadence the leaderboard states)."""
+def _report_cadence(tuning: dict[str, Any], reporting: dict[str, Any]) -> str:
+    """The reporting runs' evaluation cadence when ``[report_set]`` makes it differ from the tuning runs'."""
+    cadence = (reporting["eval_every"], reporting["eval_unit"])
+    if cadence == (tuning["eval_every"], tuning["eval_unit"]):
+        return ""
+    return f" Reporting runs evaluate every {cadence[0]} {cadence[1]}(s)."
+
+
+def board_train(spec: TuneSpec, reporting: bool = False) -> dict[str, Any]:
+    """The resolved ``[train]`` of the first method (the threshold and cadence the leaderboard states); with
+    ``reporting``, that of the reporting runs (``[report_set]`` applied)."""
     c = spec.contenders[0]
-    (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed}], spec.fixed, where=f"tune {spec.name}")
+    fixed = {**spec.fixed, **spec.report_fixed} if reporting else spec.fixed
+    (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed}], fixed, where=f"tune {spec.name}")
     return run.config["train"]
 
 
@@ -651,8 +965,10 @@ def tune(path: str | Path, *, workers: int | None = None, backend: str = "local"
          log: Any = print) -> list[dict[str, Any]]:
     """``egd tune``: search, report, print and write the leaderboard (``STORE-leaderboard.md`` and ``.json``)."""
     spec = load_tune(path)
-    n_runs = spec.trials * len(spec.tuning_seeds) * len(spec.contenders)
-    log(f"tune {spec.name}: {len(spec.contenders)} methods x {spec.trials} trials x {len(spec.tuning_seeds)} tuning "
+    n = _total_trials(spec)
+    n_runs = n * spec.studies * len(spec.tuning_seeds) * len(spec.contenders)
+    studies = f" x {spec.studies} studies" if spec.studies > 1 else ""
+    log(f"tune {spec.name}: {len(spec.contenders)} methods{studies} x {n} trials x {len(spec.tuning_seeds)} tuning "
         f"seeds (at most {n_runs} runs), then {len(spec.reporting_seeds)} reporting seeds -> {spec.store}", flush=True)
     studies = search(spec, workers=workers, backend=backend, address=address, log=log)
     winners = best(spec, studies)

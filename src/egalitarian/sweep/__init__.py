@@ -39,6 +39,16 @@ loops), while separate processes scale with the cores. It should pay on GPUs; ad
 """
 
 from .execute import execute_run, run_sweep
+from .profiles import (
+    cadence,
+    first_at_or_above,
+    is_tie,
+    performance_profile,
+    profile_markdown,
+    profile_score,
+    ratios,
+    relative_resolution,
+)
 from .spec import PlannedRun, Sweep, canonical_json, config_hash, expand, group_id, load_sweep, run_id
 from .stats import bootstrap_ci, group_stats, quartiles, ratio_ci, stats_table, write_csv, write_json
 from .store import Store
@@ -48,15 +58,23 @@ __all__ = [
     "Store",
     "Sweep",
     "bootstrap_ci",
+    "cadence",
     "canonical_json",
     "config_hash",
     "execute_run",
     "expand",
+    "first_at_or_above",
     "group_id",
     "group_stats",
+    "is_tie",
     "load_sweep",
+    "performance_profile",
+    "profile_markdown",
+    "profile_score",
     "quartiles",
     "ratio_ci",
+    "ratios",
+    "relative_resolution",
     "run_id",
     "run_sweep",
     "stats_table",

@@ -1,0 +1,334 @@
+"""``egd tune``'s search design (issue #28): several studies per method, the two-stage ``coarse-refine`` search,
+categorical, ``off`` and optional dimensions, the outer-10% edge rule and the across-studies leaderboard.
+
+A fake executor finishes every run with steps = 10 + 100·|log10(lr / best)| + seed (best per method), so the
+expected values below are computed by hand from that formula, never from the code's earlier output.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import egalitarian.tune as tune_mod
+from egalitarian.cli import main
+from egalitarian.sweep import Store
+from egalitarian.tune import Dimension, load_tune
+from tests.test_tune import BASE
+
+optuna = pytest.importorskip("optuna")
+
+BEST = {"sgd": 2.0, "egd": 0.3, "adamw": 0.01}
+
+
+def steps_of(lr: float, method: str, seed: int) -> int:
+    return round(10 + 100 * abs(math.log10(lr / BEST[method])) + seed)
+
+
+class Fake:
+    """Stands in for run_sweep: finishes each pending run by the formula above; records every config run."""
+
+    def __init__(self, fail_on_call: int | None = None):
+        self.configs: dict[str, dict] = {}
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def __call__(self, sweep, workers=None, backend="local", address=None, progress=None):
+        self.calls += 1
+        if self.fail_on_call == self.calls:
+            raise KeyboardInterrupt
+        with Store(sweep.store) as st:
+            st.add(sweep.name, sweep.runs)
+            by_id = {r.id: r for r in sweep.runs}
+            for row in st.runs(list(by_id)):
+                if row["status"] != "pending":
+                    continue
+                cfg = by_id[row["id"]].config
+                steps = steps_of(cfg["optimizer"]["lr"], cfg["optimizer"]["name"], cfg["train"]["seed"])
+                summary = {"grokked": True, "status": "grokked", "grok": {"step": steps, "epoch": steps,
+                                                                          "seconds": steps / 100},
+                           "steps": 1000, "epochs": 1000, "seconds": 10.0, "final_test_acc": 1.0}
+                st.claim([row["id"]], "fake")
+                st.finish(row["id"], "fake", summary, [])
+                self.configs[row["id"]] = cfg
+            return st.counts(list(by_id))
+
+
+def write(tmp_path: Path, tune: str, space: str, methods: str = "[methods.sgd]\n[methods.egd]\n") -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(BASE + "[tune]\nname = \"t\"\n" + tune + f'store = "{tmp_path / "store.sqlite"}"\n'
+                    + "tuning_seeds = [0, 1]\nreporting_seeds = [10, 11, 12, 13, 14]\n" + space + methods)
+    return path
+
+
+def trials_of(spec) -> dict[tuple[str, int], list[tuple[str, dict]]]:
+    storage = f"sqlite:///{spec.study_path.resolve()}"
+    out = {}
+    for c in spec.contenders:
+        for k in range(spec.studies):
+            name = f"{spec.name}/{c.label}" + (f"/study{k}" if k else "")
+            study = optuna.load_study(study_name=name, storage=storage)
+            out[(c.label, k)] = [(t.state.name, dict(t.params)) for t in study.trials]
+    return out
+
+
+def quiet(*a, **k):
+    return None
+
+
+# ------------------------------------------------------------------------------------------ two stages
+
+LR_WD = """
+[space]
+"optimizer.lr" = { low = 0.01, high = 100.0, log = true, relative = true }
+"loss.weight_decay" = { low = 1e-5, high = 1.0, log = true, relative = false, off = true }
+"""
+
+
+def test_coarse_refine_asks_the_same_stages_of_every_method(tmp_path, monkeypatch):
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    spec = load_tune(write(tmp_path, 'stages = "coarse-refine"\ntrials = 4\nbatch = 2\nseed = 1\n', LR_WD))
+    tune_mod.search(spec, log=quiet)
+    # stage 1: 0.01 x sqrt(10)^i up to 100 -- 9 points over the 4 decades, the same factors for every method
+    grid = [0.01, 0.0316228, 0.1, 0.316228, 1.0, 3.16228, 10.0, 31.6228, 100.0]
+    assert tune_mod.coarse_grid(spec.space[0]) == grid
+    # both methods' own lr is 0.5 (the recipe's tables); the fake's best: sgd lr 2.0 = factor 4 -> nearest grid
+    # point in log10 is 3.16228 (0.10 decade off, vs 0.40 for 1.0); egd 0.3 = factor 0.6 -> 1.0 (0.22 vs 0.28)
+    stage1_best = {"sgd": 3.16228, "egd": 1.0}
+    trials = trials_of(spec)
+    for label in ("sgd", "egd"):
+        ts = trials[(label, 0)]
+        assert len(ts) == 9 + 4 and all(state == "COMPLETE" for state, _ in ts)
+        assert [p for _, p in ts[:9]] == [{"optimizer.lr": x} for x in grid]  # stage 1: lr only, in order
+        lo, hi = stage1_best[label] / 10**0.5, stage1_best[label] * 10**0.5
+        for _, p in ts[9:]:  # stage 2: one decade around stage 1's best lr; weight decay over its whole range
+            assert set(p) == {"optimizer.lr", "loss.weight_decay", "loss.weight_decay.off"}
+            assert lo * (1 - 1e-5) <= p["optimizer.lr"] <= hi * (1 + 1e-5)
+            assert 1e-5 <= p["loss.weight_decay"] <= 1.0
+    # stage 1's runs leave the other dimensions at the method's own value: the recipe's L2 1e-4 is not in BASE,
+    # so the loss has its default weight decay; lr = factor x 0.5
+    lrs = sorted({cfg["optimizer"]["lr"] for cfg in fake.configs.values() if cfg["optimizer"]["name"] == "sgd"})
+    assert all(round(x * 0.5, 6) in {round(v, 6) for v in lrs} for x in grid)
+
+
+def test_coarse_refine_resumes_where_it_stopped(tmp_path, monkeypatch):
+    tune = 'stages = "coarse-refine"\ntrials = 4\nbatch = 2\nstudies = 2\n'
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    whole, broken = load_tune(write(a, tune, LR_WD)), load_tune(write(b, tune, LR_WD))
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune_mod.search(whole, log=quiet)
+    # killed in stage 1; then in stage 2's first round (stage 1 completed first); then in its second round
+    for killed_on in (1, 2, 2):
+        monkeypatch.setattr(tune_mod, "run_sweep", Fake(fail_on_call=killed_on))
+        with pytest.raises(KeyboardInterrupt):
+            tune_mod.search(broken, log=quiet)
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune_mod.search(broken, log=quiet)
+    assert trials_of(broken) == trials_of(whole)
+
+
+# ------------------------------------------------------------------------------------- several studies
+
+LR = '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true, relative = true }\n'
+
+
+def test_studies_ask_different_trials_and_resume_independently(tmp_path, monkeypatch):
+    dirs = {n: tmp_path / n for n in ("one", "three", "broken", "grown")}
+    for d in dirs.values():
+        d.mkdir()
+    tune = "trials = 4\nbatch = 2\nseed = 5\n"
+    one = load_tune(write(dirs["one"], tune, LR))
+    three = load_tune(write(dirs["three"], tune + "studies = 3\n", LR))
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune_mod.search(one, log=quiet)
+    tune_mod.search(three, log=quiet)
+    t1, t3 = trials_of(one), trials_of(three)
+    for label in ("sgd", "egd"):
+        assert len({tuple(p["optimizer.lr"] for _, p in t3[(label, k)]) for k in range(3)}) == 3  # all differ
+        assert all(len(t3[(label, k)]) == 4 for k in range(3))  # the same budget each
+        assert t3[(label, 0)] == t1[(label, 0)]  # study 0 is the one-study tune (seed 5); study k has seed 5 + k
+    # study k is the sampler seeded seed + k: a one-study tune with seed 7 asks study 2's trials
+    seven = tmp_path / "seven"
+    seven.mkdir()
+    s7 = load_tune(write(seven, "trials = 4\nbatch = 2\nseed = 7\n", LR))
+    tune_mod.search(s7, log=quiet)
+    assert trials_of(s7)[("sgd", 0)] == t3[("sgd", 2)]
+
+    # killed in the middle and rerun: each study continues where it stopped, ending with the same trials
+    broken = load_tune(write(dirs["broken"], tune + "studies = 3\n", LR))
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake(fail_on_call=2))
+    with pytest.raises(KeyboardInterrupt):
+        tune_mod.search(broken, log=quiet)
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune_mod.search(broken, log=quiet)
+    assert trials_of(broken) == t3
+
+    # studies are independent: a finished 2-study tune grown to 3 keeps studies 0-1 and runs only study 2
+    two = load_tune(write(dirs["grown"], tune + "studies = 2\n", LR))
+    tune_mod.search(two, log=quiet)
+    grown = load_tune(write(dirs["grown"], tune + "studies = 3\n", LR))
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    tune_mod.search(grown, log=quiet)
+    assert trials_of(grown) == t3
+    new_lrs = {cfg["optimizer"]["lr"] for cfg in fake.configs.values()}
+    study2 = {float(f"{p['optimizer.lr'] * 0.5:.6g}") for label in ("sgd", "egd") for _, p in t3[(label, 2)]}
+    assert new_lrs and new_lrs <= study2
+
+
+def test_across_studies_by_hand():
+    a = tune_mod.across_studies([162.0, 90.0, 99.0])
+    assert (a["median"], a["min"], a["max"], a["study"]) == (99.0, 90.0, 162.0, 2)
+    b = tune_mod.across_studies([110.0, 90.0, math.inf, 100.0])  # even: the mean of the middle two; row = lower
+    assert (b["median"], b["min"], b["max"], b["study"]) == (105.0, 90.0, math.inf, 3)
+
+
+def test_the_leaderboard_gives_the_median_across_studies_and_the_spread(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune = 'trials = 3\nbatch = 3\nstudies = 3\nsampler = "random"\nbaselines = ["sgd"]\n'
+    spec = load_tune(write(tmp_path, tune, LR))
+    studies = tune_mod.search(spec, log=quiet)
+    winners = tune_mod.best(spec, studies)
+    board = tune_mod.report(spec, winners)
+    trials = trials_of(spec)
+    for e in board:
+        label = e["method"]
+        per = []
+        for k in range(3):
+            # the winner by hand: the trial whose median tuning steps (seeds 0, 1) is smallest, first on a tie
+            vals = [(sorted(steps_of(p["optimizer.lr"] * 0.5, label, s) for s in (0, 1)), i)
+                    for i, (_, p) in enumerate(trials[(label, k)])]
+            i = min(vals, key=lambda v: (sum(v[0]) / 2, v[1]))[1]
+            lr = float(f"{trials[(label, k)][i][1]['optimizer.lr'] * 0.5:.6g}")
+            held = sorted(steps_of(lr, label, s) for s in (10, 11, 12, 13, 14))[2]  # 5 seeds, all grokked
+            assert e["per_study"][k]["values"] == {"optimizer.lr": lr} and e["per_study"][k]["median"] == held
+            per.append(held)
+        srt = sorted(per)
+        assert e["across"] == {"median": srt[1], "min": srt[0], "max": srt[2]}
+        assert e["steps"]["median"] == srt[1] and e["study"] == per.index(srt[1])
+    assert [e["across"]["median"] for e in board] == sorted(e["across"]["median"] for e in board)
+    text = tune_mod.leaderboard_markdown(spec, board)
+    assert "3 studies per method, random sampler seeds 0..2" in text
+    assert "| KM median steps: median across 3 studies | spread across studies [min, max] |" in text
+    e = board[0]
+    assert f"| {e['across']['median']:g} | [{e['across']['min']:g}, {e['across']['max']:g}] |" in text
+    for k in range(3):
+        s = e["per_study"][k]
+        assert f"| {e['method']} | {k} ({k}) | lr={s['values']['optimizer.lr']:g} |" in text
+
+
+# ------------------------------------------------------------------- categorical, off and optional dims
+
+RICH = """
+[space]
+"optimizer.lr" = { low = 0.01, high = 100.0, log = true, relative = true }
+"loss.weight_decay" = { low = 1e-5, high = 1.0, log = true, relative = false, off = true }
+"optimizer.momentum" = { low = 0.5, high = 0.99, log = false, relative = false, optional = true }
+"schedule" = { choices = [{ "scheduler.name" = "constant" },
+                          { "scheduler.name" = "cosine", "scheduler.warmup_steps" = 2, "scheduler.min_factor" = 0.1 }] }
+"""
+METHODS3 = "[methods.sgd]\n[methods.egd]\n[methods.adamw]\n"
+
+
+def test_categorical_and_off_dimensions_map_to_config_values(tmp_path):
+    spec = load_tune(write(tmp_path, "trials = 4\n", RICH, METHODS3))
+    sgd = {c.label: c for c in spec.contenders}["sgd"]
+    params = {"optimizer.lr": 2.0, "loss.weight_decay": 0.01, "loss.weight_decay.off": True,
+              "optimizer.momentum": 0.9, "schedule": 1}
+    assert tune_mod.trial_values(spec, sgd, params) == {
+        "optimizer.lr": 1.0, "loss.weight_decay": 0.0, "optimizer.momentum": 0.9, "scheduler.name": "cosine",
+        "scheduler.warmup_steps": 2, "scheduler.min_factor": 0.1}
+    on = tune_mod.trial_values(spec, sgd, {**params, "loss.weight_decay.off": False, "schedule": 0})
+    assert on == {"optimizer.lr": 1.0, "loss.weight_decay": 0.01, "optimizer.momentum": 0.9,
+                  "scheduler.name": "constant"}
+    (run, _) = tune_mod.plan(spec, sgd, tune_mod.trial_values(spec, sgd, params), [0, 1])
+    assert run.config["scheduler"] == {"name": "cosine", "warmup_steps": 2, "total_steps": 0, "min_factor": 0.1}
+    assert run.config["loss"]["weight_decay"] == 0.0 and run.config["optimizer"]["momentum"] == 0.9
+
+
+def test_a_dimension_a_method_lacks_is_not_asked_of_it(tmp_path, monkeypatch):
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    spec = load_tune(write(tmp_path, 'trials = 12\nbatch = 4\nsampler = "random"\n', RICH, METHODS3))
+    by = {c.label: c for c in spec.contenders}
+    assert [d.field for d in tune_mod.dimensions(spec, by["adamw"])] == ["optimizer.lr", "loss.weight_decay",
+                                                                        "schedule"]
+    tune_mod.search(spec, log=quiet)
+    trials = trials_of(spec)
+    full = {"optimizer.lr", "loss.weight_decay", "loss.weight_decay.off", "optimizer.momentum", "schedule"}
+    for label in ("sgd", "egd", "adamw"):
+        ps = [p for _, p in trials[(label, 0)]]
+        assert len(ps) == 12 and all(set(p) == (full - {"optimizer.momentum"} if label == "adamw" else full)
+                                     for p in ps)
+        assert {p["schedule"] for p in ps} == {0, 1} and {p["loss.weight_decay.off"] for p in ps} == {False, True}
+    # every run's config is its trial's values mapped by hand
+    for cfg in fake.configs.values():
+        assert cfg["optimizer"]["name"] in BEST
+        assert cfg.get("scheduler", {}).get("name") in ("constant", "cosine")
+        if cfg["scheduler"]["name"] == "cosine":
+            assert cfg["scheduler"]["min_factor"] == 0.1 and cfg["scheduler"]["warmup_steps"] == 2
+        assert cfg["loss"]["weight_decay"] == 0.0 or 1e-5 <= cfg["loss"]["weight_decay"] <= 1.0
+        assert ("momentum" in cfg["optimizer"]) == (cfg["optimizer"]["name"] != "adamw")
+
+
+def test_the_edge_rule_is_the_outer_tenth_of_a_range(tmp_path):
+    spec = load_tune(write(tmp_path, "trials = 3\n", LR))
+    c = spec.contenders[0]
+    study = optuna.create_study()
+    dist = {"optimizer.lr": optuna.distributions.FloatDistribution(0.01, 100.0, log=True)}
+    # log position of x in 0.01..100: (log10 x + 2) / 4.  0.0363 -> 0.14 (inside), 0.0229 -> 0.09 (low edge)
+    for x, v in ((0.0363, 5.0), (0.0229, 1.0), (1.0, 3.0)):
+        study.add_trial(optuna.trial.create_trial(params={"optimizer.lr": x}, distributions=dist, value=v))
+    assert tune_mod._winner(spec, c, study)["edges"] == {"optimizer.lr": "low"}
+    study.add_trial(optuna.trial.create_trial(params={"optimizer.lr": 0.0363}, distributions=dist, value=0.5))
+    assert tune_mod._winner(spec, c, study)["edges"] == {}
+    assert Dimension("x", 0.01, 100.0).position(43.7) == pytest.approx((math.log10(43.7) + 2) / 4)  # 0.91: high
+
+
+@pytest.mark.parametrize(
+    ("tune", "space", "fragments"),
+    [
+        ("trials = 3\nstudies = 0\n", LR, ["tune.studies = 0", "integer >= 1"]),
+        ('trials = 3\nstages = "twice"\n', LR, ["tune.stages = 'twice'", "coarse-refine"]),
+        ('trials = 3\nstages = "coarse-refine"\n', '[space]\n"schedule" = { choices = [{ "scheduler.name" = '
+         '"constant" }] }\n', ["space.schedule", "first dimension"]),
+        ('trials = 3\nsampler = "grid"\n', '[space]\n"optimizer.lr" = { low = 0.1, high = 10.0, points = 3, '
+         'off = true }\n', ["space.optimizer.lr.off", "grid"]),
+        ("trials = 3\n", '[space]\n"optimizer.betas" = { low = 0.1, high = 1.0 }\n',
+         ["space.optimizer.betas", "no such field", "optional = true"]),
+        ("trials = 3\n", '[space]\n"optimizer.lr" = { choices = [] }\n', ["space.optimizer.lr.choices", "non-empty"]),
+        ("trials = 3\n", '[space]\n"optimizer.lr" = { low = 0.1, high = 1.0 }\n"optimizer.betas" = { low = 0.1, '
+         'high = 1.0, optional = true }\n', ["space.optimizer.betas", "no method of this spec has it"]),
+        ("trials = 3\n", '[space]\n"x" = { choices = [{ "scheduler.name" = "nosuch" }] }\n',
+         ["space.x", "nosuch"]),
+    ],
+)
+def test_malformed_search_designs_exit_2_with_one_line(tmp_path, capsys, tune, space, fragments):
+    code = main(["tune", str(write(tmp_path, tune, space))])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+def test_report_set_applies_to_the_reporting_runs_only(tmp_path, monkeypatch):
+    """``[report_set]``: the held-out runs evaluate every step while the tuning runs keep the base cadence (the
+    board's resolution), and the leaderboard says so."""
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    path = write(tmp_path, 'trials = 2\nsampler = "random"\n',
+                 '[report_set]\n"train.eval_unit" = "step"\n"train.eval_every" = 1\n'
+                 '[space]\n"optimizer.lr" = { low = 0.1, high = 10.0, log = true, relative = true }\n',
+                 "[methods.sgd]\n")
+    rows = tune_mod.tune(path, log=quiet)
+    seeds = {cfg["train"]["seed"]: (cfg["train"]["eval_unit"], cfg["train"]["eval_every"])
+             for cfg in fake.configs.values()}
+    assert {seeds[s] for s in (0, 1)} == {("epoch", 1)}  # tuning seeds: the base cadence
+    assert {seeds[s] for s in (10, 11, 12, 13, 14)} == {("step", 1)}  # reporting seeds: every step
+    assert len(rows) == 1
+    text = (tmp_path / "store-leaderboard.md").read_text()
+    assert "evaluation every 1 epoch(s)" in text and "Reporting runs evaluate every 1 step(s)." in text
