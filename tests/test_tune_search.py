@@ -332,3 +332,21 @@ def test_report_set_applies_to_the_reporting_runs_only(tmp_path, monkeypatch):
     assert len(rows) == 1
     text = (tmp_path / "store-leaderboard.md").read_text()
     assert "evaluation every 1 epoch(s)" in text and "Reporting runs evaluate every 1 step(s)." in text
+
+
+@pytest.mark.parametrize("every, tied", [(100, True), (5, False)])
+def test_leaderboard_states_the_resolution_and_ties_within_it(tmp_path, monkeypatch, every, tied):
+    """One grid point, lr 0.3 for both methods: by the fake's formula egd takes 10 + seed steps (held-out median
+    22 over seeds 10..14) and sgd round(10 + 100·log10(2/0.3) + seed) = 102..106 (median 104), 82 apart: a tie
+    when the reporting runs evaluate every 100 steps, not when they evaluate every 5."""
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    path = write(tmp_path, 'trials = 1\nsampler = "grid"\n',
+                 f'[report_set]\n"train.eval_unit" = "step"\n"train.eval_every" = {every}\n'
+                 '[space]\n"optimizer.lr" = { low = 0.3, high = 3.0, log = true, points = 1 }\n')
+    rows = tune_mod.tune(path, log=quiet)
+    assert [(e["method"], e["steps"]["median"]) for e in rows] == [("egd", 22), ("sgd", 104)]
+    assert [e["resolution"] for e in rows] == [every, every]
+    assert rows[1]["tie_with_leader"] is tied
+    text = (tmp_path / "store-leaderboard.md").read_text()
+    assert f"evaluate every {every} steps" in text
+    assert text.rstrip().endswith(f"tied with the leader (egd) within it: {'sgd' if tied else 'none'}.")

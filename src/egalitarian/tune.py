@@ -67,6 +67,7 @@ from .config import load_config, load_toml, toml_table
 from .errors import ConfigError, check
 from .report import markdown_table
 from .sweep import Store, Sweep, expand, run_sweep
+from .sweep.profiles import is_tie
 from .sweep.spec import PlannedRun, group_label
 from .sweep.stats import (
     METRICS,
@@ -780,7 +781,23 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
         board.sort(key=lambda e: e["final_loss"]["median"])
     else:
         board.sort(key=lambda e: (e[spec.metric]["median"], -e["grokked"]))
+    if spec.metric in ("steps", "epochs") and board:
+        res = _resolution(spec, [rows[r.id]["summary"] for r in every if rows[r.id]["status"] == "done"])
+        value = [e["across"]["median"] if "across" in e else e[spec.metric]["median"] for e in board]
+        for entry, v in zip(board, value, strict=True):
+            entry["resolution"] = res
+            entry["tie_with_leader"] = is_tie(value[0], v, res, res)
     return board
+
+
+def _resolution(spec: TuneSpec, summaries: list[dict[str, Any]]) -> float:
+    """The reporting runs' evaluation spacing in the board's unit (steps or epochs): a time to the threshold is the
+    first evaluation at or above it, so it is known to within this (``sweep.profiles.first_at_or_above``)."""
+    tc = board_train(spec, reporting=True)
+    per_epoch = next((s["steps_per_epoch"] for s in summaries if s.get("steps_per_epoch")), 1)
+    if spec.metric == "steps":
+        return tc["eval_every"] * (per_epoch if tc["eval_unit"] == "epoch" else 1)
+    return tc["eval_every"] / (per_epoch if tc["eval_unit"] == "step" else 1)
 
 
 def _loss_readings(spec: TuneSpec, board: list[dict[str, Any]], rows: dict[str, list[dict[str, Any]]],
@@ -916,6 +933,11 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
         edged = [e["method"] for e in board if e["edges"]]
     if edged:
         lines += ["", f"At an edge of the search range (widen it to be sure): {', '.join(edged)}."]
+    if board and "resolution" in board[0]:
+        res, tied = board[0]["resolution"], [e["method"] for e in board[1:] if e["tie_with_leader"]]
+        lines += ["", f"Resolution: the reporting runs evaluate every {res:g} {spec.metric}, so a time is known to "
+                  f"within {res:g} {spec.metric}; tied with the leader ({board[0]['method']}) within it: "
+                  f"{', '.join(tied) if tied else 'none'}."]
     return "\n".join(lines) + "\n"
 
 
