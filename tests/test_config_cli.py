@@ -111,7 +111,7 @@ def test_resolve_fills_defaults_and_does_not_modify_its_input():
     # the fields added after run ids existed are left out while at their default (the early stops: off, 0;
     # the skipped-step limit: 0.1), so old ids stay the same
     off = {"max_seconds": 0.0, "chance_patience": 0, "chance_threshold": 0.0, "max_skip_fraction": 0.1,
-           "clip_grad_norm": 0.0, "autocast": "off", "tensorboard": "", "shuffle_labels_at": []}
+           "clip_grad_norm": 0.0, "autocast": "off", "tensorboard": "", "shuffle_labels_at": [], "refine_grok": False}
     assert {k: TRAIN_DEFAULTS[k] for k in off} == off
     assert out["train"] == {k: v for k, v in TRAIN_DEFAULTS.items() if k not in off}
     assert train_settings(out) == TRAIN_DEFAULTS

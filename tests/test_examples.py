@@ -16,13 +16,17 @@ import pytest
 from egalitarian.config import resolve
 from egalitarian.methods import OPTIMIZERS
 from egalitarian.sweep import load_sweep
-from egalitarian.tune import base_values, load_tune, plan
+from egalitarian.tune import dimensions, load_tune, plan, trial_values
+from egalitarian.tuned import load_robustness, load_transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 SPECS = EXAMPLES + sorted((ROOT / "experiments").glob("*/*.toml"))
-TUNES = [p for p in SPECS if "tune" in tomllib.loads(p.read_text())]
-SWEEPS = [p for p in SPECS if p not in TUNES]
+KIND = {p: next((k for k in ("robustness", "transfer") if k in doc), "tune" if isinstance(doc.get("tune"), dict)
+                 else "sweep") for p in SPECS for doc in [tomllib.loads(p.read_text())]}
+TUNES = [p for p in SPECS if KIND[p] == "tune"]
+FOLLOWUPS = [p for p in SPECS if KIND[p] in ("robustness", "transfer")]  # egd robustness / egd transfer specs
+SWEEPS = [p for p in SPECS if KIND[p] == "sweep"]
 
 
 def test_there_are_example_sweeps():
@@ -40,14 +44,10 @@ def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
     spec = load_tune(path)
     assert spec.contenders and set(spec.tuning_seeds).isdisjoint(spec.reporting_seeds)
     ids = set()
-    for c in spec.contenders:  # each method at its own values (the centre of every relative range)
-        values = {}
-        for d in spec.space:  # a choice dimension at its last option (a table of fields, or a value)
-            if d.choices:
-                last = d.choices[-1]
-                values.update(last if isinstance(last, dict) else {d.field: last})
-            else:
-                values[d.field] = base_values(spec, c)[d.field] if d.relative else d.low
+    for c in spec.contenders:  # each method at the low end of each range it has (1 x its own value if relative)
+        params = {d.field: len(d.choices) - 1 if d.choices else 1.0 if d.relative else d.low  # a choice: its last
+                  for d in dimensions(spec, c)}
+        values = trial_values(spec, c, params)
         (run,) = plan(spec, c, values, spec.tuning_seeds[:1])
         cfg = resolve(run.config, OPTIMIZERS)  # unknown methods, fields or values raise here
         for fld, v in values.items():
@@ -55,6 +55,11 @@ def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
             assert cfg[section][key] == (v if isinstance(v, str) else pytest.approx(v))
         ids.add(run.id)
     assert len(ids) == len(spec.contenders)  # no two methods of a leaderboard are the same run
+
+
+@pytest.mark.parametrize("path", FOLLOWUPS, ids=[p.name for p in FOLLOWUPS])
+def test_every_robustness_and_transfer_spec_loads(path):
+    (load_robustness if KIND[path] == "robustness" else load_transfer)(path)
 
 
 def test_egd_vs_sgd_is_the_sweep_the_docs_describe():

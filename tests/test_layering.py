@@ -27,7 +27,7 @@ LAYERS = [
     {"build", "diagnostics"},
     {"train"},
     {"sweep"},
-    {"report", "tune"},
+    {"report", "tune", "tuned"},
     {"reproduce", "demo"},
     {"cli"},
 ]

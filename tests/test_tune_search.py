@@ -20,7 +20,7 @@ from tests.test_tune import BASE
 
 optuna = pytest.importorskip("optuna")
 
-BEST = {"sgd": 2.0, "egd": 0.3, "adamw": 0.01}
+BEST = {"sgd": 2.0, "egd": 0.3, "adamw": 0.01, "grokfast": 0.003, "egd_adam": 0.02}
 
 
 def steps_of(lr: float, method: str, seed: int) -> int:
@@ -46,7 +46,7 @@ class Fake:
                 if row["status"] != "pending":
                     continue
                 cfg = by_id[row["id"]].config
-                steps = steps_of(cfg["optimizer"]["lr"], cfg["optimizer"]["name"], cfg["train"]["seed"])
+                steps = self.steps(cfg)
                 summary = {"grokked": True, "status": "grokked", "grok": {"step": steps, "epoch": steps,
                                                                           "seconds": steps / 100},
                            "steps": 1000, "epochs": 1000, "seconds": 10.0, "final_test_acc": 1.0}
@@ -54,6 +54,9 @@ class Fake:
                 st.finish(row["id"], "fake", summary, [])
                 self.configs[row["id"]] = cfg
             return st.counts(list(by_id))
+
+    def steps(self, cfg: dict) -> int:
+        return steps_of(cfg["optimizer"]["lr"], cfg["optimizer"]["name"], cfg["train"]["seed"])
 
 
 def write(tmp_path: Path, tune: str, space: str, methods: str = "[methods.sgd]\n[methods.egd]\n") -> Path:
@@ -63,12 +66,13 @@ def write(tmp_path: Path, tune: str, space: str, methods: str = "[methods.sgd]\n
     return path
 
 
-def trials_of(spec) -> dict[tuple[str, int], list[tuple[str, dict]]]:
+def trials_of(spec, widening: int = 0) -> dict[tuple[str, int], list[tuple[str, dict]]]:
+    """Each study's trials (state, params) of widening round ``widening``, by (method, study)."""
     storage = f"sqlite:///{spec.study_path.resolve()}"
     out = {}
     for c in spec.contenders:
         for k in range(spec.studies):
-            name = f"{spec.name}/{c.label}" + (f"/study{k}" if k else "")
+            name = f"{spec.name}/{c.label}" + (f"/study{k}" if k else "") + (f"/widen{widening}" if widening else "")
             study = optuna.load_study(study_name=name, storage=storage)
             out[(c.label, k)] = [(t.state.name, dict(t.params)) for t in study.trials]
     return out
@@ -114,20 +118,26 @@ def test_coarse_refine_asks_the_same_stages_of_every_method(tmp_path, monkeypatc
     assert all(round(x * 0.5, 6) in {round(v, 6) for v in lrs} for x in grid)
 
 
-def test_coarse_refine_resumes_where_it_stopped(tmp_path, monkeypatch):
-    tune = 'stages = "coarse-refine"\ntrials = 4\nbatch = 2\nstudies = 2\n'
+def whole_and_resumed(tmp_path, monkeypatch, tune: str, space: str, kills: tuple[int, ...]):
+    """The same spec searched twice: once uninterrupted, once killed on each of the ``kills``-th run_sweep calls
+    of successive reruns and then finished; returns both specs and the finished rerun's result."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    whole, broken = load_tune(write(a, tune, LR_WD)), load_tune(write(b, tune, LR_WD))
+    whole, broken = load_tune(write(a, tune, space)), load_tune(write(b, tune, space))
     monkeypatch.setattr(tune_mod, "run_sweep", Fake())
     tune_mod.search(whole, log=quiet)
-    # killed in stage 1; then in stage 2's first round (stage 1 completed first); then in its second round
-    for killed_on in (1, 2, 2):
+    for killed_on in kills:
         monkeypatch.setattr(tune_mod, "run_sweep", Fake(fail_on_call=killed_on))
         with pytest.raises(KeyboardInterrupt):
             tune_mod.search(broken, log=quiet)
     monkeypatch.setattr(tune_mod, "run_sweep", Fake())
-    tune_mod.search(broken, log=quiet)
+    return whole, broken, tune_mod.search(broken, log=quiet)
+
+
+def test_coarse_refine_resumes_where_it_stopped(tmp_path, monkeypatch):
+    # killed in stage 1; then in stage 2's first round (stage 1 completed first); then in its second round
+    whole, broken, _ = whole_and_resumed(tmp_path, monkeypatch, 'stages = "coarse-refine"\ntrials = 4\nbatch = 2\n'
+                                         'studies = 2\n', LR_WD, (1, 2, 2))
     assert trials_of(broken) == trials_of(whole)
 
 
@@ -289,6 +299,170 @@ def test_the_edge_rule_is_the_outer_tenth_of_a_range(tmp_path):
     assert Dimension("x", 0.01, 100.0).position(43.7) == pytest.approx((math.log10(43.7) + 2) / 4)  # 0.91: high
 
 
+# -------------------------------------------------------- inert hyperparameters and alternative fields
+
+ALT = ('[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true, relative = true }\n'
+       '"momentum" = { fields = ["optimizer.momentum", "optimizer.betas.0"], low = 0.5, high = 0.99, log = false, '
+       'optional = true, limit_high = 1.0 }\n')
+METHODS_ALT = """[methods.sgd]
+[methods.adamw]
+[methods.grokfast]
+[methods.egd_adam_sgd]
+method = "egd_adam"
+set = { "optimizer.base" = "sgd" }
+[methods.adamw_b2]
+method = "adamw"
+set = { "optimizer.betas" = [0.95, 0.9] }
+"""
+LR_REL = '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true, relative = true }\n'
+GROKFAST_SGD = '[methods.gf_sgd]\nmethod = "grokfast"\nset = { "optimizer.base" = "sgd" }\n'
+
+
+def test_a_dimension_of_alternative_fields_searches_the_first_live_one(tmp_path, monkeypatch):
+    """SGD searches its momentum; AdamW its beta1 (it has no momentum); Grokfast on Adam its beta1 (its momentum
+    key is inert there); EGD+Adam on an SGD base its momentum (its betas are inert there)."""
+    spec = load_tune(write(tmp_path, 'trials = 3\nbatch = 3\nsampler = "random"\nwiden = 0\n', ALT, METHODS_ALT))
+    by = {c.label: c for c in spec.contenders}
+    used = {label: tune_mod.searched_fields(spec, c)["momentum"] for label, c in by.items()}
+    assert used == {"sgd": "optimizer.momentum", "adamw": "optimizer.betas.0", "grokfast": "optimizer.betas.0",
+                    "egd_adam_sgd": "optimizer.momentum", "adamw_b2": "optimizer.betas.0"}
+    # the pair is the method's own, with the searched element set: AdamW's default beta2 0.999, Grokfast's 0.98,
+    # the one a method's set gives (0.9); lr: the factor times the method's own lr (AdamW 1e-3, SGD's recipe 0.5)
+    params = {"optimizer.lr": 2.0, "momentum": 0.8}
+    assert tune_mod.trial_values(spec, by["adamw"], params) == {"optimizer.lr": 0.002,
+                                                               "optimizer.betas": [0.8, 0.999]}
+    assert tune_mod.trial_values(spec, by["grokfast"], params)["optimizer.betas"] == [0.8, 0.98]
+    assert tune_mod.trial_values(spec, by["adamw_b2"], params)["optimizer.betas"] == [0.8, 0.9]
+    assert tune_mod.trial_values(spec, by["sgd"], params) == {"optimizer.lr": 1.0, "optimizer.momentum": 0.8}
+
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    studies = tune_mod.search(spec, log=quiet)
+    trials = trials_of(spec)
+    for label in by:  # every method is asked both dimensions, under the same names
+        assert [set(p) for _, p in trials[(label, 0)]] == [{"optimizer.lr", "momentum"}] * 3
+    asked = {label: {float(f"{p['momentum']:.6g}") for _, p in trials[(label, 0)]} for label in by}
+    for cfg in fake.configs.values():  # each run sets the field its method searches, from a trial's value
+        opt = cfg["optimizer"]
+        if opt["name"] in ("sgd", "egd_adam"):
+            assert "betas" not in opt and opt["momentum"] in asked["sgd"] | asked["egd_adam_sgd"]
+        else:
+            assert "momentum" not in opt and opt["betas"][1] in (0.999, 0.98, 0.9)
+            assert opt["betas"][0] in asked["adamw"] | asked["grokfast"] | asked["adamw_b2"]
+    # the leaderboard names the field each method used
+    winners = tune_mod.best(spec, studies)
+    sgd, adamw = tune_mod._fmt_values(winners["sgd"]), tune_mod._fmt_values(winners["adamw"])
+    assert ", momentum=" in sgd and "betas" not in sgd
+    assert adamw.startswith("lr=") and ", betas.0=" in adamw and "momentum" not in adamw and "0.999" not in adamw
+    assert winners["adamw"]["fields"] == {"momentum": "optimizer.betas.0"}
+    assert winners["sgd"]["fields"] == {"momentum": "optimizer.momentum"}
+    assert tune_mod._fmt_dimension(spec.space[1]).startswith(
+        "momentum (optimizer.momentum or optimizer.betas.0, the first a method has) uniform 0.5..0.99")
+
+
+def test_a_method_with_neither_field_lacks_the_dimension(tmp_path, monkeypatch):
+    """No registry method lacks both momentum and betas, so: a dimension on beta1 only.  AdamW is asked it; SGD
+    (no betas) and Grokfast on an SGD base (betas inert) are not, and their runs have no betas."""
+    space = LR_REL + ('"beta1" = { fields = ["optimizer.betas.0"], low = 0.8, high = 0.95, log = false, '
+                      'optional = true }\n')
+    spec = load_tune(write(tmp_path, 'trials = 2\nbatch = 2\nsampler = "random"\nwiden = 0\n', space,
+                           "[methods.sgd]\n[methods.adamw]\n" + GROKFAST_SGD))
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    tune_mod.search(spec, log=quiet)
+    trials = trials_of(spec)
+    assert {label: {frozenset(p) for _, p in trials[(label, 0)]} for label in ("sgd", "adamw", "gf_sgd")} == {
+        "sgd": {frozenset({"optimizer.lr"})}, "adamw": {frozenset({"optimizer.lr", "beta1"})},
+        "gf_sgd": {frozenset({"optimizer.lr"})}}
+    assert all("betas" not in cfg["optimizer"] for cfg in fake.configs.values() if cfg["optimizer"]["name"] != "adamw")
+
+
+def test_an_optional_dimension_on_an_inert_key_is_lacking(tmp_path):
+    space = LR_REL + '"optimizer.momentum" = { low = 0.5, high = 0.99, log = false, optional = true }\n'
+    spec = load_tune(write(tmp_path, "trials = 2\n", space, "[methods.sgd]\n[methods.grokfast]\n" + GROKFAST_SGD))
+    assert {c.label: [d.field for d in tune_mod.dimensions(spec, c)] for c in spec.contenders} == {
+        "sgd": ["optimizer.lr", "optimizer.momentum"], "grokfast": ["optimizer.lr"],  # Adam base: momentum ignored
+        "gf_sgd": ["optimizer.lr", "optimizer.momentum"]}
+
+
+def _steps(name: str, hyper: dict) -> list:
+    """Eight steps of method ``name`` on a tiny 2-layer net from fixed data: the parameters after them (RAdam
+    reads eps and the second moment from its sixth step on)."""
+    import torch
+
+    from egalitarian.methods import build_optimizer
+
+    torch.manual_seed(0)
+    w1, b1, w2 = (torch.nn.Parameter(torch.randn(*s)) for s in ((4, 3), (4,), (2, 4)))
+    x = torch.randn(5, 3)
+    opt = build_optimizer([("layers.0.weight", w1), ("layers.0.bias", b1), ("layers.1.weight", w2)], name, **hyper)
+    for _ in range(8):
+        opt.zero_grad()
+        (w2 @ torch.tanh(w1 @ x.T + b1[:, None])).sin().sum().backward()
+        opt.step()
+    return [p.detach().clone() for p in (w1, b1, w2)]
+
+
+def _other(key: str, value):
+    """A different valid value of a hyperparameter."""
+    if key == "momentum_position":
+        return "before" if value == "after" else "after"
+    if key == "betas":
+        return [0.5, 0.6]
+    if key == "eps":
+        return 0.1
+    if key == "rank":
+        return 2
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value + 3
+    return 0.5 if value == 0 else value * 0.5
+
+
+def _settings(name: str):
+    """Settings that move the inert keys around: each base, the rsvd backend (rank 1, so its sketch matters), the
+    rms scale, momentum on and off."""
+    from itertools import product
+
+    from egalitarian.methods import OPTIMIZERS
+
+    d = OPTIMIZERS[name].defaults
+    axes = [[{"base": b} for b in ("adam", "adamw", "radam", "sgd", "rmsprop")] if "base" in d else [{}],
+            [{}, {"backend": "rsvd", "rank": 1}] if "backend" in d and "rank" in d else [{}],
+            [{}, {"scale": "rms"}] if "scale" in d else [{}],
+            [{"momentum": 0.0}, {"momentum": 0.9}] if "momentum_position" in d else [{}]]
+    for parts in product(*axes):
+        yield {k: v for p in parts for k, v in p.items()}
+
+
+def test_inert_hyperparameters_leave_every_step_unchanged():
+    """For every method and settings: changing a key :func:`inert_hyperparameters` names leaves eight steps
+    bit-identical, and changing one it names under other settings (momentum, betas, eps, rank, ...) changes them
+    where it does not name it: the rule is measured on the optimizers, not restated."""
+    from egalitarian.methods import OPTIMIZERS, inert_hyperparameters
+
+    somewhere = set()
+    checked = 0
+    for name in OPTIMIZERS:
+        for settings in _settings(name):
+            somewhere |= inert_hyperparameters(name, settings)
+    assert {"momentum", "betas", "eps", "rank", "power_iters", "seed", "rms_target", "momentum_position"} <= somewhere
+    for name in OPTIMIZERS:
+        defaults = OPTIMIZERS[name].defaults
+        for settings in _settings(name):
+            inert = inert_hyperparameters(name, settings)
+            ref = _steps(name, settings)
+            for key in sorted(somewhere & set(defaults)):
+                changed = _steps(name, {**settings, key: _other(key, {**defaults, **settings}[key])})
+                same = all(a.equal(b) for a, b in zip(ref, changed, strict=True))
+                assert same == (key in inert), (name, settings, key)
+                checked += 1
+    assert checked > 100
+    assert inert_hyperparameters("grokfast") == {"momentum"}  # Adam base
+    assert inert_hyperparameters("grokfast", {"base": "sgd"}) == {"betas", "eps"}
+    assert inert_hyperparameters("egd_adamw") == {"momentum", "rank", "power_iters", "seed"}  # a variant's rule
+    assert inert_hyperparameters("muon") == set() == inert_hyperparameters("sgd")
+
+
 @pytest.mark.parametrize(
     ("tune", "space", "fragments"),
     [
@@ -305,6 +479,20 @@ def test_the_edge_rule_is_the_outer_tenth_of_a_range(tmp_path):
          'high = 1.0, optional = true }\n', ["space.optimizer.betas", "no method of this spec has it"]),
         ("trials = 3\n", '[space]\n"x" = { choices = [{ "scheduler.name" = "nosuch" }] }\n',
          ["space.x", "nosuch"]),
+        ("trials = 3\nwiden = -1\n", LR, ["tune.widen = -1", "integer >= 0"]),
+        ('trials = 3\nwiden = "yes"\n', LR, ["tune.widen = 'yes'", "integer >= 0"]),
+        ("trials = 3\n", '[space]\n"m" = { fields = [], low = 0.5, high = 0.9, log = false }\n',
+         ["space.m.fields = []", "non-empty list"]),
+        ("trials = 3\n", '[space]\n"m" = { fields = ["optimizer.betas.x"], low = 0.5, high = 0.9, log = false, '
+         'optional = true }\n', ["space.m.fields = 'optimizer.betas.x'", "SECTION.FIELD.INDEX"]),
+        ("trials = 3\n", '[space]\n"m" = { fields = ["optimizer.lr.0"], low = 0.5, high = 0.9, log = false }\n',
+         ["space.m = 'optimizer.lr.0'", "an element needs a list"]),
+        ("trials = 3\n", '[space]\n"m" = { fields = ["optimizer.betas.0"], low = 0.5, high = 0.9, log = false }\n',
+         ["space.m.fields = ['optimizer.betas.0']", "none of these fields", "optional = true"]),
+        ("trials = 3\n", '[space]\n"optimizer.momentum" = { low = 0.5, high = 0.99, log = false, limit_high = 0.9 }\n',
+         ["space.optimizer.momentum.limit_high = 0.9", ">= high = 0.99"]),
+        ("trials = 3\n", '[space]\n"optimizer.lr" = { low = 0.1, high = 1.0, limit_low = "x" }\n',
+         ["space.optimizer.lr.limit_low = 'x'", "finite number"]),
     ],
 )
 def test_malformed_search_designs_exit_2_with_one_line(tmp_path, capsys, tune, space, fragments):
@@ -334,19 +522,23 @@ def test_report_set_applies_to_the_reporting_runs_only(tmp_path, monkeypatch):
     assert "evaluation every 1 epoch(s)" in text and "Reporting runs evaluate every 1 step(s)." in text
 
 
-@pytest.mark.parametrize("every, tied", [(100, True), (5, False)])
-def test_leaderboard_states_the_resolution_and_ties_within_it(tmp_path, monkeypatch, every, tied):
+@pytest.mark.parametrize("every, refine, res, tied", [(100, False, 100, True), (5, False, 5, False),
+                                                      (100, True, 1, False)])
+def test_leaderboard_states_the_resolution_and_ties_within_it(tmp_path, monkeypatch, every, refine, res, tied):
     """One grid point, lr 0.3 for both methods: by the fake's formula egd takes 10 + seed steps (held-out median
     22 over seeds 10..14) and sgd round(10 + 100·log10(2/0.3) + seed) = 102..106 (median 104), 82 apart: a tie
-    when the reporting runs evaluate every 100 steps, not when they evaluate every 5."""
+    when the reporting runs evaluate every 100 steps, not when they evaluate every 5, nor when they evaluate every
+    100 but replay the crossing step by step (train.refine_grok: resolution 1 step)."""
     monkeypatch.setattr(tune_mod, "run_sweep", Fake())
     path = write(tmp_path, 'trials = 1\nsampler = "grid"\n',
                  f'[report_set]\n"train.eval_unit" = "step"\n"train.eval_every" = {every}\n'
-                 '[space]\n"optimizer.lr" = { low = 0.3, high = 3.0, log = true, points = 1 }\n')
+                 + ('"train.refine_grok" = true\n' if refine else "")
+                 + '[space]\n"optimizer.lr" = { low = 0.3, high = 3.0, log = true, points = 1 }\n')
     rows = tune_mod.tune(path, log=quiet)
     assert [(e["method"], e["steps"]["median"]) for e in rows] == [("egd", 22), ("sgd", 104)]
-    assert [e["resolution"] for e in rows] == [every, every]
+    assert [e["resolution"] for e in rows] == [res, res]
     assert rows[1]["tie_with_leader"] is tied
     text = (tmp_path / "store-leaderboard.md").read_text()
-    assert f"evaluate every {every} steps" in text
+    assert ("step by step (train.refine_grok)" in text) is refine
+    assert f"known to within {res} steps" in text
     assert text.rstrip().endswith(f"tied with the leader (egd) within it: {'sgd' if tied else 'none'}.")

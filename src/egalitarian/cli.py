@@ -11,6 +11,10 @@
     egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
     egd profile TABLE.json [--taus T,T,..] [--tau-max 4] [--scale linear|log] [--not-run fail|exclude] [--out F]
                                                Dolan-More performance profiles across tasks and AlgoPerf's score
+    egd robustness SPEC [--workers N] [--backend local|ray]  a finished tune's methods: steps to the threshold
+                                               against lr around each tuned configuration; the lr window within 2x
+    egd transfer SPEC [--workers N] [--backend local|ray]    a finished tune's configurations on held-out task
+                                               variants without retuning; profile and score: whose tuning transfers
     egd reproduce NAME [--quick] [--seeds N|A-B|A,B,..] [--workers N] [--out DIR] [--dataset D]
                                                an artifact of the EGD paper (tables 2-8, fig6, appf), ours next to
                                                the paper's; egd reproduce --help lists them and what each takes
@@ -343,12 +347,29 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .tune import tune
 
+    return _resumable(tune, "tune", args)
+
+
+def _cmd_robustness(args: argparse.Namespace) -> int:
+    from .tuned import robustness
+
+    return _resumable(robustness, "robustness", args)
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from .tuned import transfer
+
+    return _resumable(transfer, "transfer", args)
+
+
+def _resumable(run: Any, command: str, args: argparse.Namespace) -> int:
+    """``egd tune|robustness|transfer SPEC``: ``run`` the spec over the sweep executor; Ctrl-C says how to continue."""
     if args.address and args.backend != "ray":
         raise ConfigError(f"--address {args.address!r}: only for --backend ray")
     try:
-        tune(args.spec, workers=args.workers, backend=args.backend, address=args.address)
+        run(args.spec, workers=args.workers, backend=args.backend, address=args.address)
     except KeyboardInterrupt:
-        print(f"\negd: tune interrupted; run `egd tune {args.spec}` again to continue", file=sys.stderr)
+        print(f"\negd: {command} interrupted; run `egd {command} {args.spec}` again to continue", file=sys.stderr)
         return 130
     return 0
 
@@ -492,6 +513,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method not run on a task fails it (default) or that task is left out of its denominator")
     p.add_argument("--out", metavar="FILE", help="also write the markdown table to FILE")
     p.set_defaults(func=_cmd_profile)
+
+    for command, func, what in (
+            ("robustness", _cmd_robustness, "steps to the threshold against lr around each tuned configuration of "
+             "a finished tune; the lr window within 2x of the best"),
+            ("transfer", _cmd_transfer, "a finished tune's configurations on held-out task variants, without "
+             "retuning; performance profile and score")):
+        p = sub.add_parser(command, help=what)
+        p.add_argument("spec", metavar="SPEC", help=f"{command} spec (TOML; docs/TUNING.md)")
+        p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
+        p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
+        p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("data", help="fetch MNIST or Fashion-MNIST into the data directory, checksums verified",
                        epilog="data directory: $EGD_DATA, else $XDG_CACHE_HOME/egalitarian, else ~/.cache/egalitarian")

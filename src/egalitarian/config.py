@@ -91,6 +91,16 @@ TRAIN_FIELDS: tuple[tuple[str, Any, str], ...] = (
      "permutation of the label vector: random labels with the same class counts, the label-shuffle protocol of "
      "Sokar et al. 2023; test labels untouched): at the start of epoch e, after e completed epochs; strictly "
      "increasing integers >= 1; [] = never"),
+    ("refine_grok", False, "true: when an evaluation first finds test accuracy >= grok_threshold more than one step "
+     "after the previous one, go back to the state kept in memory at that one and replay the same steps evaluating "
+     "after each, up to the first at or above the threshold: the grok step to 1 step, for at most one evaluation "
+     "interval of extra steps and evaluations (the step evaluating every step finds, unless test accuracy reached "
+     "the threshold and fell back between two earlier evaluations). The replay's evaluations stay in the metrics; "
+     "summary.refined = {from_step, to_step, exact, discarded_seconds}; seconds (the summary's, the events', "
+     "max_seconds') leave out the thrown-away coarse steps (discarded_seconds); after the grok, patience counts "
+     "evaluations at the usual cadence; memorized is exact only if it falls in the replay. Before the grok, "
+     "checkpoints are written only at evaluations and a signal saves the last evaluation's state. Not with "
+     "switch_off_threshold > 0"),
 )
 """The ``[train]`` schema: every field with its default and its meaning."""
 
@@ -98,7 +108,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {name: default for name, default, _ in TRAIN_FI
 TRAIN_HELP: dict[str, str] = {name: text for name, _, text in TRAIN_FIELDS}
 
 OMITTED_WHEN_DEFAULT = ("max_seconds", "chance_patience", "chance_threshold", "max_skip_fraction", "clip_grad_norm",
-                        "autocast", "tensorboard", "shuffle_labels_at")
+                        "autocast", "tensorboard", "shuffle_labels_at", "refine_grok")
 """``[train]`` fields that :func:`resolve` leaves out while they equal their default (off, or for
 ``max_skip_fraction`` its default 0.1): added after run ids existed, they must not change the resolved config
 (and so the id) of a run that does not use them.  Read ``[train]`` through :func:`train_settings` to see them."""
@@ -298,6 +308,10 @@ def _check_train(t: dict[str, Any]) -> None:
     need(0 <= t["max_skip_fraction"] <= 1, "max_skip_fraction", "must be in [0, 1] (1 = never fail)")
     need(math.isfinite(t["clip_grad_norm"]) and t["clip_grad_norm"] >= 0, "clip_grad_norm",
          "must be a finite number >= 0 (0 = off)")
+    need(not (t["refine_grok"] and t["switch_off_threshold"] > 0), "refine_grok",
+         "cannot be combined with switch_off_threshold > 0: the switch-off rule acts at evaluations, so the replay's "
+         "per-step evaluations would switch whitening off at another step than the run evaluated; use "
+         "eval_unit = 'step', eval_every = 1 instead")
     at = t["shuffle_labels_at"]
     need(all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in at)
          and all(a < b for a, b in zip(at, at[1:], strict=False)), "shuffle_labels_at",

@@ -72,6 +72,10 @@ class Summary(TypedDict, total=False):
     data: str  # image tasks only: which data ran, e.g. "mnist (genuine, DIR)" or the digits stand-in
     # train.shuffle_labels_at only: the label shuffles done, {"epoch": completed epochs, "step": optimizer steps}
     label_shuffles: list[dict[str, int]]
+    # train.refine_grok only, when a replay found the grok step: {"from_step", "to_step" (the coarse evaluations
+    # around the crossing), "exact" (False: the replay did not reproduce it, the coarse step is kept),
+    # "discarded_seconds" (the thrown-away coarse steps, in neither seconds nor grok.seconds)}
+    refined: dict[str, Any]
     final_train_acc: float
     final_test_acc: float
     final_val_acc: float

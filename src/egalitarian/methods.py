@@ -12,6 +12,10 @@ description.  Two keys are shared by all builders:
 Every EGD method takes the same whitening keys with the same defaults: ``backend`` (of
 :func:`egalitarian.linalg.polar`), ``rtol``, ``clamp_eps`` (the paper's clamp ``1/max(s, clamp_eps)``),
 ``rank``, ``power_iters`` and ``seed``; ``0`` for ``rtol`` and ``clamp_eps`` means polar's default.
+
+Some keys are *inert* under some settings: accepted, but never read by the optimizer they build (``momentum``
+with an Adam base, ``betas`` with an SGD base, ``rank`` with a non-rsvd backend).  :func:`inert_hyperparameters`
+names them, so a search (``egd tune``) does not spend trials on a dead knob.
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ from .transforms import whiten as whiten_transform
 NamedParams = Sequence[tuple[str, Tensor]]
 
 
+Settings = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     build: Callable[..., Optimizer]
     summary: str | None = None
+    ignores: Callable[[Settings], set[str]] | None = None  # the keys the builder does not read under settings
 
     @property
     def description(self) -> str:
@@ -57,16 +65,40 @@ class Method:
             if p.default is not inspect.Parameter.empty and p.kind is p.KEYWORD_ONLY
         }
 
+    def inert(self, settings: Settings | None = None) -> set[str]:
+        """The keys whose value cannot change this method's steps under ``settings`` (its defaults updated by
+        ``settings``): the builder passes them to nothing that reads them (``momentum`` with an Adam base).  A
+        value is still checked when the optimizer is built (``rank`` must fit the whitened matrices)."""
+        s = {**self.defaults, **(settings or {})}
+        return (self.ignores(s) if self.ignores else set()) & set(s)
+
 
 OPTIMIZERS: dict[str, Method] = {}
 
 
-def register(name: str) -> Callable[[Callable[..., Optimizer]], Callable[..., Optimizer]]:
+def register(
+    name: str, ignores: Callable[[Settings], set[str]] | None = None
+) -> Callable[[Callable[..., Optimizer]], Callable[..., Optimizer]]:
+    """Register a builder as method ``name``; ``ignores(settings)``: the keys it does not read there
+    (:meth:`Method.inert`)."""
+
     def deco(fn: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
-        OPTIMIZERS[name] = Method(name, fn)
+        OPTIMIZERS[name] = Method(name, fn, ignores=ignores)
         return fn
 
     return deco
+
+
+def inert_hyperparameters(name: str, settings: Settings | None = None) -> set[str]:
+    """The hyperparameters of method ``name`` that are inert under ``settings`` (a config's ``[optimizer]`` keys;
+    the rest at the method's defaults): changing one leaves every step unchanged, bit for bit.
+
+    E.g. ``momentum`` of ``grokfast`` on its default Adam base, ``betas`` and ``eps`` of ``egd_adam`` with
+    ``base = "sgd"``, ``rank`` of ``egd`` with the exact backend.  A search leaves an ``optional`` dimension on
+    such a key out for that method (:mod:`egalitarian.tune`)."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name = {name!r}: unknown method; allowed: {', '.join(sorted(OPTIMIZERS))}")
+    return OPTIMIZERS[name].inert({k: v for k, v in (settings or {}).items() if k != "name"})
 
 
 def build_optimizer(named_params: NamedParams, name: str, **hyper: Any) -> Optimizer:
@@ -183,6 +215,28 @@ def param_groups(
     return groups
 
 
+# ------------------------------------------------------------------------------------------ inert keys
+
+
+def _ignores_whitening(s: Settings) -> set[str]:
+    """The EGD methods' sketch keys: ``rank`` and ``power_iters`` go to polar for ``backend = "rsvd"`` only
+    (:func:`egalitarian.transforms.whitening_options`), and ``seed`` seeds rsvd's sketch only."""
+    return set() if s.get("backend") == "rsvd" else {"rank", "power_iters", "seed"}
+
+
+def _ignores_egd(s: Settings) -> set[str]:
+    """:class:`egalitarian.optim.EGD`'s keys: ``rms_target`` (read by ``scale = "rms"`` only) and, without
+    momentum, ``momentum_position`` (momentum 0 is the identity, before or after the whitening)."""
+    out = {"rms_target"} if s.get("scale") != "rms" else set()
+    return out | ({"momentum_position"} if s.get("momentum") == 0 else set())
+
+
+def _ignores_base(s: Settings) -> set[str]:
+    """The keys :func:`_base_kwargs` does not pass to the base optimizer: ``momentum`` to Adam, AdamW and RAdam;
+    ``betas`` and ``eps`` to SGD; ``betas`` to RMSprop."""
+    return {"sgd": {"betas", "eps"}, "rmsprop": {"betas"}}.get(s.get("base"), {"momentum"})
+
+
 # ---------------------------------------------------------------------------------------------- methods
 
 
@@ -225,7 +279,7 @@ _torch_method("rmsprop", torch.optim.RMSprop,
               "coupled L2.", lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0)
 
 
-@register("egd")
+@register("egd", lambda s: _ignores_whitening(s) | _ignores_egd(s))
 def egd(
     named_params: NamedParams,
     *,
@@ -297,7 +351,7 @@ def _preconditioned(
     return Preconditioned(groups, base, transform, whitens=whitens, **base_kwargs)
 
 
-@register("egd_adam")
+@register("egd_adam", lambda s: _ignores_whitening(s) | _ignores_base(s))
 def egd_adam(
     named_params: NamedParams,
     *,
@@ -361,7 +415,7 @@ def _base_kwargs(base: str, lr: float, betas: Sequence[float], eps: float, momen
     return {"lr": lr, "betas": tuple(betas), "eps": eps}
 
 
-@register("grokfast")
+@register("grokfast", _ignores_base)
 def grokfast(
     named_params: NamedParams,
     *,
@@ -383,7 +437,7 @@ def grokfast(
     )
 
 
-@register("grokfast_ma")
+@register("grokfast_ma", _ignores_base)
 def grokfast_ma_method(
     named_params: NamedParams,
     *,
@@ -405,7 +459,7 @@ def grokfast_ma_method(
     )
 
 
-@register("egd_grokfast")
+@register("egd_grokfast", lambda s: _ignores_whitening(s) | _ignores_base(s))
 def egd_grokfast(
     named_params: NamedParams,
     *,
@@ -529,7 +583,7 @@ def muon(
     )
 
 
-@register("egd_aux")
+@register("egd_aux", _ignores_egd)
 def egd_aux(
     named_params: NamedParams,
     *,
@@ -581,7 +635,7 @@ def egd_aux(
 
 def _variant(name: str, of: str, summary: str, **fixed: Any) -> None:
     """Register ``name`` as method ``of`` with other defaults (e.g. an EGD backend)."""
-    OPTIMIZERS[name] = Method(name, functools.partial(OPTIMIZERS[of].build, **fixed), summary)
+    OPTIMIZERS[name] = Method(name, functools.partial(OPTIMIZERS[of].build, **fixed), summary, OPTIMIZERS[of].ignores)
 
 
 _variant(

@@ -141,7 +141,6 @@ def check_egd_group(g: dict[str, Any]) -> None:
     the group whitens."""
     check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
     check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
-    check(not g["nesterov"] or g["momentum"] > 0, "nesterov", g["nesterov"], "needs momentum > 0")
     check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
     mode = g["weight_decay_mode"]
     check(mode in _WD_MODES, "weight_decay_mode", mode, f"must be one of {', '.join(_WD_MODES)}")
@@ -234,7 +233,8 @@ class EGD(Optimizer):
             paper whitens only the first layer's matrix, e.g.
             ``EGD([{"params": [mlp.layers[0].weight]}, {"params": rest, "whiten": False}], lr=0.7)``.
         lr: step size η (> 0).
-        momentum: μ ≥ 0; ``nesterov`` needs μ > 0.
+        momentum: μ ≥ 0; with μ = 0, ``nesterov`` changes nothing (``g + 0·b = g``: torch.optim.SGD refuses the
+            pair, EGD takes it as the formula reads, so a search may switch the momentum of a Nesterov method off).
         weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
             before whitening (the paper's convention).
         momentum_position: ``"after"`` (default) or ``"before"`` the whitening (equations above).
@@ -308,7 +308,8 @@ class EGD(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``; a group saved without one of this optimizer's keys (by another version,
         e.g. one that called the clamp ``eps``) is a ValueError before anything is loaded."""
-        _check_saved_groups(state_dict, lambda g: self.defaults, "EGD")
+        # torch's load adds "differentiable" to the defaults, never to a group: a second load must not miss it
+        _check_saved_groups(state_dict, lambda g: [k for k in self.defaults if k != "differentiable"], "EGD")
         super().load_state_dict(state_dict)
 
     def set_whitening(self, on: bool) -> bool:

@@ -27,6 +27,21 @@ seeded from (``shuffle_seed``, the shuffle's index), so the data order is the ru
 validation labels are untouched.  The summary lists the shuffles (``label_shuffles``: epoch and step of each); a
 resumed run replays the shuffles it had done, so it continues bit-identically.
 
+``train.refine_grok`` (issue #28, per-step resolution at coarse cost): until the grok, a run evaluating less often
+than every step keeps in memory a :class:`Snapshot` of itself right after each evaluation (and at its start).
+When an evaluation first finds test accuracy at or above ``grok_threshold`` more than one step after the snapshot,
+it is not recorded: the run goes back to the snapshot and replays the same steps with an evaluation after each, up
+to the first at or above the threshold, which is then the grok step.  Evaluating changes no training state, so that
+is the step a run evaluating every step finds, unless test accuracy had reached the threshold and fallen back
+between two earlier evaluations (a crossing no coarser cadence sees).  The cost: at most one evaluation interval of
+extra steps and evaluations.  Then the run goes on at its usual cadence (``patience`` counts those evaluations from
+the refined step).  The replay's evaluations stay in the metrics (memorized is exact too if it falls among them);
+``seconds``, every event's seconds and ``max_seconds`` count the kept trajectory, as if it had evaluated every step
+from the snapshot on, and the thrown-away coarse steps are reported as ``summary.refined.discarded_seconds``.
+Before the grok, checkpoints are written only right after an evaluation and a signal saves the last evaluation's
+state (a resumed run then replays exactly as the uninterrupted one); nothing of a snapshot is written.  The
+switch-off rule, which acts at evaluations, is refused with it.
+
 Denormal floats are flushed to zero during ``train()`` (``torch.set_flush_denormal``): at high learning rates
 weights drift into the denormal range and CPU steps become 4-9× slower.
 
@@ -38,6 +53,7 @@ permutation and position are saved) and metrics.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -151,6 +167,8 @@ class LoopState:
     last: dict[str, float] = field(default_factory=dict)  # the last evaluation's accuracies and losses
     # train.shuffle_labels_at: the label shuffles done so far ({"epoch", "step"} each)
     label_shuffles: list[dict[str, int]] = field(default_factory=list)
+    # train.refine_grok: the replay that found the grok step ({"from_step", "to_step", "exact", "discarded_seconds"})
+    refined: dict[str, Any] | None = None
 
     def when(self) -> Event:
         return {"step": self.step, "epoch": self.epoch, "seconds": self.seconds}
@@ -285,22 +303,41 @@ def train_step(run: Assembled, xb: Tensor, yb: Tensor, clip_grad_norm: float = 0
     return loss, out, True
 
 
+def train_state(run: Assembled, gen: torch.Generator, st: LoopState) -> dict[str, Any]:
+    """Everything the rest of a run depends on: parameters, optimizer and schedule state, the data-order and torch
+    RNGs, the loop state.  The tensors are the live ones (a checkpoint writes them; a :class:`Snapshot` copies)."""
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "shuffle_rng": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "loop": st.to_dict(),
+        **({"scheduler": run.scheduler.state_dict()} if run.scheduler is not None else {}),
+    }
+
+
+def load_train_state(run: Assembled, gen: torch.Generator, state: dict[str, Any]) -> LoopState:
+    """Put a :func:`train_state` back into the run and the generators; returns its loop state."""
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["shuffle_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    st = LoopState.from_dict(state["loop"])
+    if st.switched:
+        run.optimizer.set_whitening(False)
+    return st
+
+
 def save_checkpoint(run_dir: Path | None, cfg: dict[str, Any], run: Assembled, gen: torch.Generator,
                     st: LoopState, rows: list[MetricRow]) -> None:
     """``metrics.csv`` and ``checkpoint.pt``, each atomically (metrics first: they never run ahead)."""
     if run_dir is None:
         return
     rundir.write_metrics(run_dir / rundir.METRICS, rows)
-    fio.torch_save(run_dir / rundir.CHECKPOINT, {
-        "config": cfg,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "shuffle_rng": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "loop": st.to_dict(),
-        "metrics": [tuple(r) for r in rows],
-        **({"scheduler": run.scheduler.state_dict()} if run.scheduler is not None else {}),
-    })
+    fio.torch_save(run_dir / rundir.CHECKPOINT,
+                   {"config": cfg, **train_state(run, gen, st), "metrics": [tuple(r) for r in rows]})
 
 
 def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.Generator,
@@ -327,16 +364,48 @@ def load_checkpoint(path: Path, cfg: dict[str, Any], run: Assembled, gen: torch.
             raise ConfigError(f"cannot resume {str(path.parent)!r}: its learning-rate schedule differs ({change}): "
                               "scheduler.total_steps = 0 follows the step budget; resume it with the budget it "
                               "started with")
-    run.model.load_state_dict(ck["model"])
-    run.optimizer.load_state_dict(ck["optimizer"])
-    if run.scheduler is not None:
-        run.scheduler.load_state_dict(ck["scheduler"])
-    gen.set_state(ck["shuffle_rng"])
-    torch.set_rng_state(ck["torch_rng"])
-    st = LoopState.from_dict(ck["loop"])
-    if st.switched:
-        run.optimizer.set_whitening(False)
-    return st, [MetricRow(*r) for r in ck["metrics"]]
+    return load_train_state(run, gen, ck), [MetricRow(*r) for r in ck["metrics"]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """``train.refine_grok``: the run as it was right after an evaluation, kept in memory (never written) so that
+    the steps after it can be replayed with an evaluation after each (:func:`keep_snapshot`,
+    :func:`restore_snapshot`)."""
+
+    state: dict[str, Any]  # a deep copy of train_state()
+    rows: int  # how many metric rows there were (rows are only ever appended)
+    labels: Tensor | None  # the training labels, which label shuffles change in place (None: never shuffled)
+    cuda_rng: Tensor | None  # a CUDA device's RNG (dropout), which checkpoints do not hold
+
+    @property
+    def step(self) -> int:
+        return self.state["loop"]["step"]
+
+    @property
+    def seconds(self) -> float:
+        return self.state["loop"]["seconds"]
+
+
+def keep_snapshot(run: Assembled, gen: torch.Generator, st: LoopState, rows: list[MetricRow],
+                  labels: Tensor | None, device: torch.device) -> Snapshot:
+    """A :class:`Snapshot` of the run now: copies of the model, optimizer, schedule, RNG and loop states (the epoch's
+    permutation and running train sums included), of ``labels`` when given, and the number of metric rows."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return Snapshot(copy.deepcopy(train_state(run, gen, st)), len(rows),
+                    None if labels is None else labels.clone(), cuda)
+
+
+def restore_snapshot(snap: Snapshot, run: Assembled, gen: torch.Generator, rows: list[MetricRow],
+                     labels: Tensor | None, device: torch.device) -> LoopState:
+    """Back to ``snap``: its state in the run and the generators, its training labels copied into ``labels`` (in
+    place: the diagnostics' sample is a view of them), the metric rows recorded since dropped; its loop state."""
+    del rows[snap.rows:]
+    if snap.labels is not None and labels is not None:
+        labels.copy_(snap.labels)
+    if snap.cuda_rng is not None:
+        torch.cuda.set_rng_state(snap.cuda_rng, device)
+    return load_train_state(run, gen, copy.deepcopy(snap.state))  # a copy: the loads may alias its tensors
 
 
 def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Batches, device: torch.device,
@@ -367,6 +436,7 @@ def summarize(cfg: dict[str, Any], st: LoopState, status: RunStatus, batches: Ba
         "threads": threads if threads is not None else torch.get_num_threads(),
         **({"data": data} if data else {}),  # which data ran (image tasks: TaskData.info["data"])
         **shuffles,  # train.shuffle_labels_at: when the labels were reshuffled
+        **({"refined": dict(st.refined)} if st.refined else {}),  # train.refine_grok: the replay that found grok
         **{f"final_{k}": v for k, v in st.last.items()},  # type: ignore[typeddict-item]
     }
     out["grok_status"], out["grok_status_reason"] = grok_status(  # type: ignore[typeddict-item]
@@ -456,9 +526,8 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             return "at_chance"
         return None
 
-    def run_eval() -> StopReason | None:
-        """Evaluate, record, update events; why the run should stop, or None."""
-        m = measure(run, st, tc, diag, cast)
+    def record(m: dict[str, float]) -> StopReason | None:
+        """Record one evaluation's measurements, update the events and counters; why the run should stop, or None."""
         new = [MetricRow(st.step, st.epoch, *k.split("_", 1), float(v)) for k, v in m.items()]
         rows.extend(new)
         if tb is not None:  # train.tensorboard (tb: the `with` of the loop below)
@@ -475,10 +544,62 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             st.evals_after_grok += 1
         return stopped()
 
+    def run_eval() -> StopReason | None:
+        """Evaluate and record; why the run should stop, or None.  With ``train.refine_grok``, a first grok found
+        more than one step after the snapshot (the previous evaluation) is not recorded but :func:`replay`-ed."""
+        m = measure(run, st, tc, diag, cast)
+        first_grok = st.events["grokked"] is None and m["test_acc"] >= tc["grok_threshold"]
+        if snap is not None and first_grok and st.step > snap.step + 1:
+            return replay(m)
+        return record(m)
+
+    def replay(coarse: dict[str, float]) -> StopReason | None:
+        """``train.refine_grok``: back to the snapshot, then the same steps again with an evaluation after each, up
+        to the first at or above the grok threshold; why the run should stop, or None.
+
+        Training is deterministic given the state, so the replay crosses at or before the coarse evaluation's step
+        (``to_step``).  If it has not crossed there (non-determinism), that step records the coarse measurements,
+        so the coarse crossing is kept (``refined["exact"]`` False): the replay never runs past it.  A signal
+        during the replay goes back to the snapshot, the state a checkpoint then holds."""
+        nonlocal st
+        assert snap is not None
+        from_step, to_step = snap.step, st.step
+        discarded = st.seconds + clock.lap() - snap.seconds  # the coarse steps and evaluation thrown away
+        st = restore_snapshot(snap, run, gen, rows, labels, device)
+        reason: StopReason | None = None
+        m = coarse
+        while st.events["grokked"] is None:
+            if flag.get("signal"):
+                st = restore_snapshot(snap, run, gen, rows, labels, device)
+                return None
+            if st.batch == 0:
+                begin_epoch(st, data, gen, batches, shuffle_at, tc["shuffle_seed"])
+            if not batch_step(run, st, batches, tc, cast, device):
+                return "nonfinite"
+            st.seconds += clock.lap()
+            m = measure(run, st, tc, diag, cast)
+            if st.step == to_step and m["test_acc"] < tc["grok_threshold"]:
+                m = coarse
+            reason = record(m)
+            st.seconds += clock.lap()
+        st.refined = {"from_step": from_step, "to_step": to_step, "exact": m is not coarse,
+                      "discarded_seconds": discarded}
+        return reason
+
+    def keep() -> Snapshot | None:
+        """``train.refine_grok`` with a cadence coarser than every step, before the grok: a snapshot of the run now
+        (right after an evaluation); otherwise None, and the run is the run without the option."""
+        if not refine or st.events["grokked"] is not None:
+            return None
+        return keep_snapshot(run, gen, st, rows, labels, device)
+
     total = int(max_steps) if max_steps < math.inf else 0
     bar = Progress(total, cfg.get("name") or "train", {"auto": None, "on": True, "off": False}[tc["progress"]])
     flag: dict[str, Any] = {}
     reason: StopReason | None = None
+    refine = tc["refine_grok"] and tc["eval_every"] * (batches.per_epoch if tc["eval_unit"] == "epoch" else 1) > 1
+    labels = data.y_train if shuffle_at else None  # what a snapshot keeps of the data: the shuffled labels
+    snap: Snapshot | None = None  # train.refine_grok: the run right after its last evaluation
     last_ckpt = time.perf_counter()
     run.model.train()
     with _signals_to_flag(flag, handle_signals), _tensorboard(tc["tensorboard"], rows) as tb:
@@ -488,6 +609,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
         # resuming a run that already stopped (grokked, at chance, out of time): nothing to do
         reason = reason or stopped() or ("max_seconds" if over_time() else None)
         clock = _Lap()
+        snap = keep()
         while reason is None and st.step < max_steps:
             if st.batch == 0:
                 begin_epoch(st, data, gen, batches, shuffle_at, tc["shuffle_seed"])
@@ -500,6 +622,7 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
             if eval_due(st, tc, epoch_end) or st.step >= max_steps or out_of_time:  # the last step is evaluated
                 reason = run_eval()
                 st.seconds += clock.lap()
+                snap = keep()
                 bar.update(st.step, **{k: v for k, v in st.last.items() if k.endswith("acc")})
             if reason is None and out_of_time:
                 reason = "max_seconds"
@@ -510,9 +633,12 @@ def _train(cfg: dict[str, Any], run_dir: str | Path | None, resume: bool, handle
                 reason = "too_many_skipped"
                 break
             ce = tc["checkpoint_every"]
-            if (epoch_end and ce and st.epoch % ce == 0) or clock.mark - last_ckpt > tc["checkpoint_seconds"]:
+            due = (epoch_end and ce and st.epoch % ce == 0) or clock.mark - last_ckpt > tc["checkpoint_seconds"]
+            if due and (snap is None or snap.step == st.step):  # refine_grok: only a state a replay can start from
                 save_checkpoint(run_dir, cfg, run, gen, st, rows)
                 last_ckpt = time.perf_counter()
+        if reason == "interrupted" and snap is not None and snap.step != st.step:
+            st = restore_snapshot(snap, run, gen, rows, labels, device)  # the last evaluation's state is saved
     bar.close()
     reason, status = final_status(reason, st, tc)
     save_checkpoint(run_dir, cfg, run, gen, st, rows)

@@ -139,8 +139,8 @@ def add_decayed_weights(weight_decay: float) -> GradientTransform:
 
 def trace(momentum: float, nesterov: bool = False) -> GradientTransform:
     """Heavy-ball momentum as ``torch.optim.SGD`` (dampening 0): ``b ← μ b + g``; output ``b``, or
-    ``g + μ b`` with Nesterov.  The buffer starts at the first gradient (``b₁ = g₁``), as in torch."""
-    check(not (nesterov and momentum == 0), "nesterov", nesterov, "needs momentum > 0")
+    ``g + μ b`` with Nesterov.  The buffer starts at the first gradient (``b₁ = g₁``), as in torch.  With μ = 0
+    it is the identity, Nesterov or not (``g + 0·b``; torch.optim.SGD refuses nesterov without momentum)."""
     if momentum == 0:
         return identity()
 

@@ -14,8 +14,13 @@ The space's dimensions (``[space]``):
 * a categorical ``{choices = [...]}``: values of the field named by the key, or tables of several fields
   (``{ "scheduler.name" = "cosine", "scheduler.warmup_steps" = 10, "scheduler.min_factor" = 0.1 }``), the key
   then being only a label; the sampler sees the option's index;
-* ``optional = true``: a method whose config has no such field (``optimizer.momentum`` for AdamW) lacks the
-  dimension and is not asked it; without it, every method must accept every field.
+* ``optional = true``: a method whose config has no such field (``optimizer.momentum`` for AdamW), or holds it
+  inert (:func:`egalitarian.methods.inert_hyperparameters`: ``momentum`` of Grokfast on Adam), lacks the
+  dimension and is not asked it; without it, every method must accept every field;
+* ``fields = [...]``: alternative fields, each method searching the first it has, live (momentum or β₁:
+  ``["optimizer.momentum", "optimizer.betas.0"]``; an element ``SECTION.KEY.INDEX`` sets the method's whole
+  list with that element replaced); the key is then a label;
+* ``limit_low``/``limit_high``: bounds a widening never passes (momentum below 1).
 
 How it runs:
 
@@ -37,9 +42,10 @@ How it runs:
    (a failed or diverged run counting as ``CENSORED``).
 2. **Report.** The best trial of each study of each method is re-run on the *reporting seeds* (disjoint from
    the tuning seeds) as a normal sweep, and the leaderboard gives per method: the best hyperparameters
-   (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: widen it and
-   rerun), the success rate, the Kaplan–Meier medians of steps and seconds with bootstrap CIs, and speed-ups
-   against each baseline method's tuned best.  With several studies a row also gives the median across
+   (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: :func:`search`
+   widens such a range for every method and reruns, up to ``tune.widen`` rounds), the success rate, the
+   Kaplan–Meier medians of steps and seconds with bootstrap CIs, and speed-ups against each baseline
+   method's tuned best.  With several studies a row also gives the median across
    studies of the best configurations' held-out medians and their spread (min–max: tuning luck), the rest of
    the row being the median study's (:func:`across_studies`), and a second table lists every study.  With
    ``metric = "loss"`` it gives instead the final test loss (median, min, max), the test loss at 1/3 and 2/3
@@ -64,7 +70,7 @@ from typing import Any
 
 from . import io as fio
 from .config import load_config, load_toml, toml_table
-from .errors import ConfigError, check
+from .errors import ConfigError, check, invalid
 from .report import markdown_table
 from .sweep import Store, Sweep, expand, run_sweep
 from .sweep.profiles import is_tie
@@ -91,10 +97,15 @@ STAGES = ("single", "coarse-refine")
 """``tune.stages``: one search over the space, or a ×√10 grid over the first dimension then a refined search."""
 EDGE = 0.1
 """A winner within this fraction of either end of a range (log position for log ranges) is flagged ``edge``."""
+WIDEN = 2
+"""``tune.widen``'s default (``0`` with the grid sampler): at most this many widening rounds (:func:`search`).  Two
+rounds let a range grow by two decades per side (a log range), enough for an optimum a default put far off, while
+the worst case stays bounded (three whole searches); an edge still there after them is flagged."""
 TOP_LEVEL = ("base", "tune", "set", "report_set", "space", "methods")
 TUNE_KEYS = ("name", "store", "metric", "trials", "sampler", "seed", "batch", "startup_trials", "tuning_seeds",
-             "reporting_seeds", "baselines", "studies", "stages")
-DIMENSION_KEYS = ("low", "high", "log", "relative", "int", "points", "off", "optional")
+             "reporting_seeds", "baselines", "studies", "stages", "widen")
+DIMENSION_KEYS = ("low", "high", "log", "relative", "int", "points", "off", "optional", "fields", "limit_low",
+                  "limit_high")
 CHOICE_KEYS = ("choices", "optional")
 METHOD_KEYS = ("method", "set")
 
@@ -111,8 +122,11 @@ class Dimension:
     integer: bool = False
     points: int | None = None  # grid sampler: values per dimension (log- or linearly spaced, ends included)
     off: bool = False  # the value 0 is one more option: a categorical parameter FIELD.off (true: the value is 0)
-    optional: bool = False  # a method whose config has no such field lacks this dimension (else: an error)
+    optional: bool = False  # a method whose config has no such field (or an inert one) lacks this dimension
     choices: tuple[Any, ...] | None = None  # a categorical dimension: its options (values, or tables of fields)
+    alternatives: tuple[str, ...] | None = None  # `fields`: a method searches the first it has, live (`field`: a label)
+    limit_low: float | None = None  # widening never takes the range past these (momentum: limit_high = 1)
+    limit_high: float | None = None
 
     @property
     def off_param(self) -> str:
@@ -120,10 +134,10 @@ class Dimension:
         return self.field + ".off"
 
     def fields(self) -> set[str]:
-        """The config fields this dimension sets."""
+        """The config fields this dimension sets (with ``fields``: any of them)."""
         if self.choices is not None:
             return {k for ch in self.choices if isinstance(ch, dict) for k in ch} or {self.field}
-        return {self.field}
+        return set(self.alternatives or (self.field,))
 
     def setting(self, value: Any) -> dict[str, Any]:
         """The config fields a choice (by its index) sets."""
@@ -148,6 +162,33 @@ class Dimension:
         if self.log:
             return (math.log(x) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
         return (x - self.low) / (self.high - self.low)
+
+    def widened(self, side: str) -> Dimension | None:
+        """This range widened on ``side`` (``"low"`` or ``"high"``) for a widening round, or None at its limit.
+
+        A log range by one decade (×1/10 or ×10), so the ×√10 lattice ``low·√10^i`` of ``coarse-refine``'s
+        stage 1 keeps its points; when ``limit_low``/``limit_high`` is in the way, by half a decade, else up to
+        the limit.  A linear range by half its width, up to the limit.  An integer range rounds outward (a log
+        one stays >= 1).  6 significant digits, as the grid.  The low side of an ``off`` dimension is at its
+        limit: the search already has 0 below the range, so a winner near ``low`` is not a reason to search lower."""
+        if self.off and side == "low":
+            return None
+        sign = -1 if side == "low" else 1
+        end = self.low if side == "low" else self.high
+        limit = self.limit_low if side == "low" else self.limit_high
+        if self.integer and self.log and side == "low":
+            limit = max(limit or 1.0, 1.0)
+        steps = [end * 10 ** (sign * j / 2) for j in (2, 1)] if self.log else [end + sign * (self.high - self.low) / 2]
+        if self.integer:
+            steps = [math.floor(x) if side == "low" else math.ceil(x) for x in steps]
+            limit = limit if limit is None else (math.ceil(limit) if side == "low" else math.floor(limit))
+        else:
+            steps = [float(f"{x:.6g}") for x in steps]
+        ok = [x for x in steps if limit is None or sign * (limit - x) >= 0]
+        x = ok[0] if ok else limit
+        if sign * (x - end) <= 0:
+            return None
+        return replace(self, low=float(x)) if side == "low" else replace(self, high=float(x))
 
 
 @dataclass(frozen=True)
@@ -180,6 +221,9 @@ class TuneSpec:
     studies: int = 1
     stages: str = "single"
     report_fixed: dict[str, Any] = field(default_factory=dict)  # [report_set]: the reporting runs only
+    widen: int = WIDEN  # at most this many widening rounds (tune.widen)
+    round: int = 0  # set by search: the widening round this spec's space is (0: the spec's own ranges)
+    history: tuple[dict[str, Any], ...] = ()  # set by search: each earlier round's ranges and the edges that widened
 
     @property
     def study_path(self) -> Path:
@@ -245,7 +289,22 @@ def _dimension(fld: str, d: Any, sampler: str, where: str) -> Dimension:
               "the grid sampler needs an integer >= 1 (values per dimension)", ConfigError)
     elif points is not None:
         raise ConfigError(f"{at}.points = {points!r}: only for sampler = 'grid'")
-    return Dimension(fld, float(d["low"]), float(d["high"]), log, rel, integer, points, off, optional)
+    alternatives = d.get("fields")
+    if alternatives is not None:
+        check(isinstance(alternatives, list) and alternatives and all(isinstance(f, str) for f in alternatives)
+              and len(set(alternatives)) == len(alternatives), f"{at}.fields", alternatives,
+              "must be a non-empty list of distinct field names, e.g. ['optimizer.momentum', 'optimizer.betas.0']",
+              ConfigError)
+        alternatives = tuple(alternatives)
+    limits = {}
+    for key, end, sign in (("limit_low", "low", -1), ("limit_high", "high", 1)):
+        v = d.get(key)
+        if v is not None:
+            check(_number(v) and sign * (v - d[end]) >= 0, f"{at}.{key}", v, f"must be a finite number "
+                  f"{'<=' if sign < 0 else '>='} {end} = {d[end]!r} (widening never passes it)", ConfigError)
+            limits[key] = float(v)
+    return Dimension(fld, float(d["low"]), float(d["high"]), log, rel, integer, points, off, optional,
+                     alternatives=alternatives, **limits)
 
 
 def load_tune(path: str | Path) -> TuneSpec:
@@ -303,6 +362,9 @@ def load_tune(path: str | Path) -> TuneSpec:
           studies, "must be an integer >= 1", ConfigError)
     stages = meta.get("stages", "single")
     check(stages in STAGES, f"{where}: tune.stages", stages, f"must be one of {', '.join(STAGES)}", ConfigError)
+    widen = meta.get("widen", 0 if sampler == "grid" else WIDEN)
+    check(isinstance(widen, int) and not isinstance(widen, bool) and widen >= 0, f"{where}: tune.widen", widen,
+          "must be an integer >= 0 (the most widening rounds; 0: only flag a winner at an edge)", ConfigError)
     if stages == "coarse-refine":
         first = space[0]
         check(sampler != "grid", f"{where}: tune.stages", stages, "needs sampler = 'tpe' or 'random' for stage 2",
@@ -339,7 +401,7 @@ def load_tune(path: str | Path) -> TuneSpec:
     spec = TuneSpec(name=name, store=store, base=base, contenders=contenders, space=space, trials=trials,
                     metric=metric, sampler=sampler, seed=meta.get("seed", 0), batch=meta.get("batch", 1),
                     startup_trials=startup, tuning_seeds=tuning, reporting_seeds=reporting, baselines=baselines,
-                    fixed=fixed, path=path, studies=studies, stages=stages, report_fixed=report_fixed)
+                    fixed=fixed, path=path, studies=studies, stages=stages, report_fixed=report_fixed, widen=widen)
     had: set[str] = set()
     for c in contenders:  # every method must accept every field (but optional ones), and have a value to scale
         base_values(spec, c, where)  # relative ranges
@@ -359,8 +421,35 @@ def _resolved(spec: TuneSpec, c: Contender, where: str, extra: dict[str, Any] | 
     return run.config
 
 
-def _lacks(spec: TuneSpec, c: Contender, cfg: dict[str, Any], d: Dimension, where: str) -> bool:
-    """Whether method ``c`` lacks dimension ``d`` (an error unless ``d.optional``)."""
+def _path(f: str, at: str) -> tuple[str, str, int | None]:
+    """A searched field's parts: ``SECTION.FIELD``, or ``SECTION.FIELD.INDEX`` for one element of a list field
+    (``optimizer.betas.0``: β₁)."""
+    parts = f.split(".")
+    ok = (len(parts) in (2, 3) and parts[0] in ("optimizer", "loss", "train", "model", "task", "scheduler")
+          and parts[1] != "" and (len(parts) == 2 or parts[2].isdigit()))
+    check(ok, at, f, "must be SECTION.FIELD, e.g. optimizer.lr, or SECTION.FIELD.INDEX, e.g. optimizer.betas.0",
+          ConfigError)
+    return parts[0], parts[1], int(parts[2]) if len(parts) == 3 else None
+
+
+def _value_at(cfg: dict[str, Any], section: str, key: str) -> Any:
+    """A field's value in a resolved config; for the optimizer, the registry's default when the config has none."""
+    from .methods import OPTIMIZERS
+
+    value = cfg.get(section, {}).get(key)
+    if value is None and section == "optimizer":
+        value = OPTIMIZERS[cfg["optimizer"]["name"]].defaults.get(key)
+    return value
+
+
+def _field_for(spec: TuneSpec, c: Contender, cfg: dict[str, Any], d: Dimension, where: str) -> str | None:
+    """The config field method ``c`` (resolved config ``cfg``) searches for dimension ``d``, or None when it lacks
+    ``d`` (an error unless ``d.optional``).
+
+    A field is the method's when its section accepts it; for an ``optional`` dimension it must also be *live*:
+    not inert under the method's resolved settings (:func:`egalitarian.methods.inert_hyperparameters`:
+    ``momentum`` of Grokfast on Adam is accepted and ignored).  With ``fields``, the first alternative that is
+    the method's (``optimizer.momentum`` for SGD, ``optimizer.betas.0`` for AdamW)."""
     at = f"{where}: space.{d.field}"
     if d.choices is not None:
         for i in range(len(d.choices)):
@@ -368,49 +457,81 @@ def _lacks(spec: TuneSpec, c: Contender, cfg: dict[str, Any], d: Dimension, wher
                 _resolved(spec, c, where, d.setting(i))
             except ConfigError as e:
                 if d.optional:
-                    return True
+                    return None
                 raise ConfigError(f"{at}: choice {d.choices[i]!r}: {e}") from None
-        return False
-    section, _, key = d.field.partition(".")
-    check(section in ("optimizer", "loss", "train", "model", "task", "scheduler") and key and "." not in key, at,
-          d.field, "must be SECTION.FIELD, e.g. optimizer.lr", ConfigError)
+        return d.field
     from .build import accepted_fields
+    from .methods import inert_hyperparameters
 
-    name = cfg.get(section, {}).get("name")
-    try:
-        ok = key in accepted_fields(section, name)
-    except ConfigError:
-        ok = False
-    if not ok and d.optional:
-        return True
-    check(ok, at, d.field, f"method {c.label!r} ({section} {name!r}) has no such field"
-          + ("" if d.optional else "; optional = true lets the methods without it lack this dimension"),
-          ConfigError)
-    return False
+    present, live = [], []
+    for f in d.alternatives or (d.field,):
+        section, key, index = _path(f, f"{at}.fields" if d.alternatives else at)
+        name = cfg.get(section, {}).get("name")
+        try:
+            ok = key in accepted_fields(section, name)
+        except ConfigError:
+            ok = False
+        if not ok:
+            continue
+        present.append(f)
+        if index is not None:
+            v = _value_at(cfg, section, key)
+            check(isinstance(v, (list, tuple)) and index < len(v) and all(_number(x) for x in v), at, f,
+                  f"method {c.label!r} has {section}.{key} = {v!r}: an element needs a list of numbers that long",
+                  ConfigError)
+        if not (section == "optimizer" and key in inert_hyperparameters(name, cfg["optimizer"])):
+            live.append(f)
+    if d.optional:
+        return live[0] if live else None
+    if present:
+        return (live or present)[0]
+    if d.alternatives:
+        raise invalid(f"{at}.fields", list(d.alternatives), f"method {c.label!r} has none of these fields; optional "
+                      "= true lets the methods without them lack this dimension", ConfigError)
+    section = d.field.partition(".")[0]
+    raise invalid(at, d.field, f"method {c.label!r} ({section} {cfg.get(section, {}).get('name')!r}) has no such "
+                  "field; optional = true lets the methods without it lack this dimension", ConfigError)
 
 
-def dimensions(spec: TuneSpec, c: Contender, where: str = "tune") -> list[Dimension]:
-    """The dimensions method ``c`` is searched over: every dimension of the space but the ``optional`` ones
-    whose field its config lacks (e.g. ``optimizer.momentum`` for AdamW)."""
-    cfg = _resolved(spec, c, where)
-    return [d for d in spec.space if not _lacks(spec, c, cfg, d, where)]
-
-
-def base_values(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[str, float]:
-    """Each searched numeric field's value in this method's resolved config (the value relative ranges
-    multiply; 0 when it has none), for the dimensions the method has (:func:`dimensions`)."""
-    from .methods import OPTIMIZERS
-
+def searched_fields(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[str, str]:
+    """The dimensions method ``c`` is searched over, by key, each with the config field it sets for ``c``:
+    every dimension of the space but the ``optional`` ones its config lacks or holds inert (e.g.
+    ``optimizer.momentum`` for AdamW, or for Grokfast on Adam); a dimension with ``fields`` sets the first
+    one the method has, live (:func:`_field_for`)."""
     cfg = _resolved(spec, c, where)
     out = {}
     for d in spec.space:
-        if _lacks(spec, c, cfg, d, where) or d.choices is not None:
+        f = _field_for(spec, c, cfg, d, where)
+        if f is not None:
+            out[d.field] = f
+    return out
+
+
+def dimensions(spec: TuneSpec, c: Contender, where: str = "tune") -> list[Dimension]:
+    """The dimensions method ``c`` is searched over (:func:`searched_fields`), in the space's order."""
+    have = searched_fields(spec, c, where)
+    return [d for d in spec.space if d.field in have]
+
+
+def base_values(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[str, float]:
+    """Each searched numeric dimension's value in this method's resolved config (the value relative ranges
+    multiply; 0 when it has none), by key, for the dimensions the method has (:func:`searched_fields`)."""
+    cfg = _resolved(spec, c, where)
+    return _base_values(spec, c, cfg, {d.field: f for d in spec.space
+                                       if (f := _field_for(spec, c, cfg, d, where)) is not None}, where)
+
+
+def _base_values(spec: TuneSpec, c: Contender, cfg: dict[str, Any], used: dict[str, str],
+                 where: str) -> dict[str, float]:
+    out = {}
+    for d in spec.space:
+        if d.field not in used or d.choices is not None:
             continue
-        section, _, key = d.field.partition(".")
         at = f"{where}: space.{d.field}"
-        value = cfg.get(section, {}).get(key)
-        if value is None and section == "optimizer":
-            value = OPTIMIZERS[cfg["optimizer"]["name"]].defaults.get(key)
+        section, key, index = _path(used[d.field], at)
+        value = _value_at(cfg, section, key)
+        if index is not None:
+            value = value[index]
         if d.relative:
             check(_number(value) and value > 0, at, value,
                   f"relative = true needs a value > 0 in method {c.label!r}'s config; give an absolute range "
@@ -509,8 +630,12 @@ def _next_asks(spec: TuneSpec, c: Contender, k: int, study: Any, optuna: Any) ->
         if any(t.state != state.COMPLETE for t in stage1):  # asked in the round under way: told at its end
             return []
         x = min(stage1, key=lambda t: (t.value, t.number)).params[first.field]
-        dists[first.field] = optuna.distributions.FloatDistribution(float(f"{x / 10 ** 0.5:.6g}"),
-                                                                    float(f"{x * 10 ** 0.5:.6g}"), log=True)
+        lo, hi = float(f"{x / 10 ** 0.5:.6g}"), float(f"{x * 10 ** 0.5:.6g}")
+        if first.limit_low is not None:  # never past a declared limit
+            lo = max(lo, first.limit_low)
+        if first.limit_high is not None:
+            hi = min(hi, first.limit_high)
+        dists[first.field] = optuna.distributions.FloatDistribution(lo, hi, log=True)
     done = sum(t.state == state.COMPLETE for t in trials)
     running = sum(t.state == state.RUNNING for t in trials)
     new = max(0, min(spec.batch - running, spec.trials - done - running))
@@ -535,9 +660,14 @@ def _distributions(spec: TuneSpec, optuna: Any, c: Contender | None = None) -> d
 
 def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[str, Any]:
     """The config values of a trial: searched factors times the method's own values (relative dimensions),
-    a choice's fields, 0 for an ``off`` dimension switched off.  A dimension the trial does not have (the
-    method lacks it, or stage 1 of ``coarse-refine`` left it at the method's own value) sets nothing."""
-    base = base_values(spec, c)
+    a choice's fields, 0 for an ``off`` dimension switched off, each in the field the method searches
+    (:func:`searched_fields`; an element ``optimizer.betas.0`` sets the whole pair, ``[x, β₂]`` with the
+    method's own β₂).  A dimension the trial does not have (the method lacks it, or stage 1 of
+    ``coarse-refine`` left it at the method's own value) sets nothing."""
+    where = "tune"
+    cfg = _resolved(spec, c, where)
+    used = {d.field: f for d in spec.space if (f := _field_for(spec, c, cfg, d, where)) is not None}
+    base = _base_values(spec, c, cfg, used, where)
     out: dict[str, Any] = {}
     for d in spec.space:
         if d.field not in params:
@@ -547,10 +677,17 @@ def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[s
             out.update(d.setting(x))
             continue
         if d.off and params.get(d.off_param):
-            out[d.field] = 0 if d.integer else 0.0
-            continue
-        v = x * base[d.field] if d.relative else x
-        out[d.field] = int(round(v)) if d.integer else float(f"{v:.6g}")
+            v: Any = 0 if d.integer else 0.0
+        else:
+            v = x * base[d.field] if d.relative else x
+            v = int(round(v)) if d.integer else float(f"{v:.6g}")
+        section, key, index = _path(used[d.field], where)
+        if index is None:
+            out[used[d.field]] = v
+        else:  # one element of a list field: the method's list with that element set (betas = [beta1, beta2])
+            whole = list(out.get(f"{section}.{key}") or _value_at(cfg, section, key))
+            whole[index] = v
+            out[f"{section}.{key}"] = whole
     return out
 
 
@@ -595,17 +732,104 @@ def _final_loss(row: dict[str, Any]) -> float:
 
 
 def study_name(spec: TuneSpec, c: Contender, k: int = 0) -> str:
-    """The name of study ``k`` of a method in ``spec.study_path`` (study 0 keeps the name of a one-study tune)."""
-    return f"{spec.name}/{c.label}" + (f"/study{k}" if k else "")
+    """The name of study ``k`` of a method in ``spec.study_path`` (study 0 keeps the name of a one-study tune);
+    in widening round ``r`` >= 1, ``.../widenR`` (round 0 keeps the names of a tune that never widens)."""
+    return f"{spec.name}/{c.label}" + (f"/study{k}" if k else "") + (f"/widen{spec.round}" if spec.round else "")
+
+
+class Studies(dict):  # type: ignore[type-arg]
+    """:func:`search`'s result: each method's Optuna studies of the last round, by label; ``spec``: that round's
+    spec (its widened space, ``round`` and ``history``), the one :func:`best` judges the winners' edges on."""
+
+    spec: TuneSpec
 
 
 def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local", address: str | None = None,
-           log: Any = print) -> dict[str, list[Any]]:
-    """Run (or continue) the search; returns each method's Optuna studies (``tune.studies`` of them, study
-    ``k`` seeded ``tune.seed + k``) by method label.  All studies of all methods advance round by round, their
-    runs going through the one store (identical configurations share a run id, so they run once)."""
+           log: Any = print) -> Studies:
+    """Run (or continue) the search, widening round by round; returns each method's Optuna studies of the last
+    round (``tune.studies`` of them, study ``k`` seeded ``tune.seed + k``) by method label, with that round's
+    spec as ``.spec``.
+
+    Round 0 searches the spec's space.  When it is complete and a winner of any study of any method lies at an
+    edge of a range (:func:`_winner`), that range is widened on that side for every method alike
+    (:meth:`Dimension.widened`; a range at its limit is not) and round 1 searches the whole space again, the
+    same stages and trials for every method, in new studies (:func:`study_name`); at most ``tune.widen``
+    rounds.  A round's space depends on the spec and the earlier rounds' results only, so a killed search
+    resumes in the round it was in, as an uninterrupted one would be (:func:`replay`)."""
     optuna = _import_optuna()
     spec.store.parent.mkdir(parents=True, exist_ok=True)
+    current = spec
+    while True:
+        studies = _search_round(current, optuna, workers=workers, backend=backend, address=address, log=log)
+        nxt = _widened(current, studies) if current.round < spec.widen else None
+        if nxt is None:
+            out = Studies(studies)
+            out.spec = current
+            return out
+        log(f"tune {spec.name}: widening round {nxt.round}: " + "; ".join(
+            f"{e['dimension']} {e['side']} edge -> {_range(e['widened_to'])}"
+            for e in nxt.history[-1]["edges"] if e["widened_to"]), flush=True)
+        current = nxt
+
+
+def _ranges(spec: TuneSpec) -> dict[str, list[float]]:
+    """Each range dimension's ``[low, high]`` (as searched: factors when relative)."""
+    return {d.field: [d.low, d.high] for d in spec.space if d.choices is None}
+
+
+def _range(r: list[float]) -> str:
+    return f"{r[0]:g}..{r[1]:g}"
+
+
+def _widened(spec: TuneSpec, studies: dict[str, list[Any]]) -> TuneSpec | None:
+    """The next round's spec: every range a winner of a study of ``spec``'s round reached an edge of, widened on
+    that side (:meth:`Dimension.widened`); ``history`` gains this round's ranges and edges.  None when no range
+    widens (no edge, or each at its limit)."""
+    record = _round_record(spec, studies)
+    if not any(e["widened_to"] for e in record["edges"]):
+        return None
+    space = []
+    for d in spec.space:
+        for e in record["edges"]:
+            if e["dimension"] == d.field and e["widened_to"]:
+                d = replace(d, low=e["widened_to"][0], high=e["widened_to"][1])
+        space.append(d)
+    return replace(spec, space=space, round=spec.round + 1, history=(*spec.history, record))
+
+
+def _round_record(spec: TuneSpec, studies: dict[str, list[Any]]) -> dict[str, Any]:
+    """A round's ranges, and each edge its winners reached: the dimension, the side, which studies of which
+    methods (``"LABEL study K"``), and the range it widens to (None at its limit).  A censored winner (no trial
+    of the study reached the threshold on the tuning seeds) widens nothing: its place in the range ranks by final
+    accuracy, not by the board's measure, and widening reruns every method's search; the leaderboard still flags
+    its edge."""
+    hits: dict[tuple[str, str], list[str]] = {}
+    for c in spec.contenders:
+        for k, st in enumerate(studies[c.label]):
+            w = _winner(spec, c, st)
+            if w["censored"]:
+                continue
+            for key, side in w["edges"].items():
+                hits.setdefault((key, side), []).append(f"{c.label} study {k}")
+    edges, ranges = [], {key: list(r) for key, r in _ranges(spec).items()}
+    for d in spec.space:
+        for side in ("low", "high"):
+            if (d.field, side) in hits:
+                w = d.widened(side)
+                to = None if w is None else [w.low, w.high]
+                if to:  # both sides: the second widens the first's result
+                    old = ranges[d.field]
+                    to = [to[0], old[1]] if side == "low" else [old[0], to[1]]
+                    ranges[d.field] = to
+                edges.append({"dimension": d.field, "side": side, "hit_by": hits[(d.field, side)],
+                              "widened_to": to, "at_limit": w is None})
+    return {"round": spec.round, "ranges": _ranges(spec), "edges": edges}
+
+
+def _search_round(spec: TuneSpec, optuna: Any, *, workers: int | None, backend: str, address: str | None,
+                  log: Any) -> dict[str, list[Any]]:
+    """Run (or continue) one round's search: its studies advance batch by batch, all methods' runs going
+    through the one store (identical configurations share a run id, so they run once)."""
     storage = f"sqlite:///{spec.study_path.resolve()}"
     studies = {
         c.label: [optuna.create_study(study_name=study_name(spec, c, k), storage=storage, direction="minimize",
@@ -613,6 +837,15 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
                   for k in range(spec.studies)]
         for c in spec.contenders
     }
+    if spec.round:  # a widening round's studies were made for its ranges: results or a spec changed since, refuse
+        for st in (st for sts in studies.values() for st in sts):
+            ranges = st.user_attrs.get("ranges")
+            if ranges is None:
+                st.set_user_attr("ranges", _ranges(spec))
+            elif ranges != _ranges(spec):
+                raise ConfigError(f"tune {spec.name}: study {st.study_name!r} searched {ranges}, but the spec and "
+                                  f"results now give widening round {spec.round} the ranges {_ranges(spec)}: the "
+                                  "spec changed since; give the tune a new name or store")
     running_state, done_states = optuna.trial.TrialState.RUNNING, (optuna.trial.TrialState.COMPLETE,)
     rounds = 0
     while True:
@@ -646,7 +879,8 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
         total = _total_trials(spec)
         told = {c.label: sum(len(st.get_trials(deepcopy=False, states=done_states)) for st in studies[c.label])
                 for c in spec.contenders}
-        log(f"tune {spec.name}: round {rounds}, trials done " + ", ".join(
+        widening = f" (widening round {spec.round})" if spec.round else ""
+        log(f"tune {spec.name}: round {rounds}{widening}, trials done " + ", ".join(
             f"{k} {v}/{total * spec.studies}" for k, v in told.items()), flush=True)
 
 
@@ -660,7 +894,10 @@ def _total_trials(spec: TuneSpec) -> int:
 
 def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
     """A study's best trial (smallest value; the first one on a tie): its searched values (as the sampler saw
-    them), config values, value, and edges (the outer ``EDGE`` of a range, in log position for log ranges)."""
+    them), config values, value, and edges: the outer ``EDGE`` of a range (in log position for log ranges), or
+    with ``coarse-refine``, stage 1's best at an end of its grid (the first dimension).  ``at_limit``: the
+    edges a widening cannot move (:meth:`Dimension.widened`); ``fields``: the field a dimension set for this
+    method where it is not the dimension's key (``fields = [...]``, e.g. ``optimizer.betas.0``)."""
     trials = [t for t in study.trials if t.value is not None]
     t = min(trials, key=lambda t: (t.value, t.number))
     edges = {}
@@ -672,13 +909,33 @@ def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
             edges[d.field] = "low"
         elif pos >= 1 - EDGE:
             edges[d.field] = "high"
-    return {"trial": t.number, "searched": dict(t.params), "values": trial_values(spec, c, t.params),
-            "tuning_value": t.value, "censored": t.value >= CENSORED, "edges": edges, "trials": len(trials)}
+    if spec.stages == "coarse-refine":
+        first, grid = spec.space[0], coarse_grid(spec.space[0])
+        stage1 = [u for u in study.trials[:len(grid)] if u.value is not None]
+        if len(stage1) == len(grid) > 1:
+            x = min(stage1, key=lambda u: (u.value, u.number)).params[first.field]
+            side = "low" if x == grid[0] else "high" if x == grid[-1] else None
+            if side:
+                edges.setdefault(first.field, side)
+    out = {"trial": t.number, "searched": dict(t.params), "values": trial_values(spec, c, t.params),
+           "tuning_value": t.value, "censored": t.value >= CENSORED, "edges": edges, "trials": len(trials)}
+    by = {d.field: d for d in spec.space}
+    at_limit = [key for key, side in edges.items() if by[key].widened(side) is None]
+    fields = {key: f for key, f in searched_fields(spec, c).items() if f != key and key in t.params}
+    if at_limit:
+        out["at_limit"] = at_limit
+    if fields:
+        out["fields"] = fields
+    return out
 
 
 def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per method: study 0's best trial (:func:`_winner`); with several studies, ``per_study`` lists every
-    study's best trial, each with its ``study`` number."""
+    study's best trial, each with its ``study`` number.  The winners are judged on the space of the round the
+    studies searched (``studies.spec`` of :func:`search`'s result, else ``spec``); after a widening, each winner
+    carries ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still
+    flagged)."""
+    spec = getattr(studies, "spec", spec)
     out = {}
     for c in spec.contenders:
         ss = studies[c.label] if isinstance(studies[c.label], list) else [studies[c.label]]
@@ -686,6 +943,14 @@ def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[c.label] = dict(ws[0])
         if len(ws) > 1:
             out[c.label]["per_study"] = [{"study": k, **w} for k, w in enumerate(ws)]
+    if spec.history:
+        last = _round_record(spec, {label: ss if isinstance(ss, list) else [ss] for label, ss in studies.items()})
+        last["edges"] = [{**e, "widened_to": None} for e in last["edges"]]  # the last round: flagged, not widened
+        rounds = [*spec.history, last]
+        for w in out.values():
+            w["rounds"] = rounds
+            for p in w.get("per_study", []):
+                p["rounds"] = rounds
     return out
 
 
@@ -756,7 +1021,8 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             entry["across"] = {key: across[key] for key in ("median", "min", "max")}
             entry["per_study"] = [{"study": k, "values": boards[k][0][i]["values"], "edges": boards[k][0][i]["edges"],
                                    "trial": boards[k][0][i]["trial"], "tuning_value": boards[k][0][i]["tuning_value"],
-                                   "median": values[k]} for k in range(n_studies)]
+                                   "median": values[k], **{key: boards[k][0][i][key] for key in ("at_limit", "fields")
+                                                           if key in boards[k][0][i]}} for k in range(n_studies)]
             board.append(entry)
             outcomes[c.label] = boards[rep][1][c.label]
     for entry in board:
@@ -792,9 +1058,12 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
 
 def _resolution(spec: TuneSpec, summaries: list[dict[str, Any]]) -> float:
     """The reporting runs' evaluation spacing in the board's unit (steps or epochs): a time to the threshold is the
-    first evaluation at or above it, so it is known to within this (``sweep.profiles.first_at_or_above``)."""
+    first evaluation at or above it, so it is known to within this (``sweep.profiles.first_at_or_above``).  With
+    ``train.refine_grok`` the crossing is replayed step by step (:mod:`egalitarian.train`): one step."""
     tc = board_train(spec, reporting=True)
     per_epoch = next((s["steps_per_epoch"] for s in summaries if s.get("steps_per_epoch")), 1)
+    if tc.get("refine_grok"):  # left out of the resolved config while false
+        return 1 if spec.metric == "steps" else 1 / per_epoch
     if spec.metric == "steps":
         return tc["eval_every"] * (per_epoch if tc["eval_unit"] == "epoch" else 1)
     return tc["eval_every"] / (per_epoch if tc["eval_unit"] == "step" else 1)
@@ -829,12 +1098,26 @@ def _loss_readings(spec: TuneSpec, board: list[dict[str, Any]], rows: dict[str, 
 
 
 def _fmt_values(entry: dict[str, Any]) -> str:
+    """A winner's values as ``lr=0.1 (low edge), momentum=0.9``; a dimension with ``fields`` shows the field it
+    set for this method (``momentum=0.9`` for SGD, ``betas.0=0.8`` for AdamW: the pair's searched element)."""
+    key_of = {f: key for key, f in entry.get("fields", {}).items()}  # the field set -> the dimension's key
+    limited = set(entry.get("at_limit", ()))
+
+    def flag(key: str) -> str:
+        edge = entry["edges"].get(key)
+        return f" ({edge} edge{', at its limit' if key in limited else ''})" if edge else ""
+
+    def short(k: str) -> str:
+        return k.split(".", 1)[1] if k.startswith("optimizer.") else k  # loss.weight_decay, scheduler.name
+
     parts = []
     for k, v in entry["values"].items():
-        edge = entry["edges"].get(k)
+        elements = sorted(f for f in key_of if f.rsplit(".", 1)[0] == k)
+        if elements and isinstance(v, list):
+            parts += [f"{short(f)}={v[int(f.rsplit('.', 1)[1])]:g}" + flag(key_of[f]) for f in elements]
+            continue
         text = f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-        name = k.split(".", 1)[1] if k.startswith("optimizer.") else k  # loss.weight_decay, scheduler.name
-        parts.append(f"{name}={text}" + (f" ({edge} edge)" if edge else ""))
+        parts.append(f"{short(k)}={text}" + flag(key_of.get(k, k)))
     return ", ".join(parts)
 
 
@@ -844,10 +1127,38 @@ def _fmt_dimension(d: Dimension) -> str:
             "{" + ", ".join(f"{k}={v}" for k, v in ch.items()) + "}" if isinstance(ch, dict) else str(ch)
             for ch in d.choices)
     else:
-        text = (f"{d.field} {'log-' if d.log else ''}uniform {d.low:g}..{d.high:g}"
+        limits = ("" if d.limit_low is None and d.limit_high is None else
+                  f", widened within [{'-∞' if d.limit_low is None else f'{d.limit_low:g}'}, "
+                  f"{'∞' if d.limit_high is None else f'{d.limit_high:g}'}]")
+        text = (f"{d.field}" + (f" ({' or '.join(d.alternatives)}, the first a method has)" if d.alternatives else "")
+                + f" {'log-' if d.log else ''}uniform {d.low:g}..{d.high:g}"
                 + (" × the method's own value" if d.relative else "") + (f", {d.points} points" if d.points else "")
-                + (" or 0 (off)" if d.off else ""))
-    return text + (" (methods without the field lack it)" if d.optional else "")
+                + (" or 0 (off)" if d.off else "") + limits)
+    return text + (" (methods without the field, or with it inert, lack it)" if d.optional else "")
+
+
+def _last_round(spec: TuneSpec, board: list[dict[str, Any]]) -> TuneSpec:
+    """``spec`` with the ranges of the last widening round its board's winners came from (``rounds``)."""
+    rounds = board[0].get("rounds") if board else None
+    if not rounds:
+        return spec
+    last = rounds[-1]["ranges"]
+    return replace(spec, space=[replace(d, low=last[d.field][0], high=last[d.field][1]) if d.field in last else d
+                                for d in spec.space], round=rounds[-1]["round"])
+
+
+def _widening_text(rounds: list[dict[str, Any]]) -> str:
+    """The rounds of a widened search: each round's widened ranges and the edges that widened them."""
+    moved = [key for key in rounds[0]["ranges"] if len({tuple(r["ranges"][key]) for r in rounds}) > 1]
+    parts = []
+    for r in rounds:
+        edges = "; ".join(f"{e['dimension']} {e['side']} edge ({', '.join(e['hit_by'])})" + (
+            f" -> {_range(e['widened_to'])}" if e["widened_to"] else ", at its limit" if e["at_limit"] else "")
+            for e in r["edges"])
+        parts.append(f"round {r['round']}: " + ", ".join(f"{key} {_range(r['ranges'][key])}" for key in moved)
+                     + f" ({edges or 'no edge'})")
+    return ("Ranges widened for every method alike, each round a whole new search (the winners are the last "
+            "round's): " + "; ".join(parts) + ".")
 
 
 def _stage_text(spec: TuneSpec) -> str:
@@ -862,7 +1173,9 @@ def _stage_text(spec: TuneSpec) -> str:
 
 
 def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
-    """The leaderboard as a Markdown table with the budget stated above it."""
+    """The leaderboard as a Markdown table with the budget stated above it (and, after a widening, every
+    round's ranges and the edges that widened them)."""
+    spec = _last_round(spec, board)
     tc = board_train(spec)
     dims = "; ".join(_fmt_dimension(d) for d in spec.space)
     k = spec.studies
@@ -885,6 +1198,8 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
         + (" Fewer than 5 reporting seeds: a smoke test, not a result." if len(spec.reporting_seeds) < 5 else ""),
         "",
     ]
+    if board and board[0].get("rounds"):
+        lines.insert(-1, _widening_text(board[0]["rounds"]))
     if multi:
         lines.insert(-1, f"Each of the {k} studies' best configuration is re-run on the reporting seeds; a row gives "
                      "the median across studies of those held-out medians, their spread (min-max: tuning luck), and "
@@ -927,15 +1242,25 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
             ["method", "study (sampler seed)", "best hyperparameters", "tuning value", f"held-out {what}"],
             [[e["method"], f"{s['study']} ({spec.seed + s['study']})", _fmt_values(s), _value(spec, s["tuning_value"]),
               _value(spec, s["median"])] for e in board for s in e["per_study"]])]
-        edged = sorted({e["method"] for e in board for s in e["per_study"] if s["edges"]},
-                       key=[e["method"] for e in board].index)
+        winners = [(e["method"], s) for e in board for s in e["per_study"]]
     else:
-        edged = [e["method"] for e in board if e["edges"]]
-    if edged:
+        winners = [(e["method"], e) for e in board]
+    edged = list(dict.fromkeys(m for m, w in winners if set(w["edges"]) - set(w.get("at_limit", ()))))
+    limited = list(dict.fromkeys(m for m, w in winners if w.get("at_limit")))
+    if edged and spec.widen:
+        lines += ["", f"At an edge of the search range after {spec.round} widening round(s) (tune.widen = "
+                  f"{spec.widen}; raise it to widen again): {', '.join(edged)}."]
+    elif edged:
         lines += ["", f"At an edge of the search range (widen it to be sure): {', '.join(edged)}."]
+    if limited:
+        lines += ["", f"At an edge that is the range's limit (limit_low/limit_high: not widened): "
+                  f"{', '.join(limited)}."]
     if board and "resolution" in board[0]:
         res, tied = board[0]["resolution"], [e["method"] for e in board[1:] if e["tie_with_leader"]]
-        lines += ["", f"Resolution: the reporting runs evaluate every {res:g} {spec.metric}, so a time is known to "
+        how = ("find the first step at or above the threshold by replaying the last interval step by step "
+               "(train.refine_grok)" if board_train(spec, reporting=True).get("refine_grok") else
+               f"evaluate every {res:g} {spec.metric}")
+        lines += ["", f"Resolution: the reporting runs {how}, so a time is known to "
                   f"within {res:g} {spec.metric}; tied with the leader ({board[0]['method']}) within it: "
                   f"{', '.join(tied) if tied else 'none'}."]
     return "\n".join(lines) + "\n"
@@ -969,9 +1294,11 @@ def _speedup_cell(x: dict[str, Any], baseline: str) -> str:
 def _report_cadence(tuning: dict[str, Any], reporting: dict[str, Any]) -> str:
     """The reporting runs' evaluation cadence when ``[report_set]`` makes it differ from the tuning runs'."""
     cadence = (reporting["eval_every"], reporting["eval_unit"])
+    refine = " and replay the interval in which they first reach the threshold step by step (train.refine_grok)"
+    refine = refine if reporting.get("refine_grok") and not tuning.get("refine_grok") else ""
     if cadence == (tuning["eval_every"], tuning["eval_unit"]):
-        return ""
-    return f" Reporting runs evaluate every {cadence[0]} {cadence[1]}(s)."
+        return f" Reporting runs evaluate as the tuning runs{refine}." if refine else ""
+    return f" Reporting runs evaluate every {cadence[0]} {cadence[1]}(s){refine}."
 
 
 def board_train(spec: TuneSpec, reporting: bool = False) -> dict[str, Any]:
@@ -990,10 +1317,13 @@ def tune(path: str | Path, *, workers: int | None = None, backend: str = "local"
     n = _total_trials(spec)
     n_runs = n * spec.studies * len(spec.tuning_seeds) * len(spec.contenders)
     studies = f" x {spec.studies} studies" if spec.studies > 1 else ""
+    widen = f", and up to {spec.widen} widening round(s) if a winner is at an edge" if spec.widen else ""
     log(f"tune {spec.name}: {len(spec.contenders)} methods{studies} x {n} trials x {len(spec.tuning_seeds)} tuning "
-        f"seeds (at most {n_runs} runs), then {len(spec.reporting_seeds)} reporting seeds -> {spec.store}", flush=True)
-    studies = search(spec, workers=workers, backend=backend, address=address, log=log)
-    winners = best(spec, studies)
+        f"seeds (at most {n_runs} runs{widen}), then {len(spec.reporting_seeds)} reporting seeds -> {spec.store}",
+        flush=True)
+    found = search(spec, workers=workers, backend=backend, address=address, log=log)
+    spec = found.spec  # the last widening round's: its ranges
+    winners = best(spec, found)
     board = report(spec, winners, workers=workers, backend=backend, address=address)
     text = leaderboard_markdown(spec, board)
     out = spec.store.with_name(spec.store.stem + "-leaderboard")

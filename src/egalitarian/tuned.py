@@ -1,0 +1,571 @@
+"""``egd robustness`` and ``egd transfer``: what is done with a finished tune's tuned configurations.
+
+Both read the leaderboard a finished ``egd tune`` wrote (``STORE-leaderboard.json``): each row's ``values`` is the
+configuration that row reports (with several studies, the median study's), ``method`` its label.  Neither searches
+anything; both re-run those configurations, changed in one controlled way, through the sweep executor (resumable,
+``--workers``, a run's id the hash of its config), with the tune's ``[set]`` and ``[report_set]`` (the reporting
+cadence: per-step evaluation where the board has it).
+
+* **Robustness** (issue #28, item 5): each method's tuned configuration with one field (the learning rate by
+  default) multiplied by a lattice of factors, the other hyperparameters at their tuned values, over ≥ 5 seeds, into
+  the tune's own store, so factor 1 *is* the board's reporting runs (the same run ids).  Per method and factor: the
+  Kaplan–Meier median steps to the threshold with a bootstrap CI and the grokked count; per method the **window
+  within 2× of the best** (:func:`window`).  Outputs ``STORE-robustness.md``/``.json``/``.png`` next to the
+  leaderboard.
+* **Transfer** (item 7): each method's tuned configuration on held-out variants of the task (another modulus, another
+  operation, another train fraction: dotted overrides per variant), without retuning, into a store of its own.  A
+  table variant × method of Kaplan–Meier medians with CIs, grokked counts and ranks, the source board's reading as
+  the first column; across the variants a Dolan–Moré performance profile and AlgoPerf's score
+  (:mod:`egalitarian.sweep.profiles`), the score saying whose tuning transfers best.  Outputs
+  ``STORE-transfer.md``/``.json`` next to the leaderboard.
+
+A spec is a small TOML file (docs/TUNING.md has every field)::
+
+    tune = "mod-add-p97.toml"      # the tune spec, relative to this file
+
+    [robustness]
+    factors = [0.125, 0.25, 0.5, 1, 2, 4, 8]    # default: x sqrt(2) apart from 1/8 to 8 (13 points)
+    field = "optimizer.lr"         # default
+    seeds = [100, 101, 102, 103, 104]           # default: the tune's reporting seeds (>= 5 for a result)
+    methods = ["egd", "muon"]      # default: every method of the board
+
+    # or, for egd transfer:
+    [transfer]
+    [variants.p59]
+    "task.p" = 59
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import io as fio
+from .config import load_toml, toml_table
+from .errors import ConfigError, check
+from .report import markdown_table
+from .sweep import Store, Sweep, run_sweep
+from .sweep.profiles import DEFAULT_TAUS, TAU_MAX, profile_markdown, profile_score
+from .sweep.spec import PlannedRun
+from .sweep.stats import METRICS, finite_json, km_cell, km_ci, km_median, outcome
+from .tune import Contender, TuneSpec, board_train, load_tune, plan
+
+FACTORS = tuple(2 ** (k / 2) for k in range(-6, 7))
+"""The default lattice of robustness: ×√2 apart from 1/8 to 8, 13 points, 1 in the middle.  √2 resolves a 2×
+window to within one step at each end; 1/8..8 (64×) spans the region where a tuned method's steps double on
+either side (issue #28's hand check: AdamW's median doubled at 3× its tuned lr and was censored at 4.6×;
+Muon stayed within 1.2× of its best over 3×, lrs 0.3-0.9)."""
+WITHIN = 2.0
+"""The window of a robustness curve: the factors whose median is within this factor of the best median."""
+MIN_SEEDS = 5
+"""Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
+ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods")
+TRANSFER_KEYS = ("name", "seeds", "methods", "store")
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """A loaded robustness spec: which field of which methods' tuned configurations is scaled by which factors."""
+
+    tune: TuneSpec
+    field: str
+    factors: list[float]
+    seeds: list[int]
+    methods: list[str]
+    name: str = "robustness"
+    path: Path | None = None
+
+    @property
+    def out(self) -> Path:
+        """The outputs' path without suffix: ``STORE-robustness`` beside the tune's store and leaderboard."""
+        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A loaded transfer spec: the variants (label -> dotted overrides) the tuned configurations are run on."""
+
+    tune: TuneSpec
+    variants: dict[str, dict[str, Any]]
+    seeds: list[int]
+    methods: list[str]
+    store: Path
+    name: str = "transfer"
+    path: Path | None = None
+
+    @property
+    def out(self) -> Path:
+        """The outputs' path without suffix: ``STORE-transfer`` beside the tune's store and leaderboard."""
+        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+
+
+# --------------------------------------------------------------------------------------------------- specs
+
+
+def _load(path: Path, table: str, keys: tuple[str, ...], top: tuple[str, ...]) -> tuple[
+        TuneSpec, dict[str, Any], dict[str, Any], str]:
+    """The parts both specs share: ``tune = FILE`` (relative to the spec) loaded, the ``[table]`` with only
+    ``keys``, no top-level key but ``top``.  Returns (tune spec, the table, the document, where)."""
+    doc = load_toml(path)
+    where = f"{table} spec {str(path)!r}"
+    for key in doc:
+        check(key in top, f"{where}: {key}", doc[key], f"unknown key; allowed: {', '.join(top)}", ConfigError)
+    tune_file = doc.get("tune")
+    check(isinstance(tune_file, str) and tune_file != "", f"{where}: tune", tune_file,
+          "must be the tune spec's file name, relative to this file", ConfigError)
+    tspec = load_tune(path.parent / tune_file)
+    check(tspec.metric in METRICS, f"{where}: tune", tune_file, f"its tune.metric is {tspec.metric!r}; {table} "
+          f"needs a time to the accuracy threshold ({', '.join(METRICS)})", ConfigError)
+    meta = toml_table(doc, table, where)
+    for key in meta:
+        check(key in keys, f"{where}: {table}.{key}", meta[key], f"unknown key; allowed: {', '.join(keys)}",
+              ConfigError)
+    name = meta.get("name", table)
+    check(isinstance(name, str) and name != "" and "/" not in name, f"{where}: {table}.name", name,
+          "must be a non-empty file-name part", ConfigError)
+    return tspec, meta, doc, where
+
+
+def _seeds(value: Any, tspec: TuneSpec, at: str) -> list[int]:
+    """Distinct integers >= 0, disjoint from the tune's tuning seeds (a configuration chosen on a seed says
+    nothing held-out about it)."""
+    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                    for s in value) and len(set(value)) == len(value)
+    check(bool(ok), at, value, "must be a non-empty list of distinct integers >= 0", ConfigError)
+    both = sorted(set(value) & set(tspec.tuning_seeds))
+    check(not both, at, value, f"must be disjoint from the tune's tuning_seeds (both have {both})", ConfigError)
+    return list(value)
+
+
+def _methods(value: Any, tspec: TuneSpec, at: str) -> list[str]:
+    labels = [c.label for c in tspec.contenders]
+    ok = isinstance(value, list) and value and all(isinstance(m, str) and m in labels for m in value)
+    check(bool(ok) and len(set(value)) == len(value), at, value,
+          f"must be a non-empty list of distinct method labels of the tune: {', '.join(labels)}", ConfigError)
+    return list(value)
+
+
+def load_robustness(path: str | Path) -> Robustness:
+    """Read and check a robustness spec; any problem is one ConfigError naming the file, the field and the value."""
+    path = Path(path)
+    tspec, meta, _, where = _load(path, "robustness", ROBUSTNESS_KEYS, ("tune", "robustness"))
+    fld = meta.get("field", "optimizer.lr")
+    section, _, key = fld.partition(".") if isinstance(fld, str) else ("", "", "")
+    check(section in ("optimizer", "loss", "train", "model", "task", "scheduler") and key != "" and "." not in key,
+          f"{where}: robustness.field", fld, "must be SECTION.FIELD, e.g. optimizer.lr", ConfigError)
+    factors = meta.get("factors", list(FACTORS))
+    ok = isinstance(factors, list) and factors and all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in factors)
+    check(bool(ok) and len(set(factors)) == len(factors), f"{where}: robustness.factors", factors,
+          "must be a non-empty list of distinct finite numbers > 0 (multipliers of the tuned value)", ConfigError)
+    seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: robustness.seeds")
+    methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: robustness.methods")
+    return Robustness(tspec, fld, sorted(float(f) for f in factors), seeds, methods, meta.get("name", "robustness"),
+                      path)
+
+
+def load_transfer(path: str | Path) -> Transfer:
+    """Read and check a transfer spec, every variant included: each is built once (task, model, loss, optimizer of
+    the first method) so that a bad field or value exits before anything runs, naming the variant."""
+    from .build import build_run
+
+    path = Path(path)
+    tspec, meta, doc, where = _load(path, "transfer", TRANSFER_KEYS, ("tune", "transfer", "variants"))
+    name = meta.get("name", "transfer")
+    store = meta.get("store", str(tspec.store.with_name(f"{tspec.store.stem}-{name}.sqlite")))  # beside the tune's
+    check(isinstance(store, str) and store != "", f"{where}: transfer.store", store, "must be a path", ConfigError)
+    seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: transfer.seeds")
+    methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: transfer.methods")
+    variants = toml_table(doc, "variants", where)
+    check(bool(variants), f"{where}: variants", variants, "needs at least one [variants.LABEL] table of "
+          'dotted overrides, e.g. "task.p" = 59', ConfigError)
+    searched = {f for d in tspec.space for f in d.fields()}
+    first = _contender(tspec, methods[0])
+    for label, overrides in variants.items():
+        at = f"{where}: variants.{label}"
+        check(isinstance(overrides, dict) and bool(overrides), at, overrides,
+              'must be a table of dotted overrides, e.g. "task.p" = 59', ConfigError)
+        for key, value in overrides.items():
+            check(key != "seed", f"{at}.seed", value, f"the seeds are [transfer].seeds ({seeds})", ConfigError)
+            check(key not in searched, f"{at}.{key}", value, "the tune searched this field: a variant keeps each "
+                  "method's tuned value", ConfigError)
+        try:
+            (run,) = plan(tspec, first, dict(overrides), seeds[:1], reporting=True)
+            build_run(run.config)
+        except ConfigError as e:
+            raise ConfigError(f"{at}: {e}") from None
+    return Transfer(tspec, {k: dict(v) for k, v in variants.items()}, seeds, methods, Path(store), name, path)
+
+
+# ------------------------------------------------------------------------------------------ the board
+
+
+def _contender(tspec: TuneSpec, label: str) -> Contender:
+    return next(c for c in tspec.contenders if c.label == label)
+
+
+def leaderboard_path(tspec: TuneSpec) -> Path:
+    """Where ``egd tune`` writes a tune's leaderboard JSON."""
+    return tspec.store.with_name(tspec.store.stem + "-leaderboard.json")
+
+
+def read_board(tspec: TuneSpec, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """The finished tune's leaderboard rows of ``methods``, by label (ConfigError when it has not finished, or a
+    method is not on it)."""
+    path = leaderboard_path(tspec)
+    if not path.is_file():
+        raise ConfigError(f"leaderboard {str(path)!r} does not exist: run `egd tune {tspec.path}` first")
+    try:
+        rows = {r["method"]: r for r in json.loads(path.read_text())}
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"leaderboard {str(path)!r} is not a leaderboard of `egd tune` ({e})") from None
+    missing = [m for m in methods if m not in rows]
+    check(not missing, f"leaderboard {str(path)!r}: methods", missing,
+          f"not on the board; it has: {', '.join(rows)} (rerun `egd tune {tspec.path}`)", ConfigError)
+    return {m: rows[m] for m in methods}
+
+
+def _reading(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Runs' store rows -> the Kaplan–Meier median of ``metric`` with its CI, grokked/done/runs, and the
+    (time, event) pairs (a censored run at its budget, a diverged one at infinity)."""
+    done = [r["summary"] for r in rows if r["status"] == "done"]
+    pairs = [outcome(s, metric) for s in done]
+    t, e = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"median": km_median(t, e) if t else math.inf, "ci": list(km_ci(t, e)) if t else [math.nan, math.nan],
+            "grokked": sum(e), "done": len(done), "runs": len(rows), "times": t, "events": e}
+
+
+def _execute(name: str, store: Path, planned: dict[Any, list[PlannedRun]], *, workers: int | None, backend: str,
+             address: str | None) -> dict[Any, list[dict[str, Any]]]:
+    """Run what is not done yet of ``planned`` (runs shared between keys run once) into ``store``; each key's store
+    rows."""
+    unique = list({r.id: r for rs in planned.values() for r in rs}.values())
+    counts = run_sweep(Sweep(name=name, store=store, baseline=None, runs=unique), workers=workers, backend=backend,
+                       address=address)
+    if counts.get("pending") or counts.get("running"):
+        raise RuntimeError(f"{name}: runs left unfinished; rerun to continue")
+    with Store(store, create=False) as st:
+        rows = {r["id"]: r for r in st.runs([r.id for r in unique])}
+    return {k: [rows[r.id] for r in rs] for k, rs in planned.items()}
+
+
+def _cell(k: dict[str, Any]) -> str:
+    """A reading as one cell: ``median [lo, hi] (grokked/runs)``."""
+    return f"{km_cell(k).replace('inf', '∞')} ({k['grokked']}/{k['runs']})"
+
+
+def _smoke(seeds: list[int]) -> str:
+    return f" Fewer than {MIN_SEEDS} seeds: a smoke test, not a result." if len(seeds) < MIN_SEEDS else ""
+
+
+def _setting(tspec: TuneSpec) -> str:
+    """The threshold, cadence and budget of the reporting runs, as the leaderboard states them."""
+    tc = board_train(tspec, reporting=True)
+    return (f"threshold test accuracy >= {tc['grok_threshold']}; evaluation every {tc['eval_every']} "
+            f"{tc['eval_unit']}(s); budget {tc['max_epochs'] or '-'} epochs / {tc['max_steps'] or '-'} steps")
+
+
+# ------------------------------------------------------------------------------------------- robustness
+
+
+def _scaled(value: float, factor: float) -> float:
+    """``value × factor`` to 6 significant digits (as the tune's values are); factor 1 leaves it exactly as it is,
+    so that those runs are the board's own (the same config, the same run id)."""
+    if factor == 1:
+        return value
+    v = value * factor
+    return int(round(v)) if isinstance(value, int) else float(f"{v:.6g}")
+
+
+def tuned_value(spec: Robustness, label: str, values: dict[str, Any]) -> float:
+    """The value of ``spec.field`` in method ``label``'s tuned configuration: the leaderboard's value when the tune
+    searched it, else the resolved config's (the registry's default for an unset optimizer field)."""
+    from .methods import OPTIMIZERS
+
+    value = values.get(spec.field)
+    if value is None:
+        (run,) = plan(spec.tune, _contender(spec.tune, label), values, spec.seeds[:1], reporting=True)
+        section, _, key = spec.field.partition(".")
+        value = run.config.get(section, {}).get(key)
+        if value is None and section == "optimizer":
+            value = OPTIMIZERS[run.config["optimizer"]["name"]].defaults.get(key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    check(ok, f"robustness.field = {spec.field!r}: method {label!r}'s tuned value", value,
+          "scaling it needs a number > 0", ConfigError)
+    return value
+
+
+def robustness_plan(spec: Robustness, board: dict[str, dict[str, Any]]) -> dict[tuple[str, float], list[PlannedRun]]:
+    """The runs of each (method, factor): the method's tuned values with ``field`` × factor, over the seeds, with
+    ``[report_set]`` (so factor 1's runs are the board's reporting runs, when the seeds are its reporting seeds)."""
+    out = {}
+    for label in spec.methods:
+        values = board[label]["values"]
+        value = tuned_value(spec, label, values)
+        c = _contender(spec.tune, label)
+        for f in spec.factors:
+            out[(label, f)] = plan(spec.tune, c, {**values, spec.field: _scaled(value, f)}, spec.seeds,
+                                   reporting=True)
+    return out
+
+
+def window(factors: list[float], medians: list[float], within: float = WITHIN) -> dict[str, Any] | None:
+    """The window of a robustness curve (``factors`` ascending, one median each; ``inf``: fewer than half the runs
+    reached the threshold): the widest contiguous run of factors that contains a best point (the smallest median)
+    and whose every median is ``<= within ×`` the best.  Returns the best median and its factor, the window's ends
+    ``lo``/``hi`` and ``ratio = hi / lo``, ``open`` when it reaches an end of the grid (the window is then at least
+    ``ratio``), and ``resolution``, the grid's largest spacing (each end is known to within it); None when no
+    point reached the threshold."""
+    finite = [m for m in medians if math.isfinite(m)]
+    if not finite:
+        return None
+    best = min(finite)
+    ok = [math.isfinite(m) and m <= within * best * (1 + 1e-12) for m in medians]
+    runs, i, n = [], 0, len(factors)
+    while i < n:
+        if not ok[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and ok[j + 1]:
+            j += 1
+        if any(medians[k] == best for k in range(i, j + 1)):
+            runs.append((i, j))
+        i = j + 1
+    lo, hi = max(runs, key=lambda r: factors[r[1]] / factors[r[0]])  # the first of equally wide ones
+    at = next(k for k in range(lo, hi + 1) if medians[k] == best)
+    spacing = max((b / a for a, b in zip(factors, factors[1:], strict=False)), default=1.0)
+    return {"best": best, "best_factor": factors[at], "lo": factors[lo], "hi": factors[hi],
+            "ratio": factors[hi] / factors[lo], "open": lo == 0 or hi == n - 1, "resolution": spacing}
+
+
+def robustness_result(spec: Robustness, board: dict[str, dict[str, Any]],
+                      rows: dict[tuple[str, float], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The robustness readings: per method its tuned value, per factor the Kaplan–Meier reading, and its window."""
+    metric = spec.tune.metric
+    methods = {}
+    for label in spec.methods:
+        value = tuned_value(spec, label, board[label]["values"])
+        points = []
+        for f in spec.factors:
+            k = _reading(rows[(label, f)], metric)
+            points.append({"factor": f, "value": _scaled(value, f), **k})
+        methods[label] = {"tuned": value, "points": points,
+                          "window": window(spec.factors, [p["median"] for p in points])}
+    return {"tune": spec.tune.name, "field": spec.field, "metric": metric, "factors": spec.factors,
+            "seeds": spec.seeds, "within": WITHIN, "smoke": len(spec.seeds) < MIN_SEEDS, "methods": methods}
+
+
+def _factor(f: float) -> str:
+    return f"×{f:.3g}"
+
+
+def _window_cell(w: dict[str, Any] | None) -> str:
+    if w is None:
+        return "- (never reached)"
+    return f"{'≥ ' if w['open'] else ''}{w['ratio']:.3g} ({_factor(w['lo'])}..{_factor(w['hi'])})"
+
+
+def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | None = None) -> str:
+    """The robustness table: a summary per method (window, best point), then every factor's reading."""
+    unit, short = spec.tune.metric, spec.field.partition(".")[2]
+    grid = spec.factors
+    spacing = max((b / a for a, b in zip(grid, grid[1:], strict=False)), default=1.0)
+    lines = [
+        f"Robustness of tune `{spec.tune.name}` to `{spec.field}`: each method's tuned configuration (its leaderboard "
+        f"row: the median study's) with `{spec.field}` × {len(grid)} factors from {grid[0]:.3g} to {grid[-1]:.3g}"
+        f"{f' (×{spacing:.3g} apart at most)' if len(grid) > 1 else ''}, the other hyperparameters at their tuned "
+        f"values; seeds {spec.seeds}; {_setting(spec.tune)}. Kaplan-Meier medians of {unit} to the threshold "
+        f"(censored runs counted) with 95% bootstrap CIs." + _smoke(spec.seeds),
+        "",
+        markdown_table(
+            ["method", f"tuned {short}", f"best factor ({short})", f"best KM median {unit}",
+             f"{short} window within {WITHIN:g}× of the best"],
+            [[label, f"{m['tuned']:g}",
+              "-" if m["window"] is None else
+              f"{_factor(m['window']['best_factor'])} ({_scaled(m['tuned'], m['window']['best_factor']):g})",
+              "> budget" if m["window"] is None else f"{m['window']['best']:g}", _window_cell(m["window"])]
+             for label, m in result["methods"].items()]),
+        "",
+        f"Window: the widest contiguous run of factors that contains the best point and whose every KM median is "
+        f"<= {WITHIN:g}× the best; hi/lo of its ends, \"≥\" where it reaches an end of the grid; each end is known to "
+        f"the grid's spacing (×{spacing:.3g}).",
+        "",
+        f"KM median {unit} [95% CI] (grokked/runs) per factor of the tuned {short}:",
+        "",
+        markdown_table(["factor", *result["methods"]],
+                       [[_factor(f), *(_cell(m["points"][i]) for m in result["methods"].values())]
+                        for i, f in enumerate(grid)]),
+    ]
+    if figure:
+        lines += ["", f"Figure: `{figure}` ({unit} against {short}, log-log; a censored median drawn at the budget)."]
+    return "\n".join(lines) + "\n"
+
+
+def robustness_figure(spec: Robustness, result: dict[str, Any]) -> bytes:
+    """Steps (the board's unit) against the field's value, log-log, one line per method with its CIs; a median that
+    did not reach the threshold is drawn as an open triangle at the budget (the largest censoring time)."""
+    import io
+
+    # a Figure on its own Agg canvas, not pyplot: the user's matplotlib backend stays as it was
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = [p for m in result["methods"].values() for p in m["points"]]
+    censored = [t for p in points for t, e in zip(p["times"], p["events"], strict=True) if not e and math.isfinite(t)]
+    finite = [p["median"] for p in points if math.isfinite(p["median"])]
+    budget = max(censored or finite or [1.0])
+    fig = Figure(figsize=(7.5, 5.0))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, (label, m) in enumerate(result["methods"].items()):
+        colour = f"C{i % 10}"
+        xs = [p["value"] for p in m["points"]]
+        ys = [p["median"] if math.isfinite(p["median"]) else math.nan for p in m["points"]]
+        ax.plot(xs, ys, "o-", color=colour, label=label, markersize=4)
+        for x, p in zip(xs, m["points"], strict=True):
+            lo, hi = p["ci"]
+            if math.isfinite(p["median"]) and not math.isnan(lo):
+                ax.plot([x, x], [lo, min(hi, budget)], color=colour, alpha=0.4, linewidth=1)
+        cx = [x for x, y in zip(xs, ys, strict=True) if math.isnan(y)]
+        ax.plot(cx, [budget] * len(cx), "^", color=colour, markerfacecolor="none", markersize=7)
+        ax.axvline(m["tuned"], color=colour, alpha=0.25, linewidth=1, linestyle=":")
+    ax.axhline(budget, color="grey", linewidth=0.8, linestyle="--", label="budget (open ^: censored)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{spec.field} (dotted: the tuned value)")
+    ax.set_ylabel(f"KM median {spec.tune.metric} to the threshold")
+    ax.set_title(f"{spec.tune.name}: robustness to {spec.field} ({len(spec.seeds)} seeds)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def robustness(path: str | Path, *, workers: int | None = None, backend: str = "local", address: str | None = None,
+               log: Any = print) -> dict[str, Any]:
+    """``egd robustness SPEC``: run what is missing, then write ``STORE-robustness.md``/``.json``/``.png``."""
+    spec = load_robustness(path)
+    board = read_board(spec.tune, spec.methods)
+    planned = robustness_plan(spec, board)
+    n = len({r.id for rs in planned.values() for r in rs})
+    log(f"robustness of {spec.tune.name} to {spec.field}: {len(spec.methods)} methods x {len(spec.factors)} factors "
+        f"x {len(spec.seeds)} seeds ({n} runs, those already in the store kept) -> {spec.tune.store}", flush=True)
+    rows = _execute(f"{spec.tune.name}-{spec.name}", spec.tune.store, planned, workers=workers, backend=backend,
+                    address=address)
+    result = robustness_result(spec, board, rows)
+    png = spec.out.with_name(spec.out.name + ".png")
+    fio.atomic_write(png, lambda f: f.write(robustness_figure(spec, result)))
+    text = robustness_markdown(spec, result, png.name)
+    _write(spec.out, text, result)
+    log("\n" + text + f"\nrobustness: {spec.out.with_name(spec.out.name + '.md')}", flush=True)
+    return result
+
+
+def _write(out: Path, text: str, result: dict[str, Any]) -> None:
+    """``OUT.md`` and ``OUT.json`` (strict JSON: inf and NaN as null), each written atomically."""
+    fio.write_text(out.with_name(out.name + ".md"), text)
+    fio.write_text(out.with_name(out.name + ".json"), json.dumps(finite_json(result), indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- transfer
+
+
+def transfer_plan(spec: Transfer, board: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[PlannedRun]]:
+    """The runs of each (variant, method): the method's tuned values plus the variant's overrides, over the seeds,
+    with the tune's ``[set]`` and ``[report_set]``."""
+    return {(v, label): plan(spec.tune, _contender(spec.tune, label), {**board[label]["values"], **overrides},
+                             spec.seeds, reporting=True)
+            for v, overrides in spec.variants.items() for label in spec.methods}
+
+
+def _source(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """The board's own reading of a method (its median study's, from the JSON: null median = never reached)."""
+    k = row.get(metric) or {}
+    median = math.inf if k.get("median") is None else k["median"]
+    lo, hi = (k.get("ci") or [None, None])
+    return {"median": median, "ci": [math.nan if lo is None else lo, math.inf if hi is None else hi],
+            "grokked": row.get("grokked", 0), "done": row.get("done", 0), "runs": row.get("runs", 0)}
+
+
+def ranks(medians: dict[str, float]) -> dict[str, int]:
+    """Competition ranks, smallest median first: 1 + the number of strictly smaller medians (equal medians,
+    infinite ones included, share a rank)."""
+    return {m: 1 + sum(o < v for o in medians.values()) for m, v in medians.items()}
+
+
+def transfer_result(spec: Transfer, board: dict[str, dict[str, Any]],
+                    rows: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The transfer readings: per column (the source board, then each variant) and method, the Kaplan–Meier reading
+    and its rank; across the variants the performance profile and AlgoPerf's score, and the best-scoring methods."""
+    metric = spec.tune.metric
+    columns = {"source": {m: _source(board[m], metric) for m in spec.methods}}
+    for v in spec.variants:
+        columns[v] = {m: _reading(rows[(v, m)], metric) for m in spec.methods}
+    for col in columns.values():
+        for m, r in ranks({m: k["median"] for m, k in col.items()}).items():
+            col[m]["rank"] = r
+    table = {v: {m: columns[v][m]["median"] for m in spec.methods} for v in spec.variants}
+    score = profile_score(table)
+    top = max((s for s in score.values() if not math.isnan(s)), default=math.nan)
+    return {"tune": spec.tune.name, "metric": metric, "seeds": spec.seeds, "variants": spec.variants,
+            "smoke": len(spec.seeds) < MIN_SEEDS, "columns": columns, "table": table, "score": score,
+            "best": [m for m, s in score.items() if s == top]}
+
+
+def transfer_markdown(spec: Transfer, result: dict[str, Any]) -> str:
+    """The variant × method table (the source board first), the variants' overrides, the performance profile and
+    score across the variants, and the line naming whose tuning transfers best."""
+    unit = spec.tune.metric
+    cols = result["columns"]
+    header = ["method", f"source board ({spec.tune.name})", *spec.variants]
+    body = [[m, *(f"{_cell(cols[c][m])} #{cols[c][m]['rank']}" for c in cols)] for m in spec.methods]
+    score = result["score"]
+    order = sorted(score, key=lambda m: -score[m] if not math.isnan(score[m]) else math.inf)
+    ranked = ", ".join(f"{m} {score[m]:.3f}" for m in order)
+    best = " and ".join(result["best"]) or "none (no variant was reached by any method)"
+    lines = [
+        f"Transfer of tune `{spec.tune.name}`'s tuned configurations (each method's leaderboard row: the median "
+        f"study's) to {len(spec.variants)} held-out variants, without retuning; seeds {spec.seeds}; the tune's [set] "
+        f"and [report_set]; {_setting(spec.tune)} (unless a variant changes it). Cells: Kaplan-Meier median {unit} "
+        f"to the threshold [95% bootstrap CI] (grokked/runs) #rank in the column; the source board's column is its "
+        f"own reporting runs." + _smoke(spec.seeds),
+        "",
+        markdown_table(header, body),
+        "",
+        "Variants:",
+        "",
+        *(f"- `{v}`: " + ", ".join(f"{k} = {json.dumps(x)}" for k, x in o.items()) for v, o in spec.variants.items()),
+        "",
+        f"Performance profile across the {len(spec.variants)} variants (Dolan-Moré: rho(tau), the fraction of "
+        f"variants on which a method's KM median is within tau× of the best) and AlgoPerf's score (the area under "
+        f"rho over tau in [1, {TAU_MAX:g}], normalised; the source board left out):",
+        "",
+        profile_markdown(result["table"], DEFAULT_TAUS),
+        "",
+        f"Whose tuning transfers best (the highest score across the variants): {best} (scores: {ranked}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def transfer(path: str | Path, *, workers: int | None = None, backend: str = "local", address: str | None = None,
+             log: Any = print) -> dict[str, Any]:
+    """``egd transfer SPEC``: run what is missing, then write ``STORE-transfer.md``/``.json``."""
+    spec = load_transfer(path)
+    board = read_board(spec.tune, spec.methods)
+    planned = transfer_plan(spec, board)
+    log(f"transfer of {spec.tune.name}: {len(spec.variants)} variants x {len(spec.methods)} methods x "
+        f"{len(spec.seeds)} seeds ({len(planned) * len(spec.seeds)} runs, those already in the store kept) -> "
+        f"{spec.store}", flush=True)
+    rows = _execute(f"{spec.tune.name}-{spec.name}", spec.store, planned, workers=workers, backend=backend,
+                    address=address)
+    result = transfer_result(spec, board, rows)
+    text = transfer_markdown(spec, result)
+    _write(spec.out, text, result)
+    log("\n" + text + f"\ntransfer: {spec.out.with_name(spec.out.name + '.md')}", flush=True)
+    return result

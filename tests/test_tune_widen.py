@@ -1,0 +1,225 @@
+"""``egd tune``'s automatic range widening (issue #28): a winner at an edge of a range widens that range for every
+method alike and the whole search reruns in new studies, at most ``tune.widen`` rounds, never past a limit.
+
+The fake executor of tests/test_tune_search.py finishes every run with steps = 10 + 100·|log10(lr / best)| + seed
+(best: sgd 2.0, egd 0.3), so every expectation below is computed by hand from that formula.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import egalitarian.tune as tune_mod
+from egalitarian.cli import main
+from egalitarian.tune import Dimension, load_tune
+from tests.test_tune_search import Fake, quiet, trials_of, whole_and_resumed, write
+
+optuna = pytest.importorskip("optuna")
+
+# 2 decades: stage 1 is the 5 points 0.01, 0.0316228, 0.1, 0.316228, 1.  sgd's best lr 2.0 lies past the high end:
+# its stage-1 best is the grid's last point (1: 40 and 41 steps on seeds 0, 1) and its winner the high edge.
+# egd's best 0.3 is inside: its winner (about 0.3, log position 0.74) is at no edge.
+NARROW = '[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, log = true }\n'
+CR = 'stages = "coarse-refine"\ntrials = 4\nbatch = 2\nsampler = "random"\n'
+GRID0 = [0.01, 0.0316228, 0.1, 0.316228, 1.0]
+GRID1 = [0.01, 0.0316228, 0.1, 0.316228, 1.0, 3.16228, 10.0]  # the range widened by a decade at its high end
+
+
+def names(spec) -> set[str]:
+    return set(optuna.get_all_study_names(f"sqlite:///{spec.study_path.resolve()}"))
+
+
+def test_an_edge_widens_the_range_for_every_method_and_reruns_the_same_stages(tmp_path, monkeypatch):
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    spec = load_tune(write(tmp_path, CR, NARROW))
+    assert spec.widen == 2  # the default
+    studies = tune_mod.search(spec, log=quiet)
+    # one widening round: in round 1 (range 0.01..10) sgd's stage-1 best is 3.16228 (30, 31 steps) and its
+    # stage 2 spans 1..10, where a high edge (>= 10^0.7 = 5.01) would take >= 10 + 100·log10(2.5) = 50 steps
+    assert names(spec) == {"t/sgd", "t/egd", "t/sgd/widen1", "t/egd/widen1"}
+    assert studies.spec.round == 1 and studies.spec.space[0] == Dimension("optimizer.lr", 0.01, 10.0)
+    r0, r1 = trials_of(spec), trials_of(spec, 1)
+    for label in ("sgd", "egd"):  # every method, with or without an edge, gets the same two stages again
+        assert [p for _, p in r0[(label, 0)][:5]] == [{"optimizer.lr": x} for x in GRID0]
+        assert [p for _, p in r1[(label, 0)][:7]] == [{"optimizer.lr": x} for x in GRID1]
+        assert len(r1[(label, 0)]) == 7 + 4 and all(state == "COMPLETE" for state, _ in r1[(label, 0)])
+    lo, hi = 3.16228 / 10**0.5, 3.16228 * 10**0.5  # sgd's round-1 stage 2: one decade around 3.16228
+    assert all(lo * (1 - 1e-5) <= p["optimizer.lr"] <= hi * (1 + 1e-5) for _, p in r1[("sgd", 0)][7:])
+    # egd's stage-1 best is 0.316228 in both rounds, so its stage 2 asks the same decade with the same seed:
+    # the same trials, whose runs the store already has
+    assert r1[("egd", 0)][7:] == r0[("egd", 0)][5:]
+    # runs: round 0, 2 methods x (5 + 4 trials) x 2 seeds = 36; round 1 adds the 2 new grid points of each method
+    # (3.16228, 10: 8 runs) and sgd's 4 new stage-2 trials (8 runs); the 5 old grid points are reused
+    assert len(fake.configs) == 36 + 8 + 8
+
+    winners = tune_mod.best(spec, studies)  # judged on round 1's range: no edge left
+    assert winners["sgd"]["edges"] == {} and winners["egd"]["edges"] == {}
+    assert winners["sgd"]["rounds"] == [
+        {"round": 0, "ranges": {"optimizer.lr": [0.01, 1.0]},
+         "edges": [{"dimension": "optimizer.lr", "side": "high", "hit_by": ["sgd study 0"],
+                    "widened_to": [0.01, 10.0], "at_limit": False}]},
+        {"round": 1, "ranges": {"optimizer.lr": [0.01, 10.0]}, "edges": []}]
+    lr = winners["sgd"]["values"]["optimizer.lr"]
+    assert {"optimizer.lr": lr} in [p for _, p in r1[("sgd", 0)]]  # the winner is the last round's
+
+
+def test_the_leaderboard_states_every_round(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    path = write(tmp_path, CR, NARROW)
+    tune_mod.tune(path, log=quiet)
+    text = (tmp_path / "store-leaderboard.md").read_text()
+    assert ("Ranges widened for every method alike, each round a whole new search (the winners are the last "
+            "round's): round 0: optimizer.lr 0.01..1 (optimizer.lr high edge (sgd study 0) -> 0.01..10); "
+            "round 1: optimizer.lr 0.01..10 (no edge).") in text
+    assert "every method: optimizer.lr log-uniform 0.01..10. Two stages for every method: 7 points" in text
+    assert "At an edge" not in text
+    import json
+
+    board = json.loads((tmp_path / "store-leaderboard.json").read_text())
+    assert [r["ranges"]["optimizer.lr"] for r in board[0]["rounds"]] == [[0.01, 1.0], [0.01, 10.0]]
+
+
+def test_widen_0_and_no_edge_keep_the_search_of_today(tmp_path, monkeypatch):
+    dirs = {n: tmp_path / n for n in ("zero", "default", "wide", "wide0")}
+    for d in dirs.values():
+        d.mkdir()
+    fakes = {n: Fake() for n in dirs}
+    specs = {}
+    for n, tune, space in (("zero", CR + "widen = 0\n", NARROW), ("default", CR, NARROW),
+                           ("wide", CR, '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true }\n'),
+                           ("wide0", CR + "widen = 0\n",
+                            '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true }\n')):
+        specs[n] = load_tune(write(dirs[n], tune, space))
+        monkeypatch.setattr(tune_mod, "run_sweep", fakes[n])
+        tune_mod.search(specs[n], log=quiet)
+    # widen = 0: round 0 only, the same trials as the spec without the key asks in its round 0
+    assert names(specs["zero"]) == {"t/sgd", "t/egd"}
+    assert trials_of(specs["zero"]) == trials_of(specs["default"])
+    # and exactly round 0's runs: 2 methods x (5 + 4) trials x 2 seeds, each the plan of its trial
+    trials = trials_of(specs["zero"])
+    ids = {r.id for c in specs["zero"].contenders for _, p in trials[(c.label, 0)]
+           for r in tune_mod.plan(specs["zero"], c, tune_mod.trial_values(specs["zero"], c, p), [0, 1])}
+    assert set(fakes["zero"].configs) == ids and len(ids) == 36
+    assert set(fakes["zero"].configs) < set(fakes["default"].configs)
+    # no edge (0.01..100 holds both optima inside): no widening round, whatever tune.widen says
+    assert names(specs["wide"]) == names(specs["wide0"]) == {"t/sgd", "t/egd"}
+    assert trials_of(specs["wide"]) == trials_of(specs["wide0"])
+    assert set(fakes["wide"].configs) == set(fakes["wide0"].configs)
+    # widen = 0 flags the edge as before
+    text = tune_mod.leaderboard_markdown(specs["zero"], tune_mod.report(
+        specs["zero"], tune_mod.best(specs["zero"], tune_mod.search(specs["zero"], log=quiet))))
+    assert "| sgd | lr=" in text and "(high edge)" in text
+    assert text.count("At an edge of the search range (widen it to be sure): sgd.") == 1
+    assert "Ranges widened" not in text
+
+
+def test_a_search_killed_in_round_1_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    # run_sweep calls: round 0 = stage 1, then stage 2 in 2 batches (calls 1-3); round 1 = calls 4-6.  Killed in
+    # round 1's stage 1, then (each rerun's round 0 runs nothing) in its stage 2's first and second batch
+    whole, broken, studies = whole_and_resumed(tmp_path, monkeypatch, CR + "studies = 2\n", NARROW, (4, 2, 2))
+    assert names(broken) == names(whole) and studies.spec.round == 1
+    assert trials_of(broken) == trials_of(whole) and trials_of(broken, 1) == trials_of(whole, 1)
+    again = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", again)
+    tune_mod.search(broken, log=quiet)
+    assert again.calls == 0  # a finished search, widening included, does nothing
+
+
+MOMENTUM = ('[space]\n"optimizer.momentum" = { low = 0.5, high = 0.99, log = false, points = 3, '
+            'limit_high = 1.0 }\n')
+
+
+class MomentumFake(Fake):
+    """steps = 10 + 100·(1 − momentum) + seed: the more momentum the faster, so the winner is the range's top."""
+
+    def steps(self, cfg: dict) -> int:
+        return round(10 + 100 * (1 - cfg["optimizer"]["momentum"]) + cfg["train"]["seed"])
+
+
+def test_a_limit_stops_the_widening(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(tune_mod, "run_sweep", MomentumFake())
+    path = write(tmp_path, 'sampler = "grid"\ntrials = 3\nwiden = 2\n', MOMENTUM)
+    spec = load_tune(path)
+    tune_mod.tune(path, log=quiet)
+    # round 0: grid 0.5, 0.745, 0.99 -> 0.99 wins (high edge); + half the width 0.245 = 1.235, past the limit: 1.
+    # round 1: grid 0.5, 0.75, 1 -> 1 wins, at the limit: no round 2 although tune.widen = 2
+    assert names(spec) == {"t/sgd", "t/egd", "t/sgd/widen1", "t/egd/widen1"}
+    assert sorted(p["optimizer.momentum"] for _, p in trials_of(spec)[("sgd", 0)]) == [0.5, 0.745, 0.99]
+    assert sorted(p["optimizer.momentum"] for _, p in trials_of(spec, 1)[("sgd", 0)]) == [0.5, 0.75, 1.0]
+    text = (tmp_path / "store-leaderboard.md").read_text()
+    assert "| sgd | momentum=1 (high edge, at its limit) |" in text
+    assert "round 0: optimizer.momentum 0.5..0.99 (optimizer.momentum high edge (sgd study 0, egd study 0) -> " \
+           "0.5..1); round 1: optimizer.momentum 0.5..1 (optimizer.momentum high edge (sgd study 0, egd study 0), " \
+           "at its limit)." in text
+    assert "At an edge that is the range's limit (limit_low/limit_high: not widened): sgd, egd." in text
+    # the spec changed under a finished widening: round 1's studies were made for 0.5..1, refused with one line
+    capsys.readouterr()
+    path.write_text(path.read_text().replace("limit_high = 1.0", "limit_high = 0.995"))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "widening round 1" in err and "0.995" in err
+
+
+def test_widened_ranges_by_hand():
+    lr = Dimension("optimizer.lr", 1e-5, 100.0)
+    assert (lr.widened("low").low, lr.widened("high").high) == (1e-6, 1000.0)  # a decade
+    assert tune_mod.coarse_grid(lr)[0] == 1e-5 and set(tune_mod.coarse_grid(lr)) < set(
+        tune_mod.coarse_grid(lr.widened("low").widened("high")))  # the x sqrt(10) lattice keeps its points
+    assert Dimension("x", 1e-5, 1.0, limit_low=3e-6).widened("low").low == 3.16228e-6  # half a decade fits
+    assert Dimension("x", 1e-5, 1.0, limit_low=5e-6).widened("low").low == 5e-6  # neither: up to the limit
+    assert Dimension("x", 5e-6, 1.0, limit_low=5e-6).widened("low") is None  # at the limit
+    m = Dimension("m", 0.5, 0.9, log=False)
+    assert (m.widened("low").low, m.widened("high").high) == (0.3, 1.1)  # half the width, 0.4 / 2
+    assert Dimension("m", 0.5, 0.9, log=False, limit_high=1.0).widened("high").high == 1.0
+    assert Dimension("m", 0.5, 1.0, log=False, limit_high=1.0).widened("high") is None
+    assert Dimension("w", 5, 100, integer=True).widened("low").low == 1  # 0.5, then 1.58 -> 1 (>= 1)
+    assert Dimension("w", 1, 100, integer=True).widened("low") is None
+    assert Dimension("w", 0, 9, log=False, integer=True).widened("low").low == -5  # 0 - 4.5, rounded outward
+
+
+def test_every_edge_of_every_study_widens_its_side(tmp_path):
+    path = write(tmp_path, "trials = 3\n", '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0 }\n'
+                 '"optimizer.momentum" = { low = 0.5, high = 0.9, log = false }\n')
+    spec = load_tune(path)
+    dist = {"optimizer.lr": optuna.distributions.FloatDistribution(0.01, 100.0, log=True),
+            "optimizer.momentum": optuna.distributions.FloatDistribution(0.5, 0.9)}
+
+    def study(*trials):
+        st = optuna.create_study()
+        for lr, mom, v in trials:
+            st.add_trial(optuna.trial.create_trial(params={"optimizer.lr": lr, "optimizer.momentum": mom},
+                                                   distributions=dist, value=v))
+        return st
+
+    # sgd's winner: lr 0.012 (log position 0.02: low) and momentum 0.89 (0.975: high); egd's: lr 90 (0.99: high)
+    studies = {"sgd": [study((1.0, 0.7, 5.0), (0.012, 0.89, 1.0))], "egd": [study((90.0, 0.7, 1.0))]}
+    nxt = tune_mod._widened(spec, studies)
+    assert nxt.round == 1 and [(d.low, d.high) for d in nxt.space] == [(0.001, 1000.0), (0.5, 1.1)]
+    assert [(e["dimension"], e["side"], e["hit_by"], e["widened_to"]) for e in nxt.history[0]["edges"]] == [
+        ("optimizer.lr", "low", ["sgd study 0"], [0.001, 100.0]),  # both sides: the second builds on the first
+        ("optimizer.lr", "high", ["egd study 0"], [0.001, 1000.0]),
+        ("optimizer.momentum", "high", ["sgd study 0"], [0.5, 1.1])]
+    assert tune_mod._widened(spec, {"sgd": [study((1.0, 0.7, 1.0))], "egd": [study((0.5, 0.6, 1.0))]}) is None
+    # a censored winner (value >= CENSORED: no trial reached the threshold) widens nothing, though at an edge
+    censored = tune_mod.CENSORED + 0.5
+    assert tune_mod._widened(spec, {"sgd": [study((0.012, 0.89, censored))], "egd": [study((1.0, 0.7, 1.0))]}) is None
+
+
+def test_the_low_side_of_an_off_dimension_is_at_its_limit():
+    wd = Dimension("optimizer.weight_decay", 1e-5, 1.0, off=True)
+    assert wd.widened("low") is None  # 0 is already searched below the range
+    assert wd.widened("high").high == 10.0  # the high side widens by a decade as any log range
+
+
+def test_a_limit_bounds_stage_2_and_the_widening_of_the_first_dimension(tmp_path, monkeypatch):
+    """lr 0.01..1 with limit_high = 1: sgd's stage-1 best is the grid's top, 1; stage 2's decade around it
+    (0.316228..3.16228) stops at 1, and the edge is at its limit, so nothing widens; egd's low side is free."""
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    spec = load_tune(write(tmp_path, CR, '[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, limit_high = 1.0 }\n'))
+    studies = tune_mod.search(spec, log=quiet)
+    assert names(spec) == {"t/sgd", "t/egd"}
+    stage2 = [p["optimizer.lr"] for _, p in trials_of(spec)[("sgd", 0)][5:]]
+    assert len(stage2) == 4 and all(0.316228 <= x <= 1.0 for x in stage2)
+    w = tune_mod.best(spec, studies)["sgd"]
+    assert w["edges"] == {"optimizer.lr": "high"} and w["at_limit"] == ["optimizer.lr"]

@@ -1,0 +1,321 @@
+"""``egd robustness`` and ``egd transfer`` (issue #28, items 5 and 7): a finished tune's tuned configurations, the lr
+scaled around them and run on held-out variants of the task.
+
+A fake executor finishes every run from a formula of its config (robustness: steps = 100·max(q, 1/q)^EXP with q the
+lr over the method's best lr, censored above 4.5× it; transfer: a hand-written table per task variant), and the
+leaderboard JSON is written by hand, so every expected number below is computed by hand from those, never from the
+code's earlier output.  One test at the end trains for real on a tiny task.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import egalitarian.tune as tune_mod
+import egalitarian.tuned as tuned_mod
+from egalitarian.cli import main
+from egalitarian.sweep import Store
+from egalitarian.tune import load_tune
+from egalitarian.tuned import FACTORS, load_robustness, load_transfer, ranks, window
+from tests.test_tune import BASE
+
+TUNE = """
+[tune]
+name = "t"
+trials = 2
+tuning_seeds = [0, 1]
+reporting_seeds = [10, 11, 12, 13, 14]
+
+[set]
+"train.max_epochs" = 3
+
+[report_set]
+"train.eval_unit" = "step"
+"train.eval_every" = 1
+
+[space]
+"optimizer.lr" = { low = 1e-3, high = 100.0, log = true }
+"loss.weight_decay" = { low = 1e-5, high = 1.0, log = true, off = true }
+
+[methods.sgd]
+[methods.egd]
+[methods.egd_all]
+method = "egd"
+set = { "optimizer.whiten" = "all" }
+"""
+
+# the board: sgd tuned at its best lr; egd tuned at twice its best lr (so its best point is factor 0.5)
+VALUES = {"sgd": {"optimizer.lr": 2.0, "loss.weight_decay": 0.0},
+          "egd": {"optimizer.lr": 0.6, "loss.weight_decay": 0.001}}
+BEST = {"sgd": 2.0, "egd": 0.3}
+EXP = {"sgd": 0.25, "egd": 1.0}
+SOURCE = {"sgd": (200.0, [190.0, 210.0]), "egd": (100.0, [95.0, 105.0])}
+
+
+def row(method: str) -> dict:
+    """A leaderboard row as `egd tune` writes it (the fields these commands read, plus a few it has)."""
+    median, ci = SOURCE[method]
+    return {"method": method, "runs": 5, "done": 5, "grokked": 5, "values": VALUES[method], "edges": {},
+            "steps": {"median": median, "ci": ci}, "epochs": {"median": None, "ci": [None, None]}}
+
+
+def write_tune(tmp_path: Path, board: bool = True) -> Path:
+    path = tmp_path / "tune.toml"
+    path.write_text(BASE + TUNE.replace('name = "t"', f'name = "t"\nstore = "{tmp_path / "store.sqlite"}"'))
+    if board:
+        (tmp_path / "store-leaderboard.json").write_text(json.dumps([row("egd"), row("sgd")]))
+    return path
+
+
+def write_spec(tmp_path: Path, text: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text('tune = "tune.toml"\n' + text)
+    return path
+
+
+def finished(cfg: dict, steps: float | None) -> dict:
+    """A run's summary: grokked at ``steps``, or censored at the budget (1000 steps) when ``steps`` is None."""
+    return {"grokked": steps is not None, "status": "grokked" if steps is not None else "budget",
+            "grok": {"step": steps, "epoch": steps, "seconds": 1.0} if steps is not None else None,
+            "steps": 1000, "epochs": 1000, "seconds": 10.0, "final_test_acc": 1.0 if steps else 0.1}
+
+
+def robustness_steps(cfg: dict) -> float | None:
+    name = "egd" if cfg["optimizer"]["name"] == "egd" else "sgd"
+    q = cfg["optimizer"]["lr"] / BEST[name]
+    return None if q > 4.5 else round(100 * max(q, 1 / q) ** EXP[name])
+
+
+class Fake:
+    """Stands in for run_sweep: finishes each pending run with ``outcome(config)``; records what it ran."""
+
+    def __init__(self, outcome):
+        self.outcome = outcome
+        self.executed: list[str] = []
+        self.configs: dict[str, dict] = {}
+
+    def __call__(self, sweep, workers=None, backend="local", address=None, progress=None):
+        with Store(sweep.store) as st:
+            st.add(sweep.name, sweep.runs)
+            by_id = {r.id: r for r in sweep.runs}
+            for r in st.runs(list(by_id)):
+                if r["status"] == "pending":
+                    cfg = by_id[r["id"]].config
+                    st.claim([r["id"]], "fake")
+                    st.finish(r["id"], "fake", finished(cfg, self.outcome(cfg)), [])
+                    self.executed.append(r["id"])
+                    self.configs[r["id"]] = cfg
+            return st.counts(list(by_id))
+
+
+def quiet(*a, **k):
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- the window
+
+
+def test_the_window_on_hand_made_curves():
+    f = list(FACTORS)  # 0.125 .. 8, x sqrt(2) apart
+    assert f[0] == 0.125 and f[6] == 1.0 and f[-1] == 8.0 and len(f) == 13
+    inf = math.inf
+    # best 100 at x1; <= 200 from x0.354 (200) to x2 (180): 2 / 0.354 = 2^2.5
+    w = window(f, [inf, 400, 300, 200, 150, 120, 100, 110, 180, 250, inf, inf, inf])
+    assert (w["best"], w["best_factor"], w["lo"], w["hi"], w["open"]) == (100, 1.0, f[3], 2.0, False)
+    assert w["ratio"] == pytest.approx(2 ** 2.5) and w["resolution"] == pytest.approx(2 ** 0.5)
+    # the window reaches the grid's low end: "at least"
+    w = window(f, [150, 120, 100, 300, 400, *[inf] * 8])
+    assert (w["lo"], w["hi"], w["open"]) == (0.125, 0.25, True) and w["ratio"] == pytest.approx(2)
+    # a censored point inside ends the window, although later points are within 2x again
+    w = window(f, [100, 150, inf, 120, 110, *[400] * 8])
+    assert (w["lo"], w["hi"], w["open"], w["ratio"]) == (0.125, f[1], True, pytest.approx(2 ** 0.5))
+    # two runs within 2x: the one with the best point counts, though the other is wider
+    w = window(f, [300, 180, 170, 160, 150, 400, 400, 90, 400, 400, 400, 400, 400])
+    assert (w["lo"], w["hi"], w["best_factor"], w["ratio"]) == (f[7], f[7], f[7], 1.0)
+    assert window(f, [inf] * 13) is None  # never reached: no window
+    assert window([1.0], [50.0])["open"] is True  # one point is both ends of its grid
+
+
+def test_ranks_share_ties():
+    inf = math.inf
+    assert ranks({"a": 100, "b": 100, "c": 50, "d": inf, "e": inf}) == {"a": 2, "b": 2, "c": 1, "d": 4, "e": 4}
+
+
+# ------------------------------------------------------------------------------------------- robustness
+
+
+def test_robustness_plans_tuned_values_times_factors_and_reuses_the_boards_runs(tmp_path, monkeypatch):
+    fake = Fake(robustness_steps)
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    tspec = load_tune(write_tune(tmp_path))
+    # the board's reporting runs, as `egd tune` runs them (each method's winner on the reporting seeds)
+    winners = {c.label: {"trial": 0, "searched": {}, "values": VALUES[c.label], "tuning_value": 1.0,
+                         "censored": False, "edges": {}, "trials": 1} for c in tspec.contenders if c.label in VALUES}
+    tune_mod.report(replace(tspec, contenders=tspec.contenders[:2]), winners)
+    board_ids = set(fake.executed)
+    assert len(board_ids) == 2 * 5
+    fake.executed.clear()
+
+    spec = write_spec(tmp_path, '[robustness]\nmethods = ["sgd", "egd"]\n')
+    result = tuned_mod.robustness(spec, log=quiet)
+    # 2 methods x 13 factors x 5 seeds, factor 1 being the board's own runs: not run again
+    assert len(fake.executed) == 2 * 12 * 5 and not set(fake.executed) & board_ids
+    planned = tuned_mod.robustness_plan(load_robustness(spec), {m: {"values": VALUES[m]} for m in VALUES})
+    assert {r.id for m in VALUES for r in planned[(m, 1.0)]} == board_ids
+    for (m, f), runs in planned.items():
+        assert len(runs) == 5
+        for r in runs:
+            cfg = fake.configs.get(r.id) or r.config
+            assert cfg["optimizer"]["lr"] == pytest.approx(VALUES[m]["optimizer.lr"] * f, rel=1e-5)
+            assert cfg["loss"]["weight_decay"] == VALUES[m]["loss.weight_decay"]  # the other tuned values kept
+            assert (cfg["train"]["eval_unit"], cfg["train"]["eval_every"]) == ("step", 1)  # [report_set]
+            assert cfg["train"]["max_epochs"] == 3  # [set]
+        assert sorted(r.config["train"]["seed"] for r in runs) == [10, 11, 12, 13, 14]
+    # hand-computed curves (see the module docstring's formula; every seed gives the same steps)
+    egd = [p["median"] for p in result["methods"]["egd"]["points"]]
+    assert egd == [400, 283, 200, 141, 100, 141, 200, 283, 400, math.inf, math.inf, math.inf, math.inf]
+    sgd = [p["median"] for p in result["methods"]["sgd"]["points"]]
+    assert sgd == [168, 154, 141, 130, 119, 109, 100, 109, 119, 130, 141, math.inf, math.inf]
+    assert [p["grokked"] for p in result["methods"]["egd"]["points"]] == [5] * 9 + [0] * 4
+    text = (tmp_path / "store-robustness.md").read_text()
+    assert "| sgd | 2 | ×1 (2) | 100 | ≥ 32 (×0.125..×4) |" in text
+    assert "| egd | 0.6 | ×0.5 (0.3) | 100 | 4 (×0.25..×1) |" in text
+    assert "| ×2.83 | 130 [130, 130] (5/5) | > budget [∞, ∞] (0/5) |" in text
+    assert "smoke test" not in text
+    saved = json.loads((tmp_path / "store-robustness.json").read_text())
+    assert saved["methods"]["egd"]["window"]["ratio"] == 4.0 and saved["methods"]["egd"]["points"][9]["median"] is None
+    assert (tmp_path / "store-robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+    # resume: a second call runs nothing new and writes the same table
+    fake.executed.clear()
+    tuned_mod.robustness(spec, log=quiet)
+    assert fake.executed == [] and (tmp_path / "store-robustness.md").read_text() == text
+
+
+def test_fewer_than_five_seeds_is_a_smoke_test(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuned_mod, "run_sweep", Fake(robustness_steps))
+    write_tune(tmp_path)
+    tuned_mod.robustness(write_spec(tmp_path, '[robustness]\nmethods = ["egd"]\nfactors = [1, 2]\nseeds = [7]\n'),
+                         log=quiet)
+    text = (tmp_path / "store-robustness.md").read_text()
+    assert "smoke test, not a result" in text and "| ×2 | 400 [400, 400] (1/1) |" in text
+
+
+# --------------------------------------------------------------------------------------------- transfer
+
+# steps per (optimizer, p, op) of the fake; None: censored at the budget
+TRANSFER_STEPS = {("sgd", 5, "add"): 150, ("egd", 5, "add"): 300, ("sgd", 7, "sub"): None, ("egd", 7, "sub"): 120}
+VARIANTS = '[variants.p5]\n"task.p" = 5\n[variants.sub]\n"task.op" = "sub"\n'
+
+
+def transfer_steps(cfg: dict) -> float | None:
+    return TRANSFER_STEPS[(cfg["optimizer"]["name"], cfg["task"]["p"], cfg["task"].get("op", "add"))]
+
+
+def test_transfer_table_ranks_and_score_on_a_hand_computed_example(tmp_path, monkeypatch):
+    fake = Fake(transfer_steps)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    write_tune(tmp_path)
+    spec = write_spec(tmp_path, f'[transfer]\nmethods = ["sgd", "egd"]\nstore = "{tmp_path / "tr.sqlite"}"\n'
+                      + VARIANTS)
+    result = tuned_mod.transfer(spec, log=quiet)
+    assert len(fake.executed) == 2 * 2 * 5  # variants x methods x seeds, into the transfer store
+    for cfg in fake.configs.values():  # tuned values + the variant's override, with [set] and [report_set]
+        m = cfg["optimizer"]["name"]
+        assert cfg["optimizer"]["lr"] == VALUES[m]["optimizer.lr"]
+        assert cfg["loss"]["weight_decay"] == VALUES[m]["loss.weight_decay"]
+        assert (cfg["train"]["eval_every"], cfg["train"]["max_epochs"]) == (1, 3)
+        assert (cfg["task"]["p"], cfg["task"].get("op", "add")) in {(5, "add"), (7, "sub")}
+    with Store(tmp_path / "tr.sqlite", create=False) as st:
+        assert len(st.runs()) == 20
+    # ratios to the best per variant: p5 sgd 1, egd 2; sub sgd inf, egd 1.  AlgoPerf's credit (4 - r) / 3:
+    # sgd (1 + 0) / 2 = 1/2, egd (2/3 + 1) / 2 = 5/6
+    assert result["score"] == {"sgd": pytest.approx(0.5), "egd": pytest.approx(5 / 6)}
+    assert result["best"] == ["egd"]
+    cols = result["columns"]
+    assert {c: {m: cols[c][m]["rank"] for m in cols[c]} for c in cols} == {
+        "source": {"sgd": 2, "egd": 1}, "p5": {"sgd": 1, "egd": 2}, "sub": {"sgd": 2, "egd": 1}}
+    text = (tmp_path / "store-transfer.md").read_text()
+    assert "| method | source board (t) | p5 | sub |" in text
+    assert ("| sgd | 200 [190, 210] (5/5) #2 | 150 [150, 150] (5/5) #1 | > budget [∞, ∞] (0/5) #2 |"
+            in text)
+    assert "| egd | 100 [95, 105] (5/5) #1 | 300 [300, 300] (5/5) #2 | 120 [120, 120] (5/5) #1 |" in text
+    assert "- `p5`: task.p = 5" in text and '- `sub`: task.op = "sub"' in text
+    assert "| egd | 2 | 2 | 1 |" in text  # the profile: 2 variants, both reached, 1 win
+    assert "Whose tuning transfers best (the highest score across the variants): egd" in text
+    fake.executed.clear()
+    tuned_mod.transfer(spec, log=quiet)  # resume: nothing new
+    assert fake.executed == []
+    # without a store of its own: beside the tune's, named after it
+    assert load_transfer(write_spec(tmp_path, VARIANTS, "other.toml")).store == tmp_path / "store-transfer.sqlite"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "fragments"),
+    [
+        ("robustness", '[robustness]\nmethods = ["egd_all"]\n', ["not on the board", "egd_all"]),
+        ("robustness", '[robustness]\nmethods = ["adam"]\n', ["robustness.methods", "'adam'", "sgd, egd, egd_all"]),
+        ("robustness", "[robustness]\nfactors = [0.5, 0, 2]\n", ["robustness.factors = [0.5, 0, 2]", "> 0"]),
+        ("robustness", "[robustness]\nfactors = [1, 1]\n", ["robustness.factors", "distinct"]),
+        ("robustness", "[robustness]\nseeds = [0, 10]\n", ["robustness.seeds = [0, 10]", "disjoint", "[0]"]),
+        ("robustness", "[robustness]\nseeds = [-1]\n", ["robustness.seeds = [-1]", "integers >= 0"]),
+        ("robustness", '[robustness]\nfield = "lr"\n', ["robustness.field = 'lr'", "SECTION.FIELD"]),
+        ("robustness", "[robustness]\ncolour = 1\n", ["robustness.colour = 1", "unknown key"]),
+        ("transfer", '[variants.odd]\n"task.q" = 3\n', ["variants.odd", "task.q = 3", "unknown field"]),
+        ("transfer", '[variants.big]\n"task.train_frac" = 1.5\n', ["variants.big", "task.train_frac = 1.5"]),
+        ("transfer", '[variants.lr]\n"optimizer.lr" = 1.0\n', ["variants.lr.optimizer.lr = 1.0", "searched"]),
+        ("transfer", "[transfer]\nseeds = [1]\n" + VARIANTS, ["transfer.seeds = [1]", "disjoint"]),
+        ("transfer", "[transfer]\n", ["variants", "at least one"]),
+    ],
+)
+def test_bad_specs_exit_2_with_one_line(tmp_path, capsys, command, text, fragments):
+    write_tune(tmp_path)
+    code = main([command, str(write_spec(tmp_path, text))])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+@pytest.mark.parametrize("command", ["robustness", "transfer"])
+def test_an_unfinished_tune_exits_2_naming_its_leaderboard(tmp_path, capsys, command):
+    write_tune(tmp_path, board=False)
+    code = main([command, str(write_spec(tmp_path, VARIANTS if command == "transfer" else ""))])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert str(tmp_path / "store-leaderboard.json") in err and f"run `egd tune {tmp_path / 'tune.toml'}` first" in err
+
+
+def test_a_loss_tune_has_no_time_to_threshold(tmp_path, capsys):
+    write_tune(tmp_path)
+    path = tmp_path / "tune.toml"
+    path.write_text(path.read_text().replace('name = "t"', 'name = "t"\nmetric = "loss"'))
+    assert main(["robustness", str(write_spec(tmp_path, ""))]) == 2
+    assert "tune.metric is 'loss'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_robustness_end_to_end_with_the_real_executor(tmp_path, capsys):
+    write_tune(tmp_path)
+    spec = write_spec(tmp_path, '[robustness]\nmethods = ["sgd"]\nfactors = [0.5, 1]\nseeds = [10]\n')
+    assert main(["robustness", str(spec), "--workers", "2"]) == 0
+    saved = json.loads((tmp_path / "store-robustness.json").read_text())
+    points = saved["methods"]["sgd"]["points"]
+    assert [p["value"] for p in points] == [1.0, 2.0] and all(p["done"] == 1 for p in points)
+    assert "smoke test" in capsys.readouterr().out
+    with Store(tmp_path / "store.sqlite", create=False) as st:
+        runs = st.runs()
+    assert len(runs) == 2 and all(r["status"] == "done" for r in runs)
+    assert all(r["summary"]["steps"] == 3 for r in runs)  # [set]: 3 epochs of one full batch
