@@ -27,7 +27,8 @@ def load_script():
 
 def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tune_mod, "run_sweep", Fake())
-    path = write(tmp_path, 'trials = 2\nstudies = 2\nstages = "coarse-refine"\nsampler = "random"\nbatch = 2\nwiden = 0\n',
+    tune = 'trials = 2\nstudies = 2\nstages = "coarse-refine"\nsampler = "random"\nbatch = 2\nwiden = 0\n'
+    path = write(tmp_path, tune,
                  '[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, log = true }\n')
     export = load_script()
     assert export.main([str(path), "--out", str(tmp_path / "out")]) == 2  # no leaderboard yet: refused
@@ -54,3 +55,38 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
     assert cost["tuning"]["runs"] > 0 and cost["reporting"]["runs"] == len(held)
     assert (out / "leaderboard.md").read_text() == (tmp_path / "store-leaderboard.md").read_text()
     assert (out / "heldout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def load_summary():
+    spec = importlib.util.spec_from_file_location("summary", SCRIPT.with_name("summary.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_builds_the_readme_block_and_the_profile_from_the_boards(monkeypatch):
+    """Two hand-made boards: a leads task 1 (100 vs b 150, adamw censored), b leads task 2 (200 vs a 400, adamw 300).
+    Ratios to the best: a 1, 2; b 1.5, 1; adamw inf, 1.5.  AlgoPerf's score (tau <= 4, linear credit (4 - r) / 3):
+    a (1 + 2/3) / 2 = 0.833, b (5/6 + 1) / 2 = 0.917, adamw (0 + 5/6) / 2 = 0.417."""
+    summary = load_summary()
+
+    def row(m, v, tie=False):
+        return {"method": m, "across": {"median": v}, "steps": {"median": v}, "tie_with_leader": tie}
+
+    boards = {"mod-add-p97": [row("a", 100), row("b", 150), row("adamw", "inf")],
+              "parity-k3": [row("b", 200), row("adamw", 300), row("a", 400)]}
+    table, text = summary.profile(boards)
+    assert table == {"mod-add-p97": {"a": 100, "b": 150, "adamw": "inf"},
+                     "parity-k3": {"b": 200, "adamw": 300, "a": 400}}
+    score = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in text.splitlines()
+             if line.startswith("| ") and not line.startswith("| method")}
+    assert (score["a"], score["b"], score["adamw"]) == ("0.833", "0.917", "0.417"), text
+    rows = summary.readme_rows(boards)
+    assert "| (a + b) mod 97, paper MLP, 3 methods, 5 | a; b; adamw | [100 steps; 150 steps; > budget]" in rows
+    assert "| sparse parity k = 3, 3 methods, 5 | b; adamw | [200 steps; 300 steps]" in rows
+    readme = "x\n<!-- boards:begin -->\nold\n<!-- boards:end -->\ny\n"
+    assert summary.with_rows(readme, "new") == "x\n<!-- boards:begin -->\nnew\n<!-- boards:end -->\ny\n"
+
+
+def test_summary_outputs_are_what_the_committed_boards_give():
+    assert load_summary().main(["--check"]) == 0  # README's block, profile.json and profile.md are generated
