@@ -1,78 +1,60 @@
-"""EGD under DistributedDataParallel: a real 2-process gloo group on CPU.
+"""EGD under DistributedDataParallel: real 2-process gloo groups on CPU.
 
-DDP all-reduces (averages) gradients during backward(), so each rank must take the EGD step of the
-full-batch mean gradient.  Reference: one process, whole batch, same loss.
+DDP all-reduces (averages) gradients during backward(), so each rank must take the EGD step of the full-batch
+mean gradient.  Reference: one process, whole batch, same loss.  With a process group, each matrix is whitened by
+one rank and all-gathered (egalitarian.distributed); tests/test_distributed.py checks the split itself, here the
+training runs end to end.  One spawn runs every case (the workers write their results; the tests read them).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from dist_helpers import BATCH, ddp_train, loss, model, optimizer, run_ranks, single_train
 
-from egalitarian import EGD, Preconditioned
-
-STEPS = 3
+KINDS = ("egd", "egd+adamw", "egd_for")
 
 
-def _model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
-
-
-def _data():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(STEPS, 8, 5, generator=g), torch.randint(0, 3, (STEPS, 8), generator=g)
-
-
-def _make_opt(kind, params):
-    if kind == "egd":
-        return EGD(params, lr=0.1, momentum=0.9)
-    return Preconditioned(params, torch.optim.AdamW, lr=0.01)
-
-
-def _worker(rank: int, world: int, init_method: str, out_dir: str, kind: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # loopback only: no traffic leaves the machine
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world)
-    model = torch.nn.parallel.DistributedDataParallel(_model())
-    opt = _make_opt(kind, model.parameters())
-    X, Y = _data()
-    for t in range(STEPS):
-        x, y = X[t].chunk(world)[rank], Y[t].chunk(world)[rank]  # each rank sees half the batch
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+def _worker(rank: int, world: int, out_dir: str) -> None:
+    results = {kind: ddp_train(rank, world, kind) for kind in KINDS}
+    # a NaN in one rank's batch: DDP's all-reduce spreads it, every rank raises and nothing is stepped
+    m = torch.nn.parallel.DistributedDataParallel(model("egd"))
+    opt = optimizer("egd", m.module)
+    x = torch.randn(BATCH // world, 5, generator=torch.Generator().manual_seed(rank))
+    if rank == 1:
+        x[0, 0] = float("nan")
+    before = [p.detach().clone() for p in m.module.parameters()]
+    loss(m, x, torch.zeros(BATCH // world, dtype=torch.long)).backward()
+    try:
         opt.step()
-    torch.save([p.detach() for p in model.module.parameters()], os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.barrier()  # both ranks have written their results
-    # gloo's teardown at interpreter exit intermittently aborts ("terminate called without an active
-    # exception") on this torch build; the results are on disk, so leave without running C++ destructors.
-    os._exit(0)
+        results["nan"] = "stepped"
+    except FloatingPointError:
+        results["nan"] = "raised"
+    results["nan_unchanged"] = all(torch.equal(a, b) for a, b in zip(before, m.module.parameters(), strict=True))
+    torch.save(results, f"{out_dir}/rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ddp")
+    run_ranks(2, _worker, str(out))
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["egd", "egd+adamw"])
-def test_ddp_two_process_gloo_matches_single_process(tmp_path, kind):
-    world = 2
-    with socket.socket() as s:  # a free loopback port for the rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(world, f"tcp://127.0.0.1:{port}", str(tmp_path), kind), nprocs=world, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+@pytest.mark.parametrize("kind", KINDS)
+def test_ddp_two_process_gloo_matches_single_process(ranks, kind):
+    assert not dist.is_initialized()  # the reference runs without a process group: today's single-process code
+    reference = single_train(kind)
+    for r in ranks:
+        for a, b in zip(r[kind], reference, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(ranks[0][kind], ranks[1][kind], strict=True):
+        assert torch.equal(a, b)  # the ranks stay in lockstep: every rank holds the owner's bits
 
-    model = _model()
-    opt = _make_opt(kind, model.parameters())
-    X, Y = _data()
-    for t in range(STEPS):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(X[t]), Y[t]).backward()  # mean over the full batch
-        opt.step()
-    for r in range(world):
-        for a, b in zip(ranks[r], model.parameters(), strict=True):
-            torch.testing.assert_close(a, b.detach(), atol=1e-5, rtol=1e-5)
-    for a, b in zip(ranks[0], ranks[1], strict=True):
-        assert torch.equal(a, b)  # the ranks stay in lockstep
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_raises_on_every_rank_and_steps_nothing(ranks):
+    assert [r["nan"] for r in ranks] == ["raised", "raised"]
+    assert all(r["nan_unchanged"] for r in ranks)

@@ -19,7 +19,7 @@ PKG = Path(egalitarian.__file__).parent
 
 # Lower layers first: a module may import modules of its own layer or lower ones, never higher ones.
 LAYERS = [
-    {"errors", "io", "progress", "rundir", "linalg", "data", "tracking"},
+    {"errors", "io", "progress", "rundir", "linalg", "distributed", "data", "tracking"},
     {"tasks", "models", "losses", "config", "grokking", "transforms", "schedules"},
     {"optim"},
     {"baselines", "routing"},

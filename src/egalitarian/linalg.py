@@ -153,6 +153,7 @@ __all__ = [
     "backend_options",
     "check_options",
     "default_rtol",
+    "gram_inverse_root",
     "pe_default_lower",
     "polar",
     "polar_express_schedule",
@@ -240,16 +241,24 @@ def _gram_eigh(G: Tensor, rtol: float, clamp_eps: float | None) -> Tensor:
     left = m <= n
     Gt = G.mT
     A = G @ Gt if left else Gt @ G
+    P, _ = gram_inverse_root(A, max(m, n), rtol, clamp_eps)
+    return P @ G if left else G @ P
+
+
+def gram_inverse_root(A: Tensor, long_side: int, rtol: float, clamp_eps: float | None) -> tuple[Tensor, Tensor]:
+    """``P = Q diag(w/s) Qᵀ`` from the Gram matrix ``A = Q diag(s²) Qᵀ`` of a matrix ``G`` whose longer side is
+    ``long_side`` (``(..., k, k)``), and the spectral weights ``w``: ``G P`` (``A = GᵀG``) or ``P G`` (``A = G Gᵀ``) is
+    ``U diag(w) Vᵀ`` (the ``"gram-eigh"`` backend).  ``egalitarian.distributed`` sums a row-sharded ``G``'s
+    Gram over its shards and calls this once per matrix."""
     lam, Q = torch.linalg.eigh(A)  # ascending
     lam = lam.clamp_min(0)
     s = lam.sqrt()
     smax = s[..., -1:]
     # The Gram matrix resolves s only down to ~sqrt(k·ε)·s_max: below that, eigenvalues are round-off.
-    floor = math.sqrt(max(m, n) * torch.finfo(G.dtype).eps)
+    floor = math.sqrt(long_side * torch.finfo(A.dtype).eps)
     w = _weights(s, smax, max(rtol, floor), clamp_eps)
-    inv = torch.where(s > 0, w / s.clamp_min(torch.finfo(G.dtype).tiny), torch.zeros_like(s))
-    P = (Q * inv.unsqueeze(-2)) @ Q.mT  # Q diag(w/s) Qᵀ
-    return P @ G if left else G @ P
+    inv = torch.where(s > 0, w / s.clamp_min(torch.finfo(A.dtype).tiny), torch.zeros_like(s))
+    return (Q * inv.unsqueeze(-2)) @ Q.mT, w  # Q diag(w/s) Qᵀ
 
 
 def _newton_schulz(G: Tensor, coefficients: str, steps: int, polish: int) -> Tensor:

@@ -14,11 +14,9 @@ EGD and Preconditioned own their whitening switch (the paper's switch-off rule):
 Public helpers for optimizers built on these: :func:`evaluate_closure` (torch's closure convention) and
 :func:`check_egd_group` (the validation of an EGD param group).
 
-Both work unchanged under ``DistributedDataParallel``: DDP all-reduces ``.grad`` during ``backward()``, so
-every rank whitens the same averaged gradient and takes the same step.  Sharded setups (FSDP, ZeRO) differ:
-each rank holds only a slice of every matrix, and the polar factor of a matrix is not the concatenation of
-the polar factors of its slices, so a rank must all-gather the full gradient matrix (or the transform must
-be assigned to one owner rank per matrix and the result scattered back), as distributed Muon does.
+Both work under ``DistributedDataParallel`` and FSDP2 (``fully_shard``): when a process group of more than one
+rank is initialised, each whitened matrix is whitened once, by its owner rank, and the result reaches every rank
+that needs it (:mod:`egalitarian.distributed`); every rank takes the single-process step, to rounding.
 """
 
 from __future__ import annotations
@@ -32,9 +30,19 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .distributed import global_peaks
 from .errors import check
 from .linalg import BACKENDS, check_options
-from .transforms import SCALES, GradientTransform, State, add_decayed_weights, trace, whiten, whitening_options
+from .transforms import (
+    SCALES,
+    GradientTransform,
+    State,
+    add_decayed_weights,
+    stack_layout,
+    trace,
+    whiten,
+    whitening_options,
+)
 
 __all__ = ["EGD", "Engine", "Preconditioned", "WithAuxAdamW", "check_egd_group", "evaluate_closure"]
 
@@ -43,7 +51,8 @@ _NONFINITE = ("raise", "propagate")
 _POSITIONS = ("after", "before")
 
 _WHITEN_KEYS = ("backend", "rtol", "clamp_eps", "seed", "rank", "power_iters", "scale", "rms_target", "row_blocks")
-"""The keys of an EGD group that set its whitening: groups equal in all of them are whitened in one batch."""
+"""The keys of an EGD group that set its whitening: groups equal in all of them (and in ``experts``) are whitened in
+one batch."""
 
 _NONFINITE_DOC = """
     Non-finite gradients (``nonfinite=``, also a param-group key): a step is all or nothing.
@@ -90,7 +99,9 @@ def _check_finite(groups: list[dict[str, Any]]) -> None:
     groups whose ``nonfinite`` is ``"raise"`` (a group without the key, e.g. Muon's, is not checked).
 
     One fused reduction per device (``max|g|`` of every gradient: unlike a 2-norm it cannot overflow for a
-    finite gradient) and one sync per device; nothing is written.
+    finite gradient) and one sync per device; nothing is written.  Sharded gradients (DTensors, FSDP2) are checked
+    on their local shards and the peaks maxed over the mesh in one all-reduce, so every rank raises alike
+    (:func:`egalitarian.distributed.global_peaks`).
     """
     checked: list[tuple[int, Tensor]] = []
     index = 0
@@ -106,7 +117,7 @@ def _check_finite(groups: list[dict[str, Any]]) -> None:
     bad: list[tuple[int, Tensor, float]] = []
     for items in by_device.values():
         grads = [p.grad.coalesce().values() if p.grad.is_sparse else p.grad for _, p in items]
-        peaks = torch.stack([n.double() for n in torch._foreach_norm(grads, ord=math.inf)])
+        peaks = global_peaks(grads)  # sharded gradients (DTensors): maxed over their mesh
         if not bool(torch.isfinite(peaks).all()):
             k = int((~torch.isfinite(peaks)).nonzero()[0, 0])
             bad.append((*items[k], float(peaks[k])))
@@ -138,7 +149,7 @@ def check_egd_group(g: dict[str, Any]) -> None:
     """Validate an EGD param group (or EGD's defaults): a one-line ValueError naming the first bad key, its value
     and what is allowed; an option its ``backend`` does not take (``clamp_eps`` with ``"newton-schulz"``, say) is a
     ConfigError (:func:`egalitarian.linalg.check_options`).  ``row_blocks`` must divide the rows of every matrix
-    the group whitens."""
+    the group whitens; the optional key ``experts`` (default False) needs parameters of ≥ 3 dims."""
     check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
     check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
     check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
@@ -157,11 +168,12 @@ def check_egd_group(g: dict[str, Any]) -> None:
           "rms_target", rho, "must be a number > 0")
     k = g["row_blocks"]
     check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
-    if g["whiten"] and k > 1:
+    experts = g.get("experts", False)
+    check(isinstance(experts, bool), "experts", experts, "must be True or False")
+    if g["whiten"] and (k > 1 or experts):
         for p in g.get("params", ()):
-            check(p.ndim < 2 or p.shape[0] % k == 0, "row_blocks", k,
-                  f"must divide the rows of every whitened matrix: a parameter of shape {tuple(p.shape)} has "
-                  f"{p.shape[0]} rows")
+            if p.ndim >= 2:
+                stack_layout(p.shape, k, experts)  # row_blocks divides the rows; experts: >= 3 dims
 
 
 def _polar_options(g: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +261,11 @@ class EGD(Optimizer):
 
     Every keyword from ``momentum`` on is also a param-group key (e.g. ``{"params": [qkv.weight],
     "row_blocks": 3}``); each is validated with a one-line ValueError naming it, its value and what is allowed.
+    One more group key has no keyword: ``"experts": True`` (default False) marks a group of expert stacks
+    ``(E, out, in…)``, each expert's matrix whitened by itself, all ``E`` in one batched ``polar`` call
+    (:func:`egalitarian.transforms.stack_layout`); a group key only, so state dicts saved without it still load.
+    Under a process group of more than one rank (DDP, FSDP2) each matrix is whitened once, by one rank
+    (:mod:`egalitarian.distributed`).
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
     With ``nonfinite="propagate"`` in every group, ``step()`` never synchronizes with the device (no check, no
     ``.item()``), and ``torch.compile(opt.step, fullgraph=True)`` captures it in one graph (except with the
@@ -349,6 +366,7 @@ class EGD(Optimizer):
                         scale=group["scale"],
                         rms_target=group["rms_target"],
                         row_blocks=group["row_blocks"],
+                        experts=group.get("experts", False),
                         nonfinite="propagate",  # step() has checked already when the group says "raise"
                         **_polar_options(group),
                     ),
@@ -378,7 +396,8 @@ class EGD(Optimizer):
         batches: dict[tuple[Any, ...], list[_Run]] = {}
         for run in runs:
             if run.split < len(run.stages):
-                batches.setdefault(tuple(run.group[k] for k in _WHITEN_KEYS), []).append(run)
+                key = (*(run.group[k] for k in _WHITEN_KEYS), run.group.get("experts", False))
+                batches.setdefault(key, []).append(run)
         for batch in batches.values():
             _Run.apply_together(batch, batch[0].stages[batch[0].split])
         for run in runs:

@@ -10,7 +10,11 @@ r"""EGD on any model in one call: which parameters EGD whitens, which go to an a
 Routing rules, applied to each parameter in this order (the first that applies decides):
 
 1. ``aux=`` patterns (fnmatch, on parameter names; a tied parameter matches by any of its names) → AdamW.
-2. ``whiten=`` patterns → EGD (only parameters with ≥ 2 dims; aux wins when both match).
+2. ``whiten=`` patterns → EGD (only parameters with ≥ 2 dims; aux wins when both match).  ``experts=`` patterns
+   (checked before ``whiten=``) → EGD as a stack of experts: a parameter ``(E, out, in…)`` (≥ 3 dims, else a
+   ValueError) is ``E`` matrices ``(out, in·…)``, each whitened by itself, all in one batched ``polar`` call (EGD's
+   group key ``experts``).  Opt-in only, no rule guesses it: a raw 3-D parameter is not always a stack of linear
+   maps, and an ``nn.Conv1d`` kernel ``(out, in, k)`` is one matrix ``(out, in·k)``.
 3. Tied or shared parameters (one tensor under several names, e.g. ``head.weight is tok_emb.weight``) → AdamW.
 4. The output head (``head=``, below) → AdamW.
 5. Parameters of normalization layers (LayerNorm, RMSNorm, BatchNorm, GroupNorm, InstanceNorm) → AdamW.
@@ -66,6 +70,7 @@ import fnmatch
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -95,13 +100,15 @@ _CONVS = (nn.modules.conv._ConvNd,)  # Conv1d/2d/3d and ConvTranspose1d/2d/3d (a
 
 
 class Route(NamedTuple):
-    """Where one parameter goes: EGD (``use_egd``, whitened as ``row_blocks`` blocks of rows) or AdamW."""
+    """Where one parameter goes: EGD (``use_egd``, whitened as ``row_blocks`` blocks of rows; with ``experts``, each
+    expert of a stack ``(E, out, in…)`` by itself) or AdamW."""
 
     name: str
     param: Tensor
     use_egd: bool
     reason: str
     row_blocks: int = 1
+    experts: bool = False
 
 
 @dataclass
@@ -127,16 +134,18 @@ class Routing:
     def param_groups(self, egd: Mapping[str, Any] | None = None,
                      aux: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Param groups tagged ``use_egd``: one EGD group per ``row_blocks`` value (ascending, each carrying
-        ``row_blocks``), then one AdamW group; empty groups are left out.  ``egd`` and ``aux`` add keys to the
+        ``row_blocks``), then one per ``row_blocks`` value of the expert stacks (each also carrying
+        ``"experts": True``), then one AdamW group; empty groups are left out.  ``egd`` and ``aux`` add keys to the
         EGD and the AdamW groups (e.g. ``aux={"weight_decay": 0.1}``)."""
         extra = {True: dict(egd or {}), False: dict(aux or {})}
         for field, keys in (("egd", extra[True]), ("aux", extra[False])):
-            bad = sorted(set(keys) & {"params", "use_egd", "row_blocks"})
+            bad = sorted(set(keys) & {"params", "use_egd", "row_blocks", "experts"})
             check(not bad, field, keys, f"must not set {', '.join(bad)} (the routing sets them)")
-        by_blocks: dict[int, list[Tensor]] = {}
+        by_blocks: dict[tuple[bool, int], list[Tensor]] = {}
         for r in self.whitened:
-            by_blocks.setdefault(r.row_blocks, []).append(r.param)
-        groups = [{"params": by_blocks[n], "use_egd": True, "row_blocks": n, **extra[True]} for n in sorted(by_blocks)]
+            by_blocks.setdefault((r.experts, r.row_blocks), []).append(r.param)
+        groups = [{"params": by_blocks[e, n], "use_egd": True, "row_blocks": n, **({"experts": True} if e else {}),
+                   **extra[True]} for e, n in sorted(by_blocks)]
         if self.aux:
             groups.append({"params": [r.param for r in self.aux], "use_egd": False, **extra[False]})
         return groups
@@ -150,7 +159,8 @@ class Routing:
         rows = [("name", "shape", "route", "reason")]
         for r in self.routes:
             shape = "×".join(map(str, r.param.shape)) or "scalar"
-            where = ("EGD" + (f" ×{r.row_blocks} blocks" if r.row_blocks > 1 else "")) if r.use_egd else "AdamW"
+            where = ("EGD" + (f" ×{r.row_blocks} blocks" if r.row_blocks > 1 else "")
+                     + (f" ×{r.param.shape[0]} experts" if r.experts else "")) if r.use_egd else "AdamW"
             rows.append((r.name, shape, where, r.reason))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"EGD: {count(self.whitened)}; AdamW: {count(self.aux)}"]
@@ -332,6 +342,7 @@ def route(
     fused: Mapping[str, int] | None = None,
     per_head: bool = False,
     head: str | None = "auto",
+    experts: str | Iterable[str] = (),
 ) -> Routing:
     """Decide for every parameter of ``model`` whether EGD whitens it or the auxiliary AdamW updates it.
 
@@ -348,9 +359,12 @@ def route(
         fused: fnmatch pattern → number of row blocks for fused projections; ``None``: :data:`DEFAULT_FUSED`.
         per_head: whiten fused QKV projections per head (3·heads blocks) instead of per Q, K, V (3 blocks).
         head: ``"auto"``, ``None`` (no head rule) or an fnmatch pattern on module names.
+        experts: fnmatch patterns on parameter names of expert stacks ``(E, out, in…)`` (≥ 3 dims): EGD whitens
+            each expert's ``(out, in·…)`` by itself (rule 2); ``aux`` wins over it, it wins over ``whiten``.
     """
     check(isinstance(model, nn.Module), "model", type(model).__name__, "must be a torch.nn.Module", TypeError)
     whiten_patterns, aux_patterns = _patterns("whiten", whiten), _patterns("aux", aux)
+    expert_patterns = _patterns("experts", experts)
     check(isinstance(per_head, bool), "per_head", per_head, "must be True or False")
     check(head is None or isinstance(head, str), "head", head, "must be 'auto', None or a module name pattern")
     for pattern, n in (fused or {}).items():
@@ -361,18 +375,30 @@ def route(
     fused = dict(fused) if fused is not None else None
     params = model_params(model)
     heads, head_why = head_modules(model, head)
-    used: dict[str, set[str]] = {"whiten": set(), "aux": set(), "fused": set()}
+    used: dict[str, set[str]] = {"whiten": set(), "aux": set(), "fused": set(), "experts": set()}
     whiten_small: set[str] = set()
     routes: list[Route] = []
     for p in params:
         check(not isinstance(p.param, nn.parameter.UninitializedParameter), "model", p.name,
               "has an uninitialized (lazy) parameter: run one forward pass before routing")
         a, w = _matching(aux_patterns, p.names), _matching(whiten_patterns, p.names)
+        x = _matching(expert_patterns, p.names)
         if a is not None:
             used["aux"].add(a)
-            if w is not None:
-                used["whiten"].add(w)
-            routes.append(Route(p.name, p.param, False, f"aux={a!r}" + (f" (wins over whiten={w!r})" if w else "")))
+            for field, pattern in (("whiten", w), ("experts", x)):
+                if pattern is not None:
+                    used[field].add(pattern)
+            lost = w or x
+            routes.append(Route(p.name, p.param, False, f"aux={a!r}" + (f" (wins over {'whiten' if w else 'experts'}"
+                                                                         f"={lost!r})" if lost else "")))
+            continue
+        if x is not None:
+            shape = tuple(p.param.shape)
+            check(len(shape) >= 3, "experts", x, f"matches {p.name!r} of shape {shape}: an expert stack has >= 3 "
+                  "dims (experts, out, in)")
+            used["experts"].add(x)
+            routes.append(Route(p.name, p.param, True, f"experts={x!r}: {shape[0]} experts, each whitened as "
+                                f"{shape[1]}×{math.prod(shape[2:])}", 1, True))
             continue
         if w is not None and p.param.ndim >= 2:
             used["whiten"].add(w)
@@ -387,8 +413,11 @@ def route(
             routes.append(Route(p.name, p.param, True, reason + (f"; {words}" if words else ""), n))
         else:
             routes.append(Route(p.name, p.param, False, reason))
-    check_patterns_used(aux_patterns, whiten_patterns, fused, used, whiten_small,
-                        params[0].name if params else "layer.weight")
+    example = params[0].name if params else "layer.weight"
+    check_patterns_used(aux_patterns, whiten_patterns, fused, used, whiten_small, example)
+    for pattern in expert_patterns:
+        check(pattern in used["experts"], "experts", pattern,
+              f"matches no parameter name of the model (names look like {example!r})")
     return Routing(routes)
 
 
@@ -479,12 +508,16 @@ _ROUTE_KEYWORDS = frozenset(k for k, p in inspect.signature(route).parameters.it
 
 
 def egd_for(model: nn.Module, lr: float, **kwargs: Any) -> EGDWithAuxAdamW:
-    """``EGDWithAuxAdamW(route(model, whiten=..., aux=..., fused=..., per_head=..., head=...), lr, **kwargs)``.
+    """``EGDWithAuxAdamW(route(model, whiten=..., aux=..., fused=..., per_head=..., head=..., experts=...), lr,
+    **kwargs)``.
 
-    The keywords of :func:`route` (``whiten``, ``aux``, ``fused``, ``per_head``, ``head``) go to the routing (so
-    EGD's own ``whiten=True/False`` switch is not reachable here); every other keyword (``aux_lr``,
+    The keywords of :func:`route` (``whiten``, ``aux``, ``fused``, ``per_head``, ``head``, ``experts``) go to the
+    routing (so EGD's own ``whiten=True/False`` switch is not reachable here); every other keyword (``aux_lr``,
     ``momentum``, ``weight_decay``, ``scale``, …) goes to :class:`EGDWithAuxAdamW`.  ``print(opt.routing)``
     shows where each parameter went.
     """
     routing = route(model, **{k: v for k, v in kwargs.items() if k in _ROUTE_KEYWORDS})
+    if not routing.whitened:  # said once per call site (the default warnings filter), not silently
+        warnings.warn(f"egd_for: {type(model).__name__} has no matrix EGD whitens; every parameter goes to AdamW, "
+                      "so this is plain AdamW (print(opt.routing) says why)", stacklevel=2)
     return EGDWithAuxAdamW(routing, lr, **{k: v for k, v in kwargs.items() if k not in _ROUTE_KEYWORDS})

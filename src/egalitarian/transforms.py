@@ -33,8 +33,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from . import distributed
 from .errors import check
-from .linalg import check_options, polar
+from .linalg import check_options, default_rtol, gram_inverse_root, polar, resolve_backend
 
 __all__ = [
     "SCALES",
@@ -46,6 +47,7 @@ __all__ = [
     "identity",
     "no_state",
     "scale",
+    "stack_layout",
     "trace",
     "whiten",
     "whitening_options",
@@ -171,6 +173,7 @@ def whiten(
     scale: str = "none",
     rms_target: float = 0.2,
     row_blocks: int = 1,
+    experts: bool = False,
     **polar_options: Any,
 ) -> GradientTransform:
     """EGD's whitening ``G ← (G Gᵀ)^(-1/2) G = U Vᵀ`` for every parameter with ≥ 2 dimensions.
@@ -184,6 +187,10 @@ def whiten(
     ``row_blocks = k`` (default 1) splits the matrix ``(out, in)`` into ``k`` blocks of ``out/k`` rows, each
     whitened by itself (a fused ``[Q; K; V]`` projection: ``k = 3``; per attention head: ``3·heads``); ``out``
     must be a multiple of ``k`` (else a ValueError naming the parameter's shape).
+
+    ``experts=True``: every parameter is a stack of matrices along its first dimension, ``(E, out, in…)`` (the
+    experts of a mixture-of-experts layer), each whitened by itself as ``(out, in·…)`` (and in ``row_blocks``
+    blocks), all ``E`` in one batched ``polar`` call (:func:`stack_layout`).
 
     ``scale`` multiplies each whitened block of shape ``(m, n)`` by ``c``:
 
@@ -203,6 +210,9 @@ def whiten(
     (rsvd: one call per parameter, each with its own generator), where :func:`batched` says it pays (on CPU: the
     smaller side ≤ 64).  The batch equals one call per matrix to rounding, not bit for bit; the choice depends
     on the shape and device only, so a rerun or resume on the same machine is bit-identical.
+
+    Under a process group of more than one rank (DDP, FSDP2), ``update_many`` whitens each matrix once, on its
+    owner rank, and shares the result (:mod:`egalitarian.distributed`; ``EGD_DISTRIBUTED=off`` opts out).
     """
     options = {**whitening_options(backend, rtol=rtol, clamp_eps=clamp_eps), **polar_options}
     check_options(backend, options, options)  # the backend's name and its options
@@ -211,6 +221,7 @@ def whiten(
           and rms_target > 0, "rms_target", rms_target, "must be a number > 0")
     check(isinstance(row_blocks, int) and not isinstance(row_blocks, bool) and row_blocks >= 1, "row_blocks",
           row_blocks, "must be an integer >= 1")
+    check(isinstance(experts, bool), "experts", experts, "must be True or False")
     is_rsvd = backend == "rsvd"
 
     def init(param: Tensor) -> State:
@@ -226,42 +237,85 @@ def whiten(
             state = {"step": step + 1}
         return kwargs, state
 
-    def finish(out: Tensor, grad: Tensor) -> Tensor:
+    def finish(out: Tensor, X: Tensor) -> Tensor:
+        """``c`` times the whitened stack ``out`` of the stack ``X``."""
         if scale == "frobenius":  # per block: ‖G_block‖_F / ‖U Vᵀ‖_F, 0 where nothing was kept
-            g, w = _blocks(grad, row_blocks).norm(dim=(-2, -1), keepdim=True), out.norm(dim=(-2, -1), keepdim=True)
-            return (out * torch.where(w > 0, g / torch.where(w > 0, w, 1), 0)).reshape(grad.shape)
+            g, w = X.norm(dim=(-2, -1), keepdim=True), out.norm(dim=(-2, -1), keepdim=True)
+            return out * torch.where(w > 0, g / torch.where(w > 0, w, 1), 0)
         c = _scale_factor(scale, rms_target, out.shape[-2], out.shape[-1])
-        if c is not None:
-            out = out * c
-        return out.reshape(grad.shape)
+        return out if c is None else out * c
 
     def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
         if grad.ndim < 2:
             return grad, state
-        X = _blocks(grad, row_blocks)
+        X = _blocks(grad, row_blocks, experts)
         kwargs, state = polar_kw(state, grad.device)
-        return finish(polar(X, backend, **kwargs), grad), state
+        return finish(polar(X, backend, **kwargs), X).reshape(grad.shape), state
+
+    def local(stacks: list[Tensor]) -> list[Tensor]:
+        """The whitened ``stacks``: equal shapes (block shape, and block count), dtype and device in one batched
+        ``polar`` call where :func:`batched` says it pays."""
+        out: list[Tensor] = list(stacks)
+        batches: dict[tuple[Any, ...], list[int]] = {}
+        for i, X in enumerate(stacks):
+            batches.setdefault((tuple(X.shape), X.dtype, X.device), []).append(i)
+        for (shape, _, device), items in batches.items():
+            if len(items) == 1 or not batched(shape, device):
+                for i in items:
+                    out[i] = finish(polar(stacks[i], backend, **options), stacks[i])
+                continue
+            whitened = polar(torch.stack([stacks[i] for i in items]), backend, **options)
+            for i, W in zip(items, whitened.unbind(0), strict=True):
+                out[i] = finish(W, stacks[i])
+        return out
+
+    def gram_ok(t: Tensor) -> bool:
+        """Whether :func:`gram` computes this whitening for a gradient like ``t``: the fp64 Gram route of
+        ``gram-eigh``, on a Gram that cannot overflow unscaled (inputs below fp64, or the paper's clamp, which is
+        not rescaled), with valid ``rtol`` and ``clamp_eps`` (else ``polar`` raises, as on one process)."""
+        return (resolve_backend(backend, t, clamp_eps) == "gram-eigh"
+                and options.get("dtype") in (None, torch.float64)
+                and (t.dtype != torch.float64 or clamp_eps is not None)
+                and (rtol is None or 0 <= rtol < 1) and (clamp_eps is None or clamp_eps > 0))
+
+    def gram(A: Tensor, b: int, dtype: torch.dtype) -> Tensor:
+        """``c·P`` per block from the fp64 Grams ``A = GᵀG`` (``(K, n, n)``) of ``K`` blocks of ``b × n`` in
+        ``dtype``: ``G @ (c·P)`` is the block's whitened step (the ``"gram-eigh"`` backend's right-hand route,
+        the same spectral cutoff or clamp; a block whose Gram holds a NaN or an inf gives NaN, or raises with
+        ``nonfinite="raise"``)."""
+        n = A.shape[-1]
+        bad = ~torch.isfinite(A).all(dim=-1).all(dim=-1)
+        if options.get("nonfinite", "raise") == "raise":
+            check(not bool(bad.any()), "max|G|", "NaN or inf", "must be finite (G has NaN or inf); pass "
+                  "nonfinite='propagate' to let it through", FloatingPointError)
+        A = torch.where(bad[:, None, None], torch.zeros((), dtype=A.dtype, device=A.device), A)
+        cut = default_rtol((b, n), dtype) if rtol is None else rtol
+        P, w = gram_inverse_root(A, max(b, n), cut, clamp_eps)
+        if scale == "frobenius":  # ‖G‖_F² = tr(GᵀG), ‖U diag(w) Vᵀ‖_F² = Σ w²
+            g = A.diagonal(dim1=-2, dim2=-1).sum(-1).sqrt()
+            kept = w.square().sum(-1).sqrt()
+            P = P * torch.where(kept > 0, g / torch.where(kept > 0, kept, 1), 0)[:, None, None]
+        else:
+            c = _scale_factor(scale, rms_target, b, n)
+            P = P if c is None else P * c
+        return P.masked_fill(bad[:, None, None], math.nan)
+
+    how = distributed.Whitening(lambda shape: stack_layout(shape, row_blocks, experts), local, gram_ok, gram)
 
     def update_many(
         grads: Sequence[Tensor], states: Sequence[State], params: Sequence[Tensor]
     ) -> tuple[list[Tensor], list[State]]:
         if is_rsvd:
             return _loop(update, grads, states, params)
-        out, new_states = list(grads), list(states)
-        batches: dict[tuple[Any, ...], list[tuple[int, Tensor]]] = {}
-        for i, g in enumerate(grads):
-            if g.ndim >= 2:
-                X = _blocks(g, row_blocks)
-                batches.setdefault((tuple(X.shape[-2:]), g.dtype, g.device), []).append((i, X))
-        for (shape, _, device), items in batches.items():
-            if len(items) == 1 or not batched(shape, device):
-                for i, X in items:
-                    out[i] = finish(polar(X, backend, **options), grads[i])
-                continue
-            whitened = polar(torch.stack([X for _, X in items]), backend, **options)
-            for (i, _), W in zip(items, whitened.unbind(0), strict=True):
-                out[i] = finish(W, grads[i])
-        return out, new_states
+        out = list(grads)
+        mats = [i for i, g in enumerate(grads) if g.ndim >= 2]
+        whitened = distributed.whiten_split([grads[i] for i in mats], how)  # None: one process, or opted out
+        if whitened is None:
+            stacks = local([_blocks(grads[i], row_blocks, experts) for i in mats])
+            whitened = [W.reshape(grads[i].shape) for i, W in zip(mats, stacks, strict=True)]
+        for i, W in zip(mats, whitened, strict=True):
+            out[i] = W
+        return out, list(states)
 
     return GradientTransform(init, update, update_many)
 
@@ -278,16 +332,25 @@ def whitening_options(
     return options
 
 
-def _blocks(grad: Tensor, row_blocks: int) -> Tensor:
-    """The matrix EGD whitens for ``grad`` (:func:`as_matrix`), as ``(row_blocks, out/row_blocks, in)`` blocks
-    when ``row_blocks > 1``."""
-    G = as_matrix(grad)
-    if row_blocks == 1:
-        return G
-    rows = G.shape[0]
+def stack_layout(shape: Sequence[int], row_blocks: int = 1, experts: bool = False) -> tuple[int, int, int]:
+    """``(K, b, n)``: a parameter of ``shape`` is whitened as ``K`` blocks of ``b × n``, stacked along its first
+    dimension: the matrix ``(out, in·…)`` (:func:`as_matrix`) in ``row_blocks`` blocks of rows, or, with
+    ``experts``, each of the ``E`` matrices ``(out, in·…)`` of a ``(E, out, in…)`` stack in ``row_blocks``
+    blocks (``K = E·row_blocks``)."""
+    if experts:
+        check(len(shape) >= 3, "experts", True, f"needs parameters of >= 3 dims (experts, out, in): a parameter of "
+              f"shape {tuple(shape)}")
+    lead, rows, cols = (shape[0], shape[1], math.prod(shape[2:])) if experts else (1, shape[0], math.prod(shape[1:]))
     check(rows % row_blocks == 0, "row_blocks", row_blocks,
-          f"must divide the rows of every whitened matrix: a parameter of shape {tuple(grad.shape)} has {rows} rows")
-    return G.reshape(row_blocks, rows // row_blocks, G.shape[1])
+          f"must divide the rows of every whitened matrix: a parameter of shape {tuple(shape)} has {rows} rows")
+    return lead * row_blocks, rows // row_blocks, cols
+
+
+def _blocks(grad: Tensor, row_blocks: int, experts: bool = False) -> Tensor:
+    """The stack EGD whitens for ``grad`` (:func:`stack_layout`): ``(K, b, n)``, or the matrix ``(b, n)`` when
+    ``K = 1``."""
+    K, b, n = stack_layout(grad.shape, row_blocks, experts)
+    return grad.reshape(K, b, n) if K > 1 else grad.reshape(b, n)
 
 
 def _scale_factor(scale: str, rms_target: float, m: int, n: int) -> float | None:
