@@ -297,7 +297,8 @@ def test_mnist_task_uses_the_data_directory(monkeypatch: pytest.MonkeyPatch, tmp
     assert task.info["source"] == "idx" and task.info["path"] == str(tmp_path / "mnist")
     assert task.n_train == 15 and task.n_test == 10 and task.image_shape == (1, 28, 28)
     assert task.info["genuine"] is False  # generated files do not have MNIST's checksums: said so
-    assert task.info["data"] == f"mnist-format IDX files, not the genuine mnist ({tmp_path / 'mnist'})"
+    assert task.info["data"] == (f"mnist-format IDX files, not the genuine mnist ({tmp_path / 'mnist' / DOT[0]} has "
+                                 f"{16 + 20 * 784} bytes, the genuine {CANONICAL[0]} 47040016)")  # names the file
     assert task.y_test.tolist() == list(files[CANONICAL[3]][8:])
     assert mnist(n_train=15, source="idx").info["path"] == str(tmp_path / "mnist")  # idx without a path
     assert mnist(n_train=100, source="digits").info["source"] == "digits"  # an explicit choice still wins

@@ -46,14 +46,17 @@ class Fake:
                 if row["status"] != "pending":
                     continue
                 cfg = by_id[row["id"]].config
-                steps = self.steps(cfg)
-                summary = {"grokked": True, "status": "grokked", "grok": {"step": steps, "epoch": steps,
-                                                                          "seconds": steps / 100},
-                           "steps": 1000, "epochs": 1000, "seconds": 10.0, "final_test_acc": 1.0}
+                summary = self.summary(cfg)
                 st.claim([row["id"]], "fake")
                 st.finish(row["id"], "fake", summary, [])
                 self.configs[row["id"]] = cfg
             return st.counts(list(by_id))
+
+    def summary(self, cfg: dict) -> dict:
+        """A finished run's summary: grokked at :meth:`steps` (a subclass may censor some runs)."""
+        steps = self.steps(cfg)
+        return {"grokked": True, "status": "grokked", "grok": {"step": steps, "epoch": steps, "seconds": steps / 100},
+                "steps": 1000, "epochs": 1000, "seconds": 10.0, "final_test_acc": 1.0}
 
     def steps(self, cfg: dict) -> int:
         return steps_of(cfg["optimizer"]["lr"], cfg["optimizer"]["name"], cfg["train"]["seed"])

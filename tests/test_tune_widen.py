@@ -153,9 +153,15 @@ def test_a_limit_stops_the_widening(tmp_path, monkeypatch, capsys):
            "0.5..1); round 1: optimizer.momentum 0.5..1 (optimizer.momentum high edge (sgd study 0, egd study 0), " \
            "at its limit)." in text
     assert "At an edge that is the range's limit (limit_low/limit_high: not widened): sgd, egd." in text
-    # the spec changed under a finished widening: round 1's studies were made for 0.5..1, refused with one line
+    # the spec changed under a finished widening: refused with one line, by the studies' record of the spec ...
     capsys.readouterr()
     path.write_text(path.read_text().replace("limit_high = 1.0", "limit_high = 0.995"))
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "space.optimizer.momentum.limit_high = 0.995" in err and "with 1.0" in err
+    # ... and, where there is no such record (a store made before it existed), because round 1's studies were
+    # made for 0.5..1
+    monkeypatch.setattr(tune_mod, "_check_made_with", lambda *a: None)
     assert main(["tune", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "widening round 1" in err and "0.995" in err
@@ -223,3 +229,23 @@ def test_a_limit_bounds_stage_2_and_the_widening_of_the_first_dimension(tmp_path
     assert len(stage2) == 4 and all(0.316228 <= x <= 1.0 for x in stage2)
     w = tune_mod.best(spec, studies)["sgd"]
     assert w["edges"] == {"optimizer.lr": "high"} and w["at_limit"] == ["optimizer.lr"]
+
+
+def test_a_censored_winner_at_an_edge_is_named_as_such(tmp_path, monkeypatch):
+    """sgd never reaches the threshold and its winner, ranked by final accuracy (here higher at a higher lr), sits at
+    the high edge: no widening round follows and the board says why instead of advising to raise tune.widen."""
+
+    class Censoring(Fake):
+        def summary(self, cfg):
+            if cfg["optimizer"]["name"] != "sgd":
+                return super().summary(cfg)
+            return {"grokked": False, "status": "budget", "grok": None, "steps": 1000, "epochs": 1000,
+                    "seconds": 10.0, "final_test_acc": min(cfg["optimizer"]["lr"], 1.0) / 2}
+
+    monkeypatch.setattr(tune_mod, "run_sweep", Censoring())
+    path = write(tmp_path, 'stages = "coarse-refine"\ntrials = 2\nsampler = "random"\n',  # grid 0.01..1
+                 '[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, log = true }\n')
+    tune_mod.tune(path, log=quiet)
+    text = (tmp_path / "store-leaderboard.md").read_text()
+    assert "At an edge but censored" in text and "sgd" in text.split("At an edge but censored")[1].splitlines()[0]
+    assert "raise it to widen again" not in text and "widening round" not in text

@@ -106,6 +106,9 @@ def _check_run_dir(out: str, resume: bool, overwrite: bool) -> None:
 
     path = Path(out)
     if resume and not (path / rundir.CHECKPOINT).is_file():
+        if (path / rundir.LOCK).is_file():  # a run still training there (none saved yet) is refused as in use
+            with rundir.lock(path):
+                pass
         raise ConfigError(f"--resume: run directory {out!r} holds no {rundir.CHECKPOINT} to continue from; "
                           "run without --resume to start the run")
     if not (resume or overwrite) and rundir.holds_run(path):
@@ -397,7 +400,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from . import data
 
     if args.what == "status":
-        print(f"data directory: {data.data_root()} (${data.DATA_ENV}, else $XDG_CACHE_HOME/egalitarian, "
+        print(f"data directory: {data.checked_root()} (${data.DATA_ENV}, else $XDG_CACHE_HOME/egalitarian, "
               "else ~/.cache/egalitarian)")
         for name, ds in data.DATASETS.items():
             print(f"{name}: {data.dataset_dir(name)}")

@@ -51,8 +51,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .io import atomic_write
+from .errors import ConfigError, check
+from .io import atomic_write, make_dir
 
 DATA_ENV = "EGD_DATA"
 
@@ -131,6 +131,16 @@ def data_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "egalitarian"
 
 
+def checked_root() -> Path:
+    """:func:`data_root`, or a ConfigError naming it (and ``$EGD_DATA`` when that set it) when it is a file:
+    every data set's folder would be "missing" there, and none can be made."""
+    root = data_root()
+    field = f"${DATA_ENV}" if os.environ.get(DATA_ENV) else "data directory"
+    check(not root.exists() or root.is_dir(), field, str(root), "is a file; must be a directory (or a path where "
+          "`egd data` can make one)", ConfigError)
+    return root
+
+
 def dataset_dir(name: str) -> Path:
     """The folder of data set ``name`` in the data directory (it may not exist)."""
     return data_root() / name
@@ -196,6 +206,24 @@ def verify_dir(directory: str | os.PathLike[str], dataset: Dataset) -> dict[str,
         verify_file(path, spec)
         out[spec.name] = path
     return out
+
+
+def difference(directory: str | os.PathLike[str], dataset: Dataset) -> tuple[str, bool] | None:
+    """The first of the four files of ``dataset`` in ``directory`` that is not the genuine one: ``(what differs,
+    naming the file and the genuine size or MD5; whether its size is the genuine one's)``, None when all four are
+    genuine.  The genuine size with another MD5 is what a damaged copy (flipped bytes) gives; any other damage to
+    an IDX file breaks its header, which the reader refuses.  A missing file is :func:`verify_dir`'s error."""
+    for spec in dataset.files:
+        path = find_idx(directory, spec.name)
+        if path is None:
+            raise DataError(f"{directory}: no {spec.name} (accepted: {', '.join(spellings(spec.name))})")
+        raw = _raw(path.read_bytes(), str(path), spec.size)
+        if len(raw) != spec.size:
+            return f"{path} has {len(raw)} bytes, the genuine {spec.name} {spec.size}", False
+        md5 = hashlib.md5(raw).hexdigest()
+        if md5 != spec.md5:
+            return f"{path} has MD5 {md5}, the genuine {spec.name} {spec.md5}", True
+    return None
 
 
 def is_genuine(directory: str | os.PathLike[str], dataset: Dataset) -> bool:
@@ -298,7 +326,7 @@ def collect(path: Path, dataset: Dataset) -> dict[str, tuple[str, bytes]]:
 
 def store(found: dict[str, tuple[str, bytes]], dest: Path) -> None:
     """Write verified files into ``dest`` under their canonical names (``.gz`` kept), replacing other spellings."""
-    dest.mkdir(parents=True, exist_ok=True)
+    make_dir(dest, "data set folder")
     for name, (base, stored) in found.items():
         target = dest / (name + (".gz" if base.endswith(".gz") else ""))
         for other in spellings(name):
@@ -418,13 +446,15 @@ def install(name: str, source: str | os.PathLike[str] | None = None, dest: str |
     FetchError (saying what failed and how to place the files by hand) when every route failed.
     """
     ds = dataset or DATASETS[name]
+    if dest is None:
+        checked_root()
     target = Path(dest) if dest is not None else dataset_dir(name)
     if source is not None:
         found = collect(Path(source), ds)
         store(found, target)
         log(f"from {source}")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(target.parent, "data directory")
     failures = []
     for what, route in ROUTES[name] if routes is None else routes:
         with tempfile.TemporaryDirectory(prefix="egd-data-", dir=target.parent) as scratch:

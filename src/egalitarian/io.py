@@ -4,8 +4,9 @@ Each write goes to a temporary file in the same directory, is flushed and fsync'
 over the target (atomic on POSIX and Windows).  A full disk or a read-only directory raises ``OSError``
 with the path in its message and leaves the old file intact.
 
-Also the one exclusive lock of the package (:func:`exclusive`: a run directory, a sweep store) and the number
-of cores this process may use (:func:`usable_cores`).
+Also the one exclusive lock of the package (:func:`exclusive`: a run directory, a sweep store), the one way
+directories are made (:func:`make_dir`: a path in the way is named) and the number of cores this process may
+use (:func:`usable_cores`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from .errors import ConfigError
 
 
 def _file_mode() -> int:
@@ -91,6 +94,11 @@ def exclusive(lock: str | Path, refuse: Callable[[str], Exception]) -> Iterator[
     from filelock import FileLock, Timeout
 
     lock = Path(lock)
+    try:  # a lock file that cannot be made would read as one held by someone else
+        lock.touch(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"lock file {str(lock)!r} cannot be created ({e.strerror}): it must be in a writable "
+                          "directory") from None
     held = FileLock(lock, timeout=0)
     owner = lock.with_name(lock.name + ".owner")
     try:
@@ -107,6 +115,20 @@ def exclusive(lock: str | Path, refuse: Callable[[str], Exception]) -> Iterator[
     finally:
         owner.unlink(missing_ok=True)
         held.release()
+
+
+def make_dir(path: str | Path, what: str) -> Path:
+    """``path`` made as a directory with its parents (kept if it is one); returns it.  A path that cannot be
+    made is one ConfigError, ``WHAT 'PATH' cannot be created: ...``, naming the file in the way when one of
+    ``path`` and its parents is a file (``mkdir``'s own ``[Errno 17] File exists`` names neither)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{str(blocker)!r} is a file, not a directory" if blocker is not None else e.strerror
+        raise ConfigError(f"{what} {str(path)!r} cannot be created: {why}") from None
+    return path
 
 
 def usable_cores() -> int:

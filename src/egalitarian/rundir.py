@@ -133,11 +133,7 @@ def lock(run_dir: str | Path) -> Iterator[Path]:
 
     A second holder gets a ConfigError naming the process that holds it (``.egd-run.lock.owner``).  The lock
     is a ``filelock`` on ``.egd-run.lock``, released by the OS when the holder dies, even by kill -9."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
+    run_dir = fio.make_dir(run_dir, "output directory")
 
     def refuse(who: str) -> ConfigError:
         return ConfigError(f"run directory {str(run_dir)!r} is in use by another egd run ({who}); wait for it to "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .io import make_dir
 from .rundir import MetricRow
 
 INSTALL = "pip install 'egalitarian[tensorboard]'"
@@ -38,10 +39,7 @@ def summary_writer(logdir: str | Path, who: str | None = None, **kwargs: Any) ->
     that starts with ``who`` (default ``train.tensorboard = 'LOGDIR'``)."""
     who = who or f"train.tensorboard = {str(logdir)!r}"
     cls = writer_class(who)
-    try:
-        Path(logdir).mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{who}: directory {str(logdir)!r} cannot be created: {e.strerror}") from None
+    make_dir(logdir, f"{who}: directory")
     return cls(str(logdir), **kwargs)
 
 

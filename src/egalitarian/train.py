@@ -755,12 +755,7 @@ def _made_dir(run_dir: str | Path | None) -> Path | None:
     ConfigError naming it."""
     if run_dir is None:
         return None
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"output directory {str(run_dir)!r} cannot be created: {e.strerror}") from None
-    return run_dir
+    return fio.make_dir(run_dir, "output directory")
 
 
 def _tensorboard(logdir: str, rows: list[MetricRow]) -> contextlib.AbstractContextManager[Any]:

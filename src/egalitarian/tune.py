@@ -56,7 +56,9 @@ How it runs:
 
 Rerunning the command continues: finished runs are kept, trials asked but not told (a killed search) are
 completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
-those an uninterrupted search asks (see :func:`replay`), study by study.
+those an uninterrupted search asks (see :func:`replay`), study by study.  A spec changed since a study was made
+(its space, budget, seeds, sampler, base, ``[set]``, ``[report_set]`` or a method's settings: :func:`made_with`)
+is refused rather than mixed with the old trials (:func:`_check_made_with`).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -396,8 +398,6 @@ def load_tune(path: str | Path) -> TuneSpec:
               "(for a relative range, set gives the value it is centred on)", ConfigError)
         contenders.append(Contender(label, m.get("method", label), dict(fixed_m)))
     baselines = meta.get("baselines", [])
-    check(isinstance(baselines, list) and all(b in methods_doc for b in baselines), f"{where}: tune.baselines",
-          baselines, f"must be a list of method labels of this spec: {', '.join(methods_doc)}", ConfigError)
     spec = TuneSpec(name=name, store=store, base=base, contenders=contenders, space=space, trials=trials,
                     metric=metric, sampler=sampler, seed=meta.get("seed", 0), batch=meta.get("batch", 1),
                     startup_trials=startup, tuning_seeds=tuning, reporting_seeds=reporting, baselines=baselines,
@@ -409,12 +409,18 @@ def load_tune(path: str | Path) -> TuneSpec:
     for d in space:
         check(d.field in had, f"{where}: space.{d.field}", d.field, "no method of this spec has it (optional = true "
               "only lets some methods lack a dimension)", ConfigError)
+    # after the methods: a label that names no method is blamed on its [methods.LABEL] table, not on the baselines
+    check(isinstance(baselines, list) and all(b in methods_doc for b in baselines), f"{where}: tune.baselines",
+          baselines, f"must be a list of method labels of this spec: {', '.join(methods_doc)}", ConfigError)
     return spec
 
 
-def _resolved(spec: TuneSpec, c: Contender, where: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _resolved(spec: TuneSpec, c: Contender, where: str, extra: dict[str, Any] | None = None, *,
+              reporting: bool = False) -> dict[str, Any]:
+    """Method ``c``'s resolved config (``extra`` applied; with ``reporting``, ``[report_set]`` too), seeds unset."""
+    fixed = {**spec.fixed, **spec.report_fixed} if reporting else spec.fixed
     try:
-        (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed, **(extra or {})}], spec.fixed,
+        (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed, **(extra or {})}], fixed,
                         where=f"{where}: methods.{c.label}")
     except ConfigError as e:
         raise ConfigError(str(e)) from None
@@ -737,6 +743,106 @@ def study_name(spec: TuneSpec, c: Contender, k: int = 0) -> str:
     return f"{spec.name}/{c.label}" + (f"/study{k}" if k else "") + (f"/widen{spec.round}" if spec.round else "")
 
 
+# ------------------------------------------------------------------- what a study was made with, and its file
+
+MADE_WITH = "made_with"
+"""The Optuna user attribute of every study: :func:`made_with` of the spec that made it (refused if it changes)."""
+FIXED_ONCE_RUN = ("metric", "trials", "sampler", "seed", "startup_trials", "batch", "stages", "tuning_seeds")
+"""``[tune]`` keys a study's trials depend on (which trials are asked, and their values); the others may change:
+``studies`` and ``widen`` (raised: the finished studies and rounds are kept), ``baselines`` and ``reporting_seeds``
+(the reporting runs are planned from the spec each time, one run per seed of the same configurations), ``name`` and
+``store`` (another name or store is another tune)."""
+
+
+def made_with(spec: TuneSpec, c: Contender) -> dict[str, Any]:
+    """What a study of method ``c`` is made with, as JSON: the ``[tune]`` keys of :data:`FIXED_ONCE_RUN`, the
+    spec's space (round 0's ranges, whatever the widening did since) and the method's resolved configs of the
+    tuning and the reporting runs (the base, ``[set]``, ``[report_set]`` and the method's table and ``set``)."""
+    record = {"tune": {key: getattr(spec, key) for key in FIXED_ONCE_RUN},
+              "space": {d.field: asdict(d) for d in spec.space},
+              "config": _resolved(spec, c, "tune"), "reporting config": _resolved(spec, c, "tune", reporting=True)}
+    return json.loads(json.dumps(record))  # tuples as lists: as Optuna stores it
+
+
+def _where(spec: TuneSpec) -> str:
+    """How a message names the spec: its file (``load_tune``'s wording), else its name."""
+    return f"tune spec {str(spec.path)!r}" if spec.path else f"tune {spec.name}"
+
+
+def _changes(old: Any, new: Any, at: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two JSON values differ: (dotted path, old, new) for each leaf that differs (a list is a leaf; a key
+    one side lacks is None there)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [change for key in dict.fromkeys([*old, *new])
+                for change in _changes(old.get(key), new.get(key), f"{at}.{key}" if at else key)]
+    return [] if old == new else [(at, old, new)]
+
+
+def _check_made_with(spec: TuneSpec, studies: dict[str, list[Any]], made: dict[str, dict[str, Any]]) -> None:
+    """Refuse (one ConfigError) when a study was made with other settings than ``made`` (:func:`made_with`, by
+    method label): its trials would be mixed with the changed spec's.  A study without the attribute (new, or
+    made before it existed: stores made before 2026-12-06, trusted once) takes it; none does if one is refused."""
+    missing = []
+    for c in spec.contenders:
+        for st in studies[c.label]:
+            old = st.user_attrs.get(MADE_WITH)
+            if old is None:
+                missing.append((st, made[c.label]))
+                continue
+            changes = _changes(old, made[c.label])
+            if changes:
+                path, was, now = changes[0]
+                section, _, key = path.partition(".")
+                field = {"tune": f"tune.{key}", "space": f"space.{key}",
+                         "config": f"{key} (method {c.label}'s runs)",
+                         "reporting config": f"{key} (method {c.label}'s reporting runs)"}[section]
+                raise invalid(f"{_where(spec)}: {field}", now,
+                              f"study {st.study_name!r} in {str(spec.study_path)!r} was made with {was!r}; a tune's "
+                              "space, budget and method settings may not change once it has run (tune.studies, "
+                              "widen, baselines and reporting_seeds may): give the tune a new name or store, or "
+                              f"delete {str(spec.store)!r} and {str(spec.study_path)!r} to start over", ConfigError)
+    for st, record in missing:
+        st.set_user_attr(MADE_WITH, record)
+
+
+def _storage(spec: TuneSpec, optuna: Any) -> Any:
+    """The study file as Optuna storage; one that cannot be opened (an unwritable place, a file that is not an
+    Optuna database) is one ConfigError naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    path = spec.study_path
+    try:
+        return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise ConfigError(f"tune {spec.name}: study file {str(path)!r} cannot be used ({reason}): it must be an "
+                          "Optuna SQLite file (made by egd tune) in a writable directory; give another tune.store, or "
+                          "move the file away to start the search over") from None
+
+
+def check_methods(spec: TuneSpec) -> None:
+    """Build each method's tuning and reporting configs once (task, model, loss and optimizer), so that a bad value
+    in ``[set]``, ``[report_set]`` or a method's ``set`` (``"optimizer.momentum" = "abc"``) is one ConfigError
+    naming the method before anything runs: otherwise each of its runs fails and the board reads ∞ for it."""
+    from .build import build_loss, build_model, build_optimizer_from, make_task
+    from .config import section_kwargs
+    from .sweep.spec import canonical_json
+
+    where = _where(spec)
+    tasks: dict[str, Any] = {}
+    for c in spec.contenders:
+        for cfg in {canonical_json(cfg): cfg for cfg in (_resolved(spec, c, where),
+                                                         _resolved(spec, c, where, reporting=True))}.values():
+            try:
+                key = canonical_json(cfg["task"])
+                if key not in tasks:  # one task per setting: an MNIST or a text task is read once
+                    tasks[key] = make_task(cfg["task"]["name"], **section_kwargs(cfg, "task"))
+                build_loss(cfg)
+                build_optimizer_from(cfg, build_model(cfg, tasks[key]))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: methods.{c.label}: {e}") from None
+
+
 class Studies(dict):  # type: ignore[type-arg]
     """:func:`search`'s result: each method's Optuna studies of the last round, by label; ``spec``: that round's
     spec (its widened space, ``round`` and ``history``), the one :func:`best` judges the winners' edges on."""
@@ -757,10 +863,13 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
     rounds.  A round's space depends on the spec and the earlier rounds' results only, so a killed search
     resumes in the round it was in, as an uninterrupted one would be (:func:`replay`)."""
     optuna = _import_optuna()
-    spec.store.parent.mkdir(parents=True, exist_ok=True)
+    fio.make_dir(spec.store.parent, f"tune {spec.name}: tune.store's directory")
+    storage = _storage(spec, optuna)
+    made = {c.label: made_with(spec, c) for c in spec.contenders}  # the spec's, in every round
     current = spec
     while True:
-        studies = _search_round(current, optuna, workers=workers, backend=backend, address=address, log=log)
+        studies = _search_round(current, optuna, storage, made, workers=workers, backend=backend, address=address,
+                                log=log)
         nxt = _widened(current, studies) if current.round < spec.widen else None
         if nxt is None:
             out = Studies(studies)
@@ -826,17 +935,18 @@ def _round_record(spec: TuneSpec, studies: dict[str, list[Any]]) -> dict[str, An
     return {"round": spec.round, "ranges": _ranges(spec), "edges": edges}
 
 
-def _search_round(spec: TuneSpec, optuna: Any, *, workers: int | None, backend: str, address: str | None,
-                  log: Any) -> dict[str, list[Any]]:
+def _search_round(spec: TuneSpec, optuna: Any, storage: Any, made: dict[str, dict[str, Any]], *,
+                  workers: int | None, backend: str, address: str | None, log: Any) -> dict[str, list[Any]]:
     """Run (or continue) one round's search: its studies advance batch by batch, all methods' runs going
-    through the one store (identical configurations share a run id, so they run once)."""
-    storage = f"sqlite:///{spec.study_path.resolve()}"
+    through the one store (identical configurations share a run id, so they run once).  A study made with other
+    settings than ``made`` is refused first (:func:`_check_made_with`)."""
     studies = {
         c.label: [optuna.create_study(study_name=study_name(spec, c, k), storage=storage, direction="minimize",
                                       sampler=_sampler(spec, optuna, k), load_if_exists=True)
                   for k in range(spec.studies)]
         for c in spec.contenders
     }
+    _check_made_with(spec, studies, made)
     if spec.round:  # a widening round's studies were made for its ranges: results or a spec changed since, refuse
         for st in (st for sts in studies.values() for st in sts):
             ranges = st.user_attrs.get("ranges")
@@ -1245,8 +1355,14 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
         winners = [(e["method"], s) for e in board for s in e["per_study"]]
     else:
         winners = [(e["method"], e) for e in board]
-    edged = list(dict.fromkeys(m for m, w in winners if set(w["edges"]) - set(w.get("at_limit", ()))))
+    edged = list(dict.fromkeys(m for m, w in winners if set(w["edges"]) - set(w.get("at_limit", ()))
+                               and w["tuning_value"] < CENSORED))
+    censored = list(dict.fromkeys(m for m, w in winners if set(w["edges"]) - set(w.get("at_limit", ()))
+                                  and w["tuning_value"] >= CENSORED))
     limited = list(dict.fromkeys(m for m, w in winners if w.get("at_limit")))
+    if censored:
+        lines += ["", "At an edge but censored (no trial reached the threshold: its place ranks by final accuracy, "
+                  f"so it widens nothing): {', '.join(censored)}."]
     if edged and spec.widen:
         lines += ["", f"At an edge of the search range after {spec.round} widening round(s) (tune.widen = "
                   f"{spec.widen}; raise it to widen again): {', '.join(edged)}."]
@@ -1304,16 +1420,28 @@ def _report_cadence(tuning: dict[str, Any], reporting: dict[str, Any]) -> str:
 def board_train(spec: TuneSpec, reporting: bool = False) -> dict[str, Any]:
     """The resolved ``[train]`` of the first method (the threshold and cadence the leaderboard states); with
     ``reporting``, that of the reporting runs (``[report_set]`` applied)."""
-    c = spec.contenders[0]
-    fixed = {**spec.fixed, **spec.report_fixed} if reporting else spec.fixed
-    (run,) = expand(spec.base, None, [{"method": c.method, **c.fixed}], fixed, where=f"tune {spec.name}")
-    return run.config["train"]
+    return _resolved(spec, spec.contenders[0], f"tune {spec.name}", reporting=reporting)["train"]
 
 
 def tune(path: str | Path, *, workers: int | None = None, backend: str = "local", address: str | None = None,
          log: Any = print) -> list[dict[str, Any]]:
-    """``egd tune``: search, report, print and write the leaderboard (``STORE-leaderboard.md`` and ``.json``)."""
+    """``egd tune``: search, report, print and write the leaderboard (``STORE-leaderboard.md`` and ``.json``).
+
+    Each method's configs are built first (:func:`check_methods`), and the command holds ``STUDY_FILE.lock`` from
+    start to end, so a second ``egd tune`` of the same store is refused at once (the sweep lock is held only while
+    runs run, and between them the studies are asked and told)."""
     spec = load_tune(path)
+    check_methods(spec)
+    fio.make_dir(spec.store.parent, f"tune {spec.name}: tune.store's directory")
+    lock = spec.study_path.with_name(spec.study_path.name + ".lock")
+    with fio.exclusive(lock, lambda who: ConfigError(
+            f"tune {spec.name}: study file {str(spec.study_path)!r} is in use by another `egd tune` ({who}); wait for "
+            "it to finish or stop it")):
+        return _tune(spec, workers=workers, backend=backend, address=address, log=log)
+
+
+def _tune(spec: TuneSpec, *, workers: int | None, backend: str, address: str | None,
+          log: Any) -> list[dict[str, Any]]:
     n = _total_trials(spec)
     n_runs = n * spec.studies * len(spec.tuning_seeds) * len(spec.contenders)
     studies = f" x {spec.studies} studies" if spec.studies > 1 else ""

@@ -4,7 +4,10 @@
 
 PATH is one run directory (``metrics.csv`` + ``summary.json``), a folder whose subfolders are run directories,
 or a sweep store (``*.sqlite``).  Runs are grouped by their label (the run's name, or the sweep group), so
-seeds of one setting become one curve with a band (the min–max over seeds around the median).  When the runs
+seeds of one setting become one curve with a band (the min–max over seeds around the median); runs of one label
+made on different devices or thread counts are separate groups (``LABEL (cpu, 2 threads)``: seconds are never
+pooled across them), and store groups of different configs that share a label are told apart by the fields
+they differ in.  When the runs
 carry a ``setting`` parameter (``egd reproduce`` tables: p = 79/97/127, k = 2/3/4), each figure has one panel per
 setting and one colour per method.
 

@@ -54,13 +54,16 @@ def load_runs(path: str | Path) -> list[LoadedRun]:
 
 
 def _runs_from_store(path: Path) -> list[LoadedRun]:
-    from ..sweep.store import Store  # the report layer reads the sweep layer's store, never the reverse
+    from ..sweep.spec import distinct_labels  # the report layer reads the sweep layer's store, never the reverse
+    from ..sweep.store import Store
 
     with Store(path, create=False) as store:
+        rows = store.runs()
+        labels = distinct_labels(rows)  # groups of different configs never merge under one label
         runs = [
-            LoadedRun(r["label"], r["config"].get("train", {}).get("seed"), r["summary"] or {}, store.metrics(r["id"]),
-                r["params"] or {})
-            for r in store.runs()
+            LoadedRun(labels[r["group_key"]], r["config"].get("train", {}).get("seed"), r["summary"] or {},
+                      store.metrics(r["id"]), r["params"] or {})
+            for r in rows
             if r["status"] == "done"
         ]
     if not runs:
@@ -69,10 +72,19 @@ def _runs_from_store(path: Path) -> list[LoadedRun]:
 
 
 def group_runs(runs: list[LoadedRun]) -> dict[str, list[LoadedRun]]:
+    """The runs by label; a label whose runs ran on different devices or thread counts is one group per device and
+    thread count (``LABEL (cpu, 2 threads)``), so that no seconds figure pools them."""
+    from ..sweep.stats import machine
+
     groups: dict[str, list[LoadedRun]] = defaultdict(list)
     for r in runs:
         groups[r.label].append(r)
-    return dict(groups)
+    out = {}
+    for label, rs in groups.items():
+        kinds = list(dict.fromkeys(machine(r.summary) for r in rs))
+        for kind in kinds:
+            out[label if len(kinds) == 1 else f"{label} ({kind})"] = [r for r in rs if machine(r.summary) == kind]
+    return out
 
 
 def band(runs: list[LoadedRun], split: str, metric: str) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -192,11 +204,7 @@ def write_report(path: str | Path, out_dir: str | Path) -> Path:
     """Write the plots, tables and ``report.html`` for the runs at ``path``; returns the HTML path."""
     runs = load_runs(path)
     groups = group_runs(runs)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"report output directory {str(out_dir)!r} cannot be created: {e.strerror}") from None
+    out_dir = fio.make_dir(out_dir, "report output directory")
     images = {
         "accuracy.png": _figure(groups, [("train", "acc", "--"), ("test", "acc", "-")], "accuracy", "Accuracy"),
         "loss.png": _figure(groups, [("train", "loss", "--"), ("test", "loss", "-")], "loss", "Loss"),
@@ -230,7 +238,8 @@ def write_report(path: str | Path, out_dir: str | Path) -> Path:
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:.3em .6em}img{max-width:100%}</style></head><body>"
         f"<h1>egalitarian report</h1><p>Source: {html.escape(str(path))}; {len(runs)} runs in "
-        f"{len(groups)} groups. Lines: the median over the runs that logged each step; bands: their min–max. "
+        f"{len(groups)} groups (a group's runs share a device and thread count, so its seconds are comparable). "
+        "Lines: the median over the runs that logged each step; bands: their min–max. "
         "Runs stop once they grok, so late steps show only the slower runs.</p>"
         f"<table><tr>{head}</tr>{body}</table>{figs}</body></html>\n"
     )

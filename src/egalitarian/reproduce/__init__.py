@@ -84,6 +84,9 @@ def reproduce(name: str, *, quick: bool = False, seeds: int | str | list[int] | 
 
     ``seeds``: a count, a range ``"A-B"`` or a list (:func:`parse_seeds`); default per artifact (``egd reproduce
     --help``)."""
+    from ..io import make_dir
+
     artifact = get(name)
     options = check_options(artifact, Options(quick, seeds, workers, out, dataset), ARTIFACTS)
+    make_dir(out, "--out")  # one line naming a file in the way, before anything is planned
     return make(artifact, options)

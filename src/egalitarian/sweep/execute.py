@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import usable_cores
+from ..io import make_dir, usable_cores
 from ..progress import Progress
 from ..rundir import MetricRow
 from .spec import Sweep
@@ -132,7 +132,7 @@ def run_sweep(
     workers = usable_cores() if workers is None else workers
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers {workers!r}: must be an integer >= 1")
-    sweep.store.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(sweep.store.parent, "results store's directory")
     ids = [r.id for r in sweep.runs]
     with sweep_lock(sweep.store), Store(sweep.store) as store:
         store.add(sweep.name, sweep.runs)

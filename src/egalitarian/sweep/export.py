@@ -94,8 +94,7 @@ def export_tensorboard(store: Store, out: str | Path, ids: Sequence[str] | None 
     into place, so a directory that exists is complete.  Returns (written, already there)."""
     who = "egd export tensorboard"
     tracking.writer_class(who)  # a missing package is an error before anything is made
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fio.make_dir(out, f"{who} DIR")
     written = kept = 0
     used: set[str] = set()
     for r in finished(store, ids):

@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,47 @@ def run_id(resolved: dict[str, Any]) -> str:
     return config_hash(resolved)
 
 
-def group_id(resolved: dict[str, Any]) -> str:
-    """The group id: the hash of the resolved config without its seed fields (runs that differ only by seed)."""
+def _seedless(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a resolved config without its seed fields."""
     cfg = copy.deepcopy(resolved)
     for key in SEED_FIELDS - {"seed"}:
         section, name = key.split(".")
         cfg.get(section, {}).pop(name, None)
-    return config_hash(cfg)
+    return cfg
+
+
+def group_id(resolved: dict[str, Any]) -> str:
+    """The group id: the hash of the resolved config without its seed fields (runs that differ only by seed)."""
+    return config_hash(_seedless(resolved))
+
+
+def _flat(tree: dict[str, Any], at: str = "") -> dict[str, Any]:
+    """A nested config as ``{"train.max_epochs": 300, ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{at}.{key}" if at else key
+        out.update(_flat(value, path) if isinstance(value, dict) and value else {path: value})
+    return out
+
+
+def distinct_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Each group's label by group id, from store rows (``group_key``, ``label``, ``config``), made distinct where
+    groups of different configs share one (a sweep file whose ``[set]`` changed between runs into one store): the
+    label, then the config fields those groups differ in, ``method=sgd (train.max_epochs=300)``."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        first.setdefault(r["group_key"], r)
+    out = {key: r["label"] for key, r in first.items()}
+    for label in set(out.values()):
+        keys = [key for key, lab in out.items() if lab == label]
+        if len(keys) < 2:
+            continue
+        flat = {key: _flat(_seedless(first[key]["config"])) for key in keys}
+        fields = sorted({f for x in flat.values() for f in x
+                         if len({canonical_json(y.get(f)) for y in flat.values()}) > 1})
+        for key in keys:
+            out[key] = f"{label} (" + " ".join(f"{f}={format_value(flat[key].get(f))}" for f in fields) + ")"
+    return out
 
 
 def format_value(value: Any) -> str:

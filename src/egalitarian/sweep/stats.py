@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .spec import SEED_FIELDS, matches, parse_spec
+from .spec import SEED_FIELDS, distinct_labels, matches, parse_spec
 
 METRICS = ("epochs", "steps", "seconds")
 _EVENT_KEY = {"epochs": "epoch", "steps": "step", "seconds": "seconds"}
@@ -204,17 +204,25 @@ def pick_baselines(groups: list[dict[str, Any]], spec: str | None) -> dict[str, 
     return out
 
 
+def machine(summary: dict[str, Any]) -> str:
+    """What a run's seconds were measured on, from its summary: ``"cpu, 2 threads"`` (device and thread count;
+    seconds of different ones are never pooled)."""
+    threads = summary.get("threads")
+    return f"{summary.get('device', 'device unknown')}, {threads} thread{'' if threads == 1 else 's'}"
+
+
 def group_stats(
     runs: list[dict[str, Any]], baseline: str | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Statistics per group of store rows (see :meth:`Store.runs`), groups in order of first appearance."""
     groups: dict[str, dict[str, Any]] = {}
+    labels = distinct_labels(runs)  # two groups never share a label (a sweep file's budget edited between runs)
     for r in runs:
         g = groups.setdefault(
             r["group_key"],
             {
                 "group": r["group_key"],
-                "label": r["label"],
+                "label": labels[r["group_key"]],
                 "params": {k: v for k, v in r["params"].items() if k not in SEED_FIELDS},
                 "runs": [],
             },
@@ -244,6 +252,9 @@ def group_stats(
                 "median": km_median(times, events), "ci": list(km_ci(times, events, n_boot=n_boot, seed=seed)),
                 "censored": len(times) - sum(events),
             } if times else None
+        kinds = sorted({machine(s) for s in done})
+        if len(kinds) > 1:  # seconds measured with different devices or thread counts are not one sample
+            g["mixed"], g["seconds"], g["km"]["seconds"] = kinds, None, None
         out.append(g)
     base_of = pick_baselines(out, baseline)
     by_id = {g["group"]: g for g in out}
@@ -330,7 +341,9 @@ def stats_table(groups: list[dict[str, Any]], metric: str = "epochs") -> str:
         km_s = "-" if not ks else ("> budget" if math.isinf(ks["median"]) else _num(ks["median"], 3))
         rows.append([g["label"], g["n"], g["done"], g["failed"], rate, km_cell(g["km"][metric]),
                      _num(st["median"]) if st else "-", iqr, km_s, speed])
-    return format_table(header, rows)
+    mixed = [f"{g['label']} ({'; '.join(g['mixed'])})" for g in groups if g.get("mixed")]
+    note = f"\nseconds left out where a group's runs ran on different devices or thread counts: {'; '.join(mixed)}"
+    return format_table(header, rows) + (note if mixed else "")
 
 
 def best_by(groups: list[dict[str, Any]], field: str, metric: str = "steps") -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import make_dir
 from ..rundir import MetricRow
 
 JOB_STATES = ("pending", "running", "done", "failed")
@@ -76,6 +77,13 @@ def damaged(path: Path, e: sqlite3.DatabaseError) -> ConfigError:
     )
 
 
+def unopenable(path: Path, e: Exception) -> ConfigError:
+    """The one message for a store SQLite cannot open or write (a read-only file or directory, a place where no
+    file can be made): it names the file."""
+    return ConfigError(f"results store {str(path)!r} cannot be opened for writing ({e}): it must be a file in a "
+                       "writable directory; give another path")
+
+
 def _is_damage(e: sqlite3.DatabaseError) -> bool:
     """Corrupt or not a database, as opposed to a busy, locked or read-only one (OperationalError)."""
     return getattr(e, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or type(e) is sqlite3.DatabaseError
@@ -104,8 +112,11 @@ class Store(AbstractContextManager["Store"]):
         if not create and not self.path.is_file():
             raise ConfigError(f"results store {str(self.path)!r} does not exist")
         if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            make_dir(self.path.parent, "results store's directory")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.OperationalError as e:  # a directory, or a place no file can be made (/proc)
+            raise unopenable(self.path, e) from None
         try:
             self._open(create, timeout)
         except sqlite3.DatabaseError as e:
@@ -114,6 +125,8 @@ class Store(AbstractContextManager["Store"]):
                 raise damaged(self.path, e) from None
             if not create:  # e.g. an SQLite file of something else: no such table
                 raise ConfigError(f"{str(self.path)!r} is not a results store: {e}") from None
+            if getattr(e, "sqlite_errorname", "") in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"):
+                raise unopenable(self.path, e) from None
             raise
 
     def _open(self, create: bool, timeout: float) -> None:

@@ -20,12 +20,15 @@ Sources
   train and the rest (797 by default) test, or the first ``n_test`` of the rest. Use it to smoke-test the
   pipeline on a fresh machine; its numbers are not comparable with MNIST results. MNIST only.
 * ``source="auto"`` — ``"idx"`` if ``path`` is given or the data directory holds the data set's four files;
-  else ``"digits"`` for MNIST (Fashion-MNIST has no stand-in: an error says how to get it).
+  else ``"digits"`` for MNIST (Fashion-MNIST has no stand-in: an error says how to get it).  A file with the
+  genuine file's size but not its MD5 (a damaged copy: flipped bytes; or another data set of MNIST's shape) is
+  refused under ``"auto"``, naming the file and the genuine MD5; ``"idx"`` trains on it, said so in ``data``.
 
 Which data ran is in ``info["data"]`` (the trainer copies it into ``summary.json``): ``"mnist (genuine, DIR)"``
 when the four files' sizes and MD5s are the genuine ones (:data:`egalitarian.data.DATASETS`),
-``"mnist-format IDX files, not the genuine mnist (DIR)"`` otherwise, or ``"digits stand-in (sklearn 8x8, not
-MNIST)"``.  ``info["genuine"]`` is the same as a bool.
+``"mnist-format IDX files, not the genuine mnist (FILE has ..., the genuine NAME ...)"`` otherwise (the first file
+that differs, and how), or ``"digits stand-in (sklearn 8x8, not MNIST)"``.  ``info["genuine"]`` is the same as a
+bool.
 
 Outputs: x float32 in [0, 1], flattened (784 for MNIST; ``image_shape`` = (1, 28, 28) gives the layout for
 convolutional models); y int64 in [0, 10); ``target = "class"``.
@@ -42,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DATASETS, IDX_NAMES, dataset_dir, find_idx, installed, is_genuine, spellings
+from ..data import DATASETS, IDX_NAMES, dataset_dir, difference, find_idx, installed, spellings
 from ..errors import ConfigError, check, check_choice, check_fraction, check_int, invalid
 from .base import TaskData, image_rows, image_task, val_count
 
@@ -165,7 +168,7 @@ def mnist(
         val_frac: fraction of the training images moved to a validation split, in [0, 1).
         dataset: ``"mnist"`` or ``"fashion-mnist"`` (the same IDX format; no stand-in for the latter).
     """
-    source = check_choice("source", source, SOURCES, ConfigError)
+    source = asked = check_choice("source", source, SOURCES, ConfigError)
     dataset = check_choice("dataset", dataset, DATASET_NAMES, ConfigError)
     n_train = check_int("n_train", n_train, low=1, error=ConfigError)
     if n_test is not None:
@@ -188,15 +191,20 @@ def mnist(
         check(path is not None, "path", path, f"source 'idx' needs a directory holding the {dataset} IDX files: run "
               f"`egd data {dataset}` (it fills {dataset_dir(dataset)}) or set task.path", ConfigError)
         train_images, train_labels, test_images, test_labels = load_idx(path)
+        differs = difference(path, DATASETS[dataset])
+        if differs and differs[1] and asked == "auto":  # the genuine size, not its MD5: never trained on unasked
+            raise invalid("source", asked, f"{differs[0]}: a damaged copy (or another data set of its shape); `egd "
+                          f"data {dataset} --force` fetches the genuine files, source = 'idx' trains on these anyway",
+                          ConfigError)
         n_train = check_int("n_train", n_train, low=1, high=len(train_images), error=ConfigError)
         n_test = len(test_images) if n_test is None else check_int("n_test", n_test, low=1, high=len(test_images),
                                                                    error=ConfigError)
         x_train, y_train = image_rows(train_images, train_labels, n_train)
         x_test, y_test = image_rows(test_images, test_labels, n_test)
         image_shape = (1, *train_images.shape[1:])
-        genuine = is_genuine(path, DATASETS[dataset])
+        genuine = differs is None
         data = (f"{dataset} (genuine, {path})" if genuine
-                else f"{dataset}-format IDX files, not the genuine {dataset} ({path})")
+                else f"{dataset}-format IDX files, not the genuine {dataset} ({differs[0]})")
     else:
         images, labels = load_digits_arrays()
         n_train = check_int("n_train", n_train, low=1, high=len(images) - 1, error=ConfigError)
