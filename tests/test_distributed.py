@@ -391,8 +391,10 @@ def test_an_expert_stack_is_whitened_expert_by_expert_in_one_polar_call(monkeypa
     import egalitarian.transforms as transforms
 
     calls = []
-    polar = transforms.polar
+    polar, many = transforms.polar, transforms.polar_many
     monkeypatch.setattr(transforms, "polar", lambda X, *a, **k: calls.append(tuple(X.shape)) or polar(X, *a, **k))
+    monkeypatch.setattr(transforms, "polar_many", lambda Xs, *a, **k: calls.extend(tuple(X.shape) for X in Xs)
+                        or many(Xs, *a, **k))
     w = nn.Parameter(torch.zeros(shape))
     G = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     w.grad = G.clone()

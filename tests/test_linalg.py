@@ -27,6 +27,7 @@ from egalitarian.linalg import (
     backend_options,
     default_rtol,
     polar,
+    polar_many,
     polar_via_gram_eigh,
     polar_via_newton_schulz,
     polar_via_polar_express,
@@ -372,3 +373,77 @@ def test_an_option_the_backend_does_not_take_is_a_config_error(backend, options,
 def test_auto_takes_clamp_eps_none_as_not_given():
     G = torch.randn(5, 7, generator=torch.Generator().manual_seed(2))
     assert torch.equal(polar(G, "auto", clamp_eps=None), polar(G))
+
+
+# ------------------------------------------------------------------------------------------- polar_many
+
+
+def _mixed() -> list[torch.Tensor]:
+    """Matrices whose Grams are 40 × 40 in five shapes (a stack among them), one with a 12 × 12 Gram, one fp64 (auto:
+    svd), one bf16: ill-conditioned (κ = 1e6) fp32 except the last two."""
+    shapes = [(40, 70), (70, 40), (40, 40), (64, 40), (40, 300)]
+    mats = [ill(m, n, seed=i).float() for i, (m, n) in enumerate(shapes)]
+    mats.append(torch.stack([ill(40, 90, seed=10 + k) for k in range(3)]).float())  # (3, 40, 90)
+    mats.append(ill(12, 30, seed=20).float())
+    mats.append(ill(40, 50, seed=21))  # fp64
+    mats.append(ill(40, 50, kappa=1e2, seed=22).bfloat16())
+    return mats
+
+
+@pytest.mark.parametrize("backend", ["auto", "gram-eigh"])
+def test_polar_many_is_each_matrixs_svd_polar_factor(backend):
+    mats = _mixed()
+    out = polar_many(mats, backend)
+    assert [(o.shape, o.dtype) for o in out] == [(G.shape, G.dtype) for G in mats]
+    for G, O in zip(mats[:-2], out[:-2], strict=True):  # each cut at its own default rtol (its own long side)
+        assert rel_err(O, reference(G)) < 1e-6
+    assert rel_err(out[-2], reference(mats[-2])) < (1e-10 if backend == "auto" else 1e-5)
+    assert rel_err(out[-1], reference(mats[-1].float())) < 1e-2  # returned in bf16
+
+
+def test_polar_many_cuts_each_matrix_at_its_own_rtol():
+    """One batch, two default cutoffs: 50·ε32 and 400·ε32; a singular value at 100·ε32·s_max lies between them."""
+    s = torch.tensor([1.0, 0.5, 100 * torch.finfo(torch.float32).eps, 0.1])
+    A, B = with_spectrum(4, 50, s, seed=1).float(), with_spectrum(4, 400, s, seed=2).float()
+    out = polar_many([A, B])
+    assert torch.linalg.matrix_rank(reference(A)) == 4 and torch.linalg.matrix_rank(reference(B)) == 3
+    assert rel_err(out[0], reference(A)) < 1e-5 and rel_err(out[1], reference(B)) < 1e-5
+
+
+def test_polar_many_clamp_is_the_papers_formula():
+    mats = [ill(m, n, kappa=1e8, seed=k).float() for k, (m, n) in enumerate([(20, 30), (30, 20), (20, 20)])]
+    for G, O in zip(mats, polar_many(mats, clamp_eps=1e-4), strict=True):  # not rescaled: absolute clamp
+        U, s, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+        assert rel_err(O, (U * (s / s.clamp_min(1e-4))) @ Vh) < 1e-6
+
+
+def test_polar_many_decomposes_equal_size_grams_in_one_eigh(monkeypatch):
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda A, *a, **k: calls.append(tuple(A.shape)) or eigh(A, *a, **k))
+    polar_many(_mixed()[:-2])  # the fp32 ones: 5 + 3 Grams of 40 × 40, one of 12 × 12
+    assert sorted(calls) == [(8, 40, 40), (12, 12)]
+    calls.clear()
+    polar_many(_mixed()[:-2], "svd")  # another backend: one polar call per matrix, no eigh
+    assert calls == []
+
+
+def test_polar_many_other_backends_and_empty_inputs():
+    mats = [torch.randn(m, n, generator=torch.Generator().manual_seed(m)) for m, n in [(20, 30), (30, 20)]]
+    for G, O in zip(mats, polar_many(mats, "newton-schulz"), strict=True):
+        assert rel_err(O, reference(G)) < 1e-5
+    assert polar_many([]) == []
+    G = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    empty, O = polar_many([torch.zeros(0, 5), G, torch.zeros(3, 5)])[:2]
+    assert empty.shape == (0, 5) and rel_err(O, reference(G)) < 1e-6
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_polar_many_nonfinite(bad):
+    mats = [torch.randn(6, 9, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    mats[1][2, 3] = bad
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        polar_many(mats)
+    out = polar_many(mats, nonfinite="propagate")
+    assert bool(torch.isnan(out[1]).all())
+    assert all(rel_err(out[k], reference(mats[k])) < 1e-6 for k in (0, 2))

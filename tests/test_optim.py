@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from egalitarian import EGD, Preconditioned
+from egalitarian import EGD, Preconditioned, egd_for
 from egalitarian.errors import ConfigError
 from egalitarian.transforms import add_decayed_weights, chain, scale, trace, whiten
 
@@ -478,3 +478,84 @@ def test_nesterov_without_momentum_is_plain_egd():
     assert torch.equal(out[0], out[1])
     U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)  # the independent reference: 3 steps of -lr·U Vᵀ
     assert torch.allclose(out[1].double(), W0.double() - 3 * 0.1 * (U @ Vh), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ one finiteness check per step
+
+
+def _egd_for_net() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(7, 6), torch.nn.Linear(6, 6), torch.nn.Tanh(), torch.nn.Linear(6, 7))
+    return net, egd_for(net, lr=0.1, momentum=0.9)
+
+
+def test_egd_with_aux_adamw_reads_the_gradients_once_per_step(monkeypatch):
+    import egalitarian.optim as optim_module
+
+    net, opt = _egd_for_net()
+    calls: list[int] = []
+    peaks = optim_module.global_peaks
+    monkeypatch.setattr(optim_module, "global_peaks", lambda grads: calls.append(len(grads)) or peaks(grads))
+    net(torch.tensor([[1, 2, 3]])).sum().backward()
+    opt.step()
+    assert calls == [len(list(net.parameters()))]  # every gradient, once (the EGD engine does not check again)
+
+
+def test_a_nan_in_a_whitened_gradient_of_egd_for_changes_nothing():
+    net, opt = _egd_for_net()
+    net(torch.tensor([[1, 2, 3]])).sum().backward()
+    opt.step()
+    before, state = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    net(torch.tensor([[4, 5, 6]])).sum().backward()
+    net[1].weight.grad[0, 0] = math.nan  # whitened by the EGD engine; its group is the optimizer's first
+    with pytest.raises(FloatingPointError, match=r"params\[0\].*shape \(6, 6\)"):
+        opt.step()
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert _same(opt.state_dict(), state)
+
+
+def test_the_peaks_of_plain_gradients_are_their_largest_magnitudes():
+    from egalitarian.distributed import global_peaks
+
+    grads = [torch.tensor([[1.0, -3.0], [2.0, 0.5]]), torch.tensor(-2.5), torch.tensor([1.0, -math.inf]),
+             torch.tensor([math.inf, math.nan, 1.0]), torch.tensor([0.25, -4.0], dtype=torch.bfloat16),
+             torch.zeros(3, 1, dtype=torch.float64)]
+    got = global_peaks(grads)
+    assert got.dtype == torch.float64
+    assert got[:3].tolist() == [3.0, 2.5, math.inf] and math.isnan(got[3]) and got[4:].tolist() == [4.0, 0.0]
+
+
+# ------------------------------------------------------------------------- DTensors whitened as DTensor ops
+
+
+def _fsdp_steps(sharded: bool) -> list[torch.Tensor]:
+    """Three EGD steps of a model whose three matrices have 66 × 66 Grams (on CPU one batch of polar_many: not
+    batched by shape, the smaller side is > 64), FSDP2-sharded on a one-rank group or not; the parameters after."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(70, 66), torch.nn.Tanh(), torch.nn.Linear(66, 66), torch.nn.Tanh(),
+                              torch.nn.Linear(66, 66))
+    if sharded:
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(net)
+    opt = EGD(net.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        opt.zero_grad()
+        net(torch.randn(80, 70, generator=g)).square().mean().backward()
+        opt.step()
+    return [(p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone() for p in net.parameters()]
+
+
+def _one_rank_fsdp(rank: int, world: int, path: str) -> None:
+    torch.save(_fsdp_steps(True), path)
+
+
+def test_egd_on_a_one_rank_fsdp2_model_steps_like_the_plain_model(tmp_path):
+    """With one rank nothing is split: the whitening runs on the DTensors themselves (DTensor ops; polar_many leaves
+    tensor subclasses to polar), and must take the plain model's steps."""
+    from dist_helpers import run_ranks
+
+    run_ranks(1, _one_rank_fsdp, str(tmp_path / "p.pt"))
+    for got, want in zip(torch.load(tmp_path / "p.pt"), _fsdp_steps(False), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

@@ -262,15 +262,20 @@ def _groups(params, third=None, **extra):
 
 @pytest.fixture
 def polar_calls(monkeypatch):
-    """The shapes ``whiten`` passes to ``polar``."""
-    calls: list[tuple[int, ...]] = []
-    original = T.polar
+    """The shapes ``whiten`` passes to ``polar`` (one shape per call) and to ``polar_many`` (a tuple of shapes)."""
+    calls: list[tuple] = []
+    original, many = T.polar, T.polar_many
 
     def spy(G, *args, **kwargs):
         calls.append(tuple(G.shape))
         return original(G, *args, **kwargs)
 
+    def spy_many(Gs, *args, **kwargs):
+        calls.append(tuple(tuple(G.shape) for G in Gs))
+        return many(Gs, *args, **kwargs)
+
     monkeypatch.setattr(T, "polar", spy)
+    monkeypatch.setattr(T, "polar_many", spy_many)
     return calls
 
 
@@ -312,9 +317,9 @@ def test_egd_batched_step_equals_the_unbatched_step(kwargs, dtype, polar_calls):
     # batched where the smaller side is ≤ 64 (transforms.batched): the 4 (16, 24) matrices of groups 1 and 2 (equal
     # whitening keys) in one call, the 3 (24, 16), the 2 (10, 10), the 2 (61, 47) and the (6, 2, 3, 3) kernels as
     # (6, 18) likewise; the group with another rtol (seed) separately, its 2 (3, 5) in one call; the 97 × 128 and
-    # 128 × 97 one by one
-    assert sorted(calls) == sorted([(4, 16, 24), (3, 24, 16), (2, 10, 10), (2, 61, 47), (2, 6, 18), (2, 3, 5)]
-                                   + [(97, 128)] * 2 + [(128, 97)] * 2)
+    # 128 × 97 in one polar_many call (their Grams, all 97 × 97, in one batched eigh)
+    assert sorted(calls, key=repr) == sorted([(4, 16, 24), (3, 24, 16), (2, 10, 10), (2, 61, 47), (2, 6, 18), (2, 3, 5),
+                                              ((97, 128), (97, 128), (128, 97), (128, 97))], key=repr)
 
 
 def test_egd_batches_row_blocks_too(polar_calls):
@@ -331,9 +336,10 @@ def test_egd_batches_row_blocks_too(polar_calls):
             _set_grads(ref_params, k)
             polar_calls.clear()
             opt.step()
-            # 3 matrices × 3 blocks of (16, 16) in one call; the (291, 128) = 3 blocks of (97, 128) one matrix at a
-            # time (each call batched over its own blocks, as without update_many); the other group's alone
-            assert sorted(polar_calls) == sorted([(3, 3, 16, 16), (3, 97, 128), (3, 97, 128), (48, 16)])
+            # 3 matrices × 3 blocks of (16, 16) in one call; the two (291, 128) = 3 blocks of (97, 128) in one
+            # polar_many call (their 6 Grams in one batched eigh); the other group's alone
+            assert sorted(polar_calls, key=repr) == sorted([(3, 3, 16, 16), ((3, 97, 128), (3, 97, 128)), ((48, 16),)],
+                                                           key=repr)
             _reference_step(ref, ref_state)
         for p, q in zip(params, ref_params, strict=True):
             torch.testing.assert_close(p.detach(), q.detach(), atol=3 * _ROUNDING[torch.float32], rtol=0)

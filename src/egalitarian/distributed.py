@@ -163,12 +163,12 @@ def global_peaks(grads: Sequence[Tensor]) -> Tensor:
         if DTensor is not None and isinstance(g, DTensor):
             meshes.setdefault(g.device_mesh, []).append(i)
     if not meshes:
-        return torch.stack([n.double() for n in torch._foreach_norm(list(grads), ord=math.inf)])
+        return _abs_max(list(grads))
     local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]  # type: ignore[arg-type]
     full = [i for i, t in enumerate(local) if t.numel()]  # an empty shard has no peak: 0
     peaks = torch.zeros(len(local), dtype=torch.float64, device=local[0].device)
     if full:
-        peaks[full] = torch.stack([n.double() for n in torch._foreach_norm([local[i] for i in full], ord=math.inf)])
+        peaks[full] = _abs_max([local[i] for i in full])
     out = peaks.clone()
     for mesh, idx in meshes.items():
         sub = torch.where(torch.isfinite(peaks[idx]), peaks[idx], math.inf)
@@ -176,6 +176,18 @@ def global_peaks(grads: Sequence[Tensor]) -> Tensor:
             dist.all_reduce(sub, op=dist.ReduceOp.MAX, group=mesh.get_group(d))
         out[idx] = torch.where(torch.isfinite(peaks[idx]), sub, peaks[idx])
     return out
+
+
+def _abs_max(tensors: list[Tensor]) -> Tensor:
+    """``max|t|`` of each of ``tensors`` (non-empty, one device) as fp64: NaN where ``t`` has a NaN, else inf where it
+    has an inf.  On CPU ``_foreach_max`` of ``_foreach_abs`` (the same values, ~8× faster than the infinity norm
+    there, for a transient copy); elsewhere, and under ``torch.compile`` (which cannot trace ``_foreach_max``), the
+    fused infinity norm."""
+    if tensors[0].device.type == "cpu" and hasattr(torch, "_foreach_max") and not torch.compiler.is_compiling():
+        peaks = torch._foreach_max(torch._foreach_abs(tensors))
+    else:
+        peaks = torch._foreach_norm(tensors, ord=math.inf)
+    return torch.stack([n.double() for n in peaks])
 
 
 def assign(costs: Sequence[float], world: int, loads: Sequence[float] | None = None) -> list[int]:

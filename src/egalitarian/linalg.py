@@ -32,6 +32,8 @@ One function per backend, each taking only its own knobs (``polar_via_svd``, ``p
 ``polar_via_newton_schulz``, ``polar_via_rsvd``, ``polar_via_polar_express``; :data:`POLAR_BACKENDS`), and
 :func:`polar` ``(G, backend="auto", **options)``, which picks one and passes the options on: an option the
 backend does not take is a ConfigError naming it and listing the backend's options (:func:`check_options`).
+:func:`polar_many` ``(Gs, backend, **options)`` is ``polar`` of each matrix of a list, with the exact Gram route's
+eigendecompositions of equal-size Grams (whatever the matrices' shapes) in one batched call.
 
 ``"svd"``           thin SVD, ``U diag(w) Vᵀ``: the exact reference.  Computed in **float64** by default: an
                     fp32 SVD of an ill-conditioned matrix (κ = 1e6) gets the small singular directions wrong
@@ -129,7 +131,7 @@ import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -157,6 +159,7 @@ __all__ = [
     "pe_default_lower",
     "polar",
     "polar_express_schedule",
+    "polar_many",
     "polar_via_gram_eigh",
     "polar_via_newton_schulz",
     "polar_via_polar_express",
@@ -223,8 +226,9 @@ def resolve_backend(backend: str, G: Tensor, clamp_eps: float | None = None) -> 
     return "svd" if G.dtype == torch.float64 else "gram-eigh"
 
 
-def _weights(s: Tensor, smax: Tensor, rtol: float, clamp_eps: float | None) -> Tensor:
-    """Spectral weights w(s): cutoff (default) or the paper's clamp (see module docstring)."""
+def _weights(s: Tensor, smax: Tensor, rtol: float | Tensor, clamp_eps: float | None) -> Tensor:
+    """Spectral weights w(s): cutoff (default) or the paper's clamp (see module docstring); ``rtol`` a number, or
+    one per matrix (``(..., 1)``)."""
     if clamp_eps is not None:
         return s / s.clamp_min(clamp_eps)
     return (s > rtol * smax).to(s.dtype)
@@ -250,13 +254,23 @@ def gram_inverse_root(A: Tensor, long_side: int, rtol: float, clamp_eps: float |
     ``long_side`` (``(..., k, k)``), and the spectral weights ``w``: ``G P`` (``A = GᵀG``) or ``P G`` (``A = G Gᵀ``) is
     ``U diag(w) Vᵀ`` (the ``"gram-eigh"`` backend).  ``egalitarian.distributed`` sums a row-sharded ``G``'s
     Gram over its shards and calls this once per matrix."""
+    return _inverse_root(A, _gram_cut(long_side, rtol, A.dtype), clamp_eps)
+
+
+def _gram_cut(long_side: int, rtol: float, dtype: torch.dtype) -> float:
+    """The cutoff of the Gram route: ``rtol``, but not below ``sqrt(long_side·ε)``, the smallest ``s/s_max`` a Gram
+    matrix in ``dtype`` resolves (below it, its eigenvalues are round-off)."""
+    return max(rtol, math.sqrt(long_side * torch.finfo(dtype).eps))
+
+
+def _inverse_root(A: Tensor, cut: float | Tensor, clamp_eps: float | None) -> tuple[Tensor, Tensor]:
+    """:func:`gram_inverse_root` with the cutoff ``cut`` already floored (:func:`_gram_cut`): a number, or one per
+    matrix of the batch ``A`` (``(..., 1)``)."""
     lam, Q = torch.linalg.eigh(A)  # ascending
     lam = lam.clamp_min(0)
     s = lam.sqrt()
     smax = s[..., -1:]
-    # The Gram matrix resolves s only down to ~sqrt(k·ε)·s_max: below that, eigenvalues are round-off.
-    floor = math.sqrt(long_side * torch.finfo(A.dtype).eps)
-    w = _weights(s, smax, max(rtol, floor), clamp_eps)
+    w = _weights(s, smax, cut, clamp_eps)
     inv = torch.where(s > 0, w / s.clamp_min(torch.finfo(A.dtype).tiny), torch.zeros_like(s))
     return (Q * inv.unsqueeze(-2)) @ Q.mT, w  # Q diag(w/s) Qᵀ
 
@@ -473,14 +487,24 @@ def _framed(G: Tensor, nonfinite: str, dtype: torch.dtype, rescale: bool, core: 
     check(nonfinite in ("raise", "propagate"), "nonfinite", nonfinite, "must be 'raise' or 'propagate'")
     if G.numel() == 0:
         return G.clone()
+    X, bad = _prepare(G, nonfinite, dtype, rescale)
+    return _restore(core(X), G, bad)
+
+
+def _prepare(G: Tensor, nonfinite: str, dtype: torch.dtype, rescale: bool) -> tuple[Tensor, Tensor | None]:
+    """The first half of :func:`_framed` (``nonfinite`` already checked, ``G`` not empty): ``G`` in the compute
+    ``dtype``, rescaled, and the mask of its non-finite matrices (``None`` when there is nothing to mask)."""
     # max|G| per matrix: one reduction serves the finiteness check (it is NaN or inf exactly when G has a NaN
     # or inf) and the rescaling below
     peak = G.abs().amax(dim=(-2, -1), keepdim=True)
-    bad = ~torch.isfinite(peak)  # per matrix: amax propagates NaN, so NaN or inf anywhere in the matrix
+    bad: Tensor | None = ~torch.isfinite(peak)  # per matrix: amax propagates NaN, so NaN or inf anywhere in it
     if nonfinite == "raise":
         finite = not bool(bad.any())
         check(finite, "max|G|", float(peak.max()), "must be finite (G has NaN or inf); pass nonfinite='propagate' "
               "to let it through", FloatingPointError)
+        bad = None
+    elif G.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(bad.any()):
+        bad = None  # nothing to mask (on CPU reading the flag is no device sync): the same values, fewer passes
     else:  # decompose zeros instead (LAPACK refuses NaN/inf) and fill those matrices with NaN at the end
         G = torch.where(bad, torch.zeros((), dtype=G.dtype, device=G.device), G)
         peak = torch.where(bad, torch.zeros_like(peak), peak)
@@ -491,10 +515,13 @@ def _framed(G: Tensor, nonfinite: str, dtype: torch.dtype, rescale: bool, core: 
         # clamp_eps, so it is not rescaled.
         peak = peak.to(dtype)
         X = X / torch.where(peak > 0, peak, torch.ones_like(peak))
-    out = core(X).to(G.dtype)
-    if nonfinite == "propagate":
-        out = out.masked_fill(bad, math.nan)
-    return out
+    return X, bad
+
+
+def _restore(out: Tensor, G: Tensor, bad: Tensor | None) -> Tensor:
+    """The second half of :func:`_framed`: the result in ``G``'s dtype, NaN in the matrices ``bad`` marks."""
+    out = out.to(G.dtype)
+    return out if bad is None else out.masked_fill(bad, math.nan)
 
 
 def polar_via_svd(G: Tensor, *, rtol: float | None = None, clamp_eps: float | None = None,
@@ -646,3 +673,70 @@ def polar(G: Tensor, backend: str = "auto", **options: object) -> Tensor:
     _check_matrix(G)
     name = resolve_backend(backend, G, options.get("clamp_eps"))  # type: ignore[arg-type]
     return POLAR_BACKENDS[name](G, **options)
+
+
+def polar_many(Gs: Sequence[Tensor], backend: str = "auto", **options: object) -> list[Tensor]:
+    """``[polar(G, backend, **options) for G in Gs]``, with the exact Gram route's eigendecompositions batched.
+
+    Where ``backend`` resolves to ``"gram-eigh"`` (``"auto"`` on CPU for inputs below fp64, or with ``clamp_eps``)
+    for two or more of ``Gs``, their Grams of equal size ``k × k`` (``k = min(m, n)``: the smaller side, whatever the
+    other side and any leading dimensions) and compute dtype go through one batched ``eigh`` call and one batched
+    product ``Q diag(w/s) Qᵀ``; each matrix's Gram and final product are its own, as in ``polar``.  On CPU, LAPACK
+    decomposes one matrix at a time either way, so what this saves is the per-call work around the decomposition
+    (a transformer's same-width matrices of several shapes; bench/gpt_step.py).  Every other matrix is one ``polar``
+    call, and so are a Gram size that only one matrix has (the same code as ``polar``, bit for bit) and tensor
+    subclasses (DTensors: each one's ``polar`` runs as DTensor operations).
+
+    A batched result equals the ``polar`` call's to rounding, not bit for bit in general (a batched LAPACK or BLAS
+    call may take another code path than one call per matrix; on the CPUs measured they agreed bitwise).  Options
+    and errors are ``polar``'s; with ``nonfinite="raise"`` the first non-finite matrix raises before any
+    decomposition of its Gram size.
+    """
+    check_options(backend, options, options)
+    if backend == "auto" and "clamp_eps" in options and options["clamp_eps"] is None:
+        options = {k: v for k, v in options.items() if k != "clamp_eps"}  # None: not given
+    out: list[Tensor | None] = [None] * len(Gs)
+    groups: dict[tuple[int, torch.dtype, torch.device], list[int]] = {}
+    for i, G in enumerate(Gs):
+        _check_matrix(G)
+        exact = G.numel() and resolve_backend(backend, G, options.get("clamp_eps")) == "gram-eigh"  # type: ignore[arg-type]
+        if exact and type(G) is Tensor:  # a subclass (a DTensor, say) may not mix with the plain tensors of a batch
+            dtype = options.get("dtype") or torch.float64
+            groups.setdefault((min(G.shape[-2:]), dtype, G.device), []).append(i)  # type: ignore[arg-type]
+        else:
+            out[i] = polar(G, backend, **options)
+    for items in groups.values():
+        if len(items) == 1:
+            out[items[0]] = polar(Gs[items[0]], backend, **options)
+            continue
+        for i, W in zip(items, _gram_eigh_many([Gs[i] for i in items], **options), strict=True):  # type: ignore[arg-type]
+            out[i] = W
+    return out  # type: ignore[return-value]
+
+
+def _gram_eigh_many(Gs: list[Tensor], *, rtol: float | None = None, clamp_eps: float | None = None,
+                    dtype: torch.dtype | None = None, nonfinite: str = "raise") -> list[Tensor]:
+    """``polar_via_gram_eigh`` of each of ``Gs`` (non-empty, Grams of one size): every step of it per matrix, except
+    that the Grams are decomposed, and their factors formed, as one batch."""
+    check(nonfinite in ("raise", "propagate"), "nonfinite", nonfinite, "must be 'raise' or 'propagate'")
+    dtype = dtype or torch.float64
+    prepared, grams, cuts = [], [], []
+    for G in Gs:
+        cut = _checked_rtol(G, rtol, clamp_eps)
+        X, bad = _prepare(G, nonfinite, dtype, clamp_eps is None)
+        m, n = X.shape[-2:]
+        A = X @ X.mT if m <= n else X.mT @ X
+        grams.append(A.reshape(-1, *A.shape[-2:]))
+        cuts.append(_gram_cut(max(m, n), cut, dtype))
+        prepared.append((G, X, bad))
+    A = torch.cat(grams)
+    cut = torch.tensor([c for c, g in zip(cuts, grams, strict=True) for _ in range(len(g))], dtype=dtype,
+                       device=A.device).unsqueeze(-1)
+    P, _ = _inverse_root(A, cut, clamp_eps)
+    out, at = [], 0
+    for (G, X, bad), g in zip(prepared, grams, strict=True):
+        Pi = P[at : at + len(g)].reshape(*X.shape[:-2], *P.shape[-2:])
+        at += len(g)
+        m, n = X.shape[-2:]
+        out.append(_restore(Pi @ X if m <= n else X @ Pi, G, bad))
+    return out

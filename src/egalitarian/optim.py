@@ -237,8 +237,10 @@ class EGD(Optimizer):
     Within a step, the matrices of equal block shape, dtype and device are whitened in one batched
     :func:`~egalitarian.linalg.polar` call, also across groups whose whitening keys are equal (``backend``,
     ``rtol``, ``clamp_eps``, ``seed``, ``rank``, ``power_iters``, ``scale``, ``rms_target``, ``row_blocks``), where that
-    pays (:func:`egalitarian.transforms.batched`: on CPU, matrices whose smaller side is ≤ 64).  The batch equals
-    one call per matrix to rounding, not bit for bit; a rerun or resume on the same machine is bit-identical.
+    pays (:func:`egalitarian.transforms.batched`: on CPU, matrices whose smaller side is ≤ 64); with the exact Gram
+    route the other matrices' Grams of equal size are decomposed in one batched ``eigh``
+    (:func:`egalitarian.linalg.polar_many`).  A batch equals one call per matrix to rounding, not bit for bit; a
+    rerun or resume on the same machine is bit-identical.
 
     Args:
         params: parameters or param groups.  Per group, ``whiten=False`` opts the group out (plain SGD); the
@@ -273,6 +275,10 @@ class EGD(Optimizer):
     """
 
     __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
+
+    _checked_by_owner = False
+    """True for the engine of a :class:`WithAuxAdamW`, whose ``step()`` has checked every gradient before this
+    engine's (its groups are the owner's): the check is not repeated."""
 
     def __init__(
         self,
@@ -383,7 +389,8 @@ class EGD(Optimizer):
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
                     raise RuntimeError("EGD does not support sparse gradients")
-        _check_finite(self.param_groups)
+        if not self._checked_by_owner:
+            _check_finite(self.param_groups)
         # every update and new state first (transforms are pure), then the writes: a step is all or nothing
         runs = []
         for group in self.param_groups:
@@ -607,7 +614,8 @@ class WithAuxAdamW(Optimizer):
       (shared, not copied), so it only does the arithmetic and there is one copy of every hyperparameter and
       buffer.  The AdamW groups step exactly as ``torch.optim.AdamW(groups)``.
     * **Step.** All or nothing: a sparse gradient anywhere is a RuntimeError, and a NaN or inf gradient in a group
-      whose ``nonfinite`` is ``"raise"`` a FloatingPointError, before any engine writes; then every engine steps.
+      whose ``nonfinite`` is ``"raise"`` a FloatingPointError, before any engine writes (one read of every gradient:
+      the engines do not check again); then every engine steps.
     * **State.** ``state_dict()`` is a plain torch optimizer state dict; :meth:`load_state_dict` copies what it
       is given (torch's would alias the caller's tensors), refuses groups saved without a key that every group
       here has (another version), and rebuilds the engines, so a run continues bit-identically.
@@ -666,6 +674,7 @@ class WithAuxAdamW(Optimizer):
             if opt is not None:
                 assert all(a is b for a, b in zip(opt.param_groups, groups, strict=True))  # shared, not copied
                 opt.state = self.state
+                opt._checked_by_owner = True  # step() checks every group before the engines step: once is enough
             setattr(self, name, opt)
 
     @torch.no_grad()

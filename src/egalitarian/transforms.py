@@ -16,8 +16,9 @@ A transform may also have a third function that updates many parameters in one c
 whose results are those of ``update`` on each parameter in turn; :meth:`GradientTransform.update_all` calls it
 when there is one and loops over ``update`` otherwise.  :func:`whiten` has one: it whitens the matrices of
 equal shape, dtype and device in one batched :func:`~egalitarian.linalg.polar` call (on CPU for small matrices
-only, where it pays: :func:`batched`; equal to the loop to rounding); :func:`chain` passes the lists through its
-transforms' ``update_all``.
+only, where it pays: :func:`batched`; equal to the loop to rounding) and the others in one
+:func:`~egalitarian.linalg.polar_many` call (the exact Gram route decomposes their equal-size Grams as one batch);
+:func:`chain` passes the lists through its transforms' ``update_all``.
 
 Optimizers in :mod:`egalitarian.optim` apply a chain to every parameter and then take a base step
 (SGD's ``p ← p − lr·u``, or hand the transformed gradient to Adam/AdamW/...).  This module holds EGD's own
@@ -35,7 +36,7 @@ from torch import Tensor
 
 from . import distributed
 from .errors import check
-from .linalg import check_options, default_rtol, gram_inverse_root, polar, resolve_backend
+from .linalg import check_options, default_rtol, gram_inverse_root, polar, polar_many, resolve_backend
 
 __all__ = [
     "SCALES",
@@ -208,8 +209,11 @@ def whiten(
 
     ``update_many`` whitens the matrices of equal block shape, dtype and device in one batched ``polar`` call
     (rsvd: one call per parameter, each with its own generator), where :func:`batched` says it pays (on CPU: the
-    smaller side ≤ 64).  The batch equals one call per matrix to rounding, not bit for bit; the choice depends
-    on the shape and device only, so a rerun or resume on the same machine is bit-identical.
+    smaller side ≤ 64), and the others in one :func:`~egalitarian.linalg.polar_many` call, which with the exact
+    Gram route (``auto`` on CPU) decomposes the Grams of equal size in one batched ``eigh`` (a transformer's
+    ``d × d``, ``4d × d`` and ``d × 4d`` matrices all have ``d × d`` Grams).  A batch equals one call per matrix
+    to rounding, not bit for bit; the choice depends on the shapes and device only, so a rerun or resume on the
+    same machine is bit-identical.
 
     Under a process group of more than one rank (DDP, FSDP2), ``update_many`` whitens each matrix once, on its
     owner rank, and shares the result (:mod:`egalitarian.distributed`; ``EGD_DISTRIBUTED=off`` opts out).
@@ -254,18 +258,22 @@ def whiten(
 
     def local(stacks: list[Tensor]) -> list[Tensor]:
         """The whitened ``stacks``: equal shapes (block shape, and block count), dtype and device in one batched
-        ``polar`` call where :func:`batched` says it pays."""
+        ``polar`` call where :func:`batched` says it pays; the others in one :func:`~egalitarian.linalg.polar_many`
+        call (the exact Gram route decomposes their equal-size Grams as one batch)."""
         out: list[Tensor] = list(stacks)
         batches: dict[tuple[Any, ...], list[int]] = {}
         for i, X in enumerate(stacks):
             batches.setdefault((tuple(X.shape), X.dtype, X.device), []).append(i)
+        singles: list[int] = []
         for (shape, _, device), items in batches.items():
             if len(items) == 1 or not batched(shape, device):
-                for i in items:
-                    out[i] = finish(polar(stacks[i], backend, **options), stacks[i])
+                singles += items
                 continue
             whitened = polar(torch.stack([stacks[i] for i in items]), backend, **options)
             for i, W in zip(items, whitened.unbind(0), strict=True):
+                out[i] = finish(W, stacks[i])
+        if singles:
+            for i, W in zip(singles, polar_many([stacks[i] for i in singles], backend, **options), strict=True):
                 out[i] = finish(W, stacks[i])
         return out
 
