@@ -38,6 +38,7 @@ from .transforms import (
     GradientTransform,
     State,
     add_decayed_weights,
+    scale,
     stack_layout,
     trace,
     whiten,
@@ -145,12 +146,34 @@ def _whitened(groups: list[dict[str, Any]], flag: str) -> list[Tensor]:
     return [p for g in groups if g.get("_whiten_chosen", g[flag]) for p in g["params"] if p.ndim >= 2]
 
 
+def _check_lr(lr: Any, field: str) -> None:
+    """A step size: a finite number > 0, or a 0-d floating tensor holding one (``torch.optim``'s tensor ``lr``,
+    read here once, when the group is added: a scheduler's later ``fill_`` is its own business)."""
+    if isinstance(lr, Tensor):
+        ok = lr.ndim == 0 and lr.is_floating_point() and bool(torch.isfinite(lr)) and bool(lr > 0)
+    else:
+        ok = isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+    check(ok, field, lr, "must be a number > 0 (a float, or a 0-d floating tensor)")
+
+
+_ADDED_KEYS = {"maximize": False}
+"""Group keys added after checkpoints were saved, and the value a group saved without one loads with: what the
+versions before it did (``torch.optim``'s ``__setstate__`` does the same for its added keys)."""
+
+
+def _with_added_keys(state_dict: dict[str, Any], has: Callable[[dict[str, Any]], Iterable[str]]) -> dict[str, Any]:
+    """``state_dict`` (a shallow copy) whose groups lacking a key of :data:`_ADDED_KEYS` that ``has(group)`` lists
+    (the keys of such a group today) have its old value; the caller's dict is left as it is."""
+    groups = [{**{k: v for k, v in _ADDED_KEYS.items() if k in has(g)}, **g} for g in state_dict["param_groups"]]
+    return {**state_dict, "param_groups": groups}
+
+
 def check_egd_group(g: dict[str, Any]) -> None:
     """Validate an EGD param group (or EGD's defaults): a one-line ValueError naming the first bad key, its value
     and what is allowed; an option its ``backend`` does not take (``clamp_eps`` with ``"newton-schulz"``, say) is a
     ConfigError (:func:`egalitarian.linalg.check_options`).  ``row_blocks`` must divide the rows of every matrix
     the group whitens; the optional key ``experts`` (default False) needs parameters of ≥ 3 dims."""
-    check(isinstance(g["lr"], (int, float)) and g["lr"] > 0, "lr", g["lr"], "must be a number > 0")
+    _check_lr(g["lr"], "lr")
     check(0 <= g["momentum"] < 1, "momentum", g["momentum"], "must be in [0, 1)")
     check(g["weight_decay"] >= 0, "weight_decay", g["weight_decay"], "must be >= 0")
     mode = g["weight_decay_mode"]
@@ -170,6 +193,7 @@ def check_egd_group(g: dict[str, Any]) -> None:
     check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
     experts = g.get("experts", False)
     check(isinstance(experts, bool), "experts", experts, "must be True or False")
+    check(isinstance(g["maximize"], bool), "maximize", g["maximize"], "must be True or False")
     if g["whiten"] and (k > 1 or experts):
         for p in g.get("params", ()):
             if p.ndim >= 2:
@@ -197,6 +221,7 @@ class EGD(Optimizer):
     For each parameter ``p`` with gradient ``g`` (η = ``lr``, λ = ``weight_decay``, μ = ``momentum``, ``b``
     the momentum buffer, which starts at its first input, ``b₁ = x₁``, as in ``torch.optim.SGD``)::
 
+        g ← −g                                         if maximize
         g ← g + λ p                                    if weight_decay_mode = "l2"
 
         momentum_position = "after" (default: momentum accumulates whitened gradients)
@@ -246,7 +271,7 @@ class EGD(Optimizer):
         params: parameters or param groups.  Per group, ``whiten=False`` opts the group out (plain SGD); the
             paper whitens only the first layer's matrix, e.g.
             ``EGD([{"params": [mlp.layers[0].weight]}, {"params": rest, "whiten": False}], lr=0.7)``.
-        lr: step size η (> 0).
+        lr: step size η (> 0): a float or a 0-d floating tensor, as ``torch.optim`` takes (below).
         momentum: μ ≥ 0; with μ = 0, ``nesterov`` changes nothing (``g + 0·b = g``: torch.optim.SGD refuses the
             pair, EGD takes it as the formula reads, so a search may switch the momentum of a Nesterov method off).
         weight_decay: λ ≥ 0, decoupled by default; ``weight_decay_mode="l2"`` adds λp to the gradient
@@ -260,6 +285,9 @@ class EGD(Optimizer):
             ``seed``, of the sketch) are ``rsvd``'s, unused by the other backends
             (:func:`egalitarian.transforms.whitening_options`).
         nonfinite: ``"raise"`` (default) or ``"propagate"``: what a NaN or inf gradient does (below).
+        maximize: ascend instead (default False), as ``torch.optim``: the gradient is negated before everything
+            else (the first line above), so EGD on ``L`` with ``maximize=True`` takes the steps of EGD on ``−L``;
+            the whitened direction is ``W(−g) = −W(g)``.
 
     Every keyword from ``momentum`` on is also a param-group key (e.g. ``{"params": [qkv.weight],
     "row_blocks": 3}``); each is validated with a one-line ValueError naming it, its value and what is allowed.
@@ -270,20 +298,29 @@ class EGD(Optimizer):
     (:mod:`egalitarian.distributed`).
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
     With ``nonfinite="propagate"`` in every group, ``step()`` never synchronizes with the device (no check, no
-    ``.item()``), and ``torch.compile(opt.step, fullgraph=True)`` captures it in one graph (except with the
-    ``rsvd`` backend: docs/INTEGRATIONS.md).
+    ``.item()``; in eager mode a tensor ``lr`` is read as ``add_(d, alpha=-lr)``, as ``torch.optim.SGD`` does,
+    so keep it on the CPU), and ``torch.compile(opt.step, fullgraph=True)`` captures it in one graph (except with
+    the ``rsvd`` backend: docs/INTEGRATIONS.md).
+
+    A tensor ``lr`` (0-d, floating, finite, > 0; per group too): an LR scheduler writes into it in place
+    (``group["lr"].fill_(new)``), so a compiled step reads the new value without recompiling; eager steps equal
+    those of ``lr=float(lr)`` to rounding (bit for bit without decoupled weight decay, whose ``1 − ηλ`` is then
+    computed in the tensor's dtype).  A tensor default is shared by the groups that take it, as in
+    ``torch.optim``.  A state dict saved without ``maximize`` (before it existed) loads with ``maximize=False``,
+    which is what that run did.
     """
 
     __doc__ = (__doc__ or "") + _NONFINITE_DOC + _CLIPPING_DOC
 
     _checked_by_owner = False
     """True for the engine of a :class:`WithAuxAdamW`, whose ``step()`` has checked every gradient before this
-    engine's (its groups are the owner's): the check is not repeated."""
+    engine's, and which validated each of its groups when it was added (the groups are the owner's): neither is
+    repeated (a scheduler may have set an ``lr`` to 0 since, which an engine rebuilt over the groups must take)."""
 
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        lr: float,
+        lr: float | Tensor,
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
@@ -301,6 +338,7 @@ class EGD(Optimizer):
         scale: str = "none",
         rms_target: float = 0.2,
         row_blocks: int = 1,
+        maximize: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -320,19 +358,23 @@ class EGD(Optimizer):
             scale=scale,
             rms_target=rms_target,
             row_blocks=row_blocks,
+            maximize=maximize,
         )
         check_egd_group(defaults)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        check_egd_group(self.param_groups[-1])
+        if not self._checked_by_owner:
+            check_egd_group(self.param_groups[-1])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``; a group saved without one of this optimizer's keys (by another version,
         e.g. one that called the clamp ``eps``) is a ValueError before anything is loaded."""
         # torch's load adds "differentiable" to the defaults, never to a group: a second load must not miss it
-        _check_saved_groups(state_dict, lambda g: [k for k in self.defaults if k != "differentiable"], "EGD")
+        keys = [k for k in self.defaults if k != "differentiable"]
+        state_dict = _with_added_keys(state_dict, lambda g: keys)  # a group saved before "maximize": False
+        _check_saved_groups(state_dict, lambda g: keys, "EGD")
         super().load_state_dict(state_dict)
 
     def set_whitening(self, on: bool) -> bool:
@@ -356,6 +398,8 @@ class EGD(Optimizer):
         parameter in turn is the reference for :meth:`step`, which batches the whitening stage.
         """
         stages = []
+        if group["maximize"]:  # torch.optim's convention: the gradient is negated before everything else
+            stages.append(("maximize", scale(-1.0)))
         if group["weight_decay_mode"] == "l2":
             stages.append(("l2", add_decayed_weights(group["weight_decay"])))
         momentum = ("momentum", trace(group["momentum"], group["nesterov"]))
@@ -416,7 +460,7 @@ class EGD(Optimizer):
                 self.state[p].update(new)
                 if group["weight_decay_mode"] == "decoupled" and wd != 0:
                     p.mul_(1 - lr * wd)
-                p.add_(d, alpha=-lr)
+                p.add_(d, alpha=-lr)  # a tensor lr as torch.optim.SGD takes it: traced, not a constant
         return loss
 
 
@@ -472,6 +516,13 @@ class Preconditioned(Optimizer):
 
     Param groups take one extra key, ``precondition`` (default ``True``); ``False`` leaves that group's
     gradients untouched.  ``param_groups`` are shared with the base optimizer, so LR schedulers work.
+
+    ``lr``, tensor or float, and ``maximize`` are the base's keywords and group keys (a tensor ``lr`` as the base
+    takes it: torch's AdamW on CUDA wants ``capturable=True`` or ``fused=True`` with one).  ``maximize=True``
+    negates the gradient before everything else, as ``torch.optim`` does: the transform sees ``−g`` and the base
+    ``−T(−g)``, which it negates again, so the step ascends along ``T(−g)``, the step of minimizing ``−L``
+    (the same as along ``−T(g)`` for the default whitening, ``W(−g) = −W(g)``, not for a transform that is not odd,
+    an L2 term say).
 
     ``whitens`` declares that ``transform`` is EGD's whitening alone, so that :meth:`set_whitening` may switch
     it off and on; the default ``None`` means ``True`` for the default transform (``whiten()``) and ``False``
@@ -544,18 +595,23 @@ class Preconditioned(Optimizer):
         _check_finite(self.param_groups)
         # every transformed gradient and state first (transforms are pure), then the writes; one update_all
         # over the parameters of every preconditioned group (the whitening batches equal shapes)
-        params = [p for g in self.param_groups if g.get("precondition", True)
-                  for p in g["params"] if p.grad is not None]
+        params, signs = [], []
+        for g in self.param_groups:
+            if g.get("precondition", True):
+                ps = [p for p in g["params"] if p.grad is not None]
+                params += ps
+                signs += [g.get("maximize", False)] * len(ps)  # maximize: T(−g), handed over as −T(−g)
         olds = [self.state[p]["transform"] if "transform" in self.state.get(p, {}) else self.transform.init(p)
                 for p in params]
-        news, states = self.transform.update_all([p.grad for p in params], olds, params)
-        updates = list(zip(params, news, states, strict=True))
+        news, states = self.transform.update_all([-p.grad if m else p.grad for p, m in zip(params, signs, strict=True)],
+                                                 olds, params)
+        updates = list(zip(params, news, states, signs, strict=True))
         raw: list[tuple[Tensor, Tensor]] = []
         try:
-            for p, new, state in updates:
+            for p, new, state, m in updates:
                 self.state[p]["transform"] = state
                 raw.append((p, p.grad))
-                p.grad = new
+                p.grad = -new if m else new
             self.base.step()
         finally:
             for p, g in raw:
@@ -618,7 +674,8 @@ class WithAuxAdamW(Optimizer):
       the engines do not check again); then every engine steps.
     * **State.** ``state_dict()`` is a plain torch optimizer state dict; :meth:`load_state_dict` copies what it
       is given (torch's would alias the caller's tensors), refuses groups saved without a key that every group
-      here has (another version), and rebuilds the engines, so a run continues bit-identically.
+      here has (another version; ``maximize``, added since, loads as ``False``), and rebuilds the engines, so a
+      run continues bit-identically.
     """
 
     tag: ClassVar[str]
@@ -692,8 +749,13 @@ class WithAuxAdamW(Optimizer):
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        _check_saved_groups(state_dict, lambda g: [self.tag, *self.group_defaults.get(g.get(self.tag), ())],
-                            type(self).__name__)
+        """torch's load, of a copy; a group saved without a key every group here has is refused (another version),
+        except a key added since (:data:`_ADDED_KEYS`: ``maximize``), which loads with its old value."""
+        def keys(g: dict[str, Any]) -> list[str]:
+            return [self.tag, *self.group_defaults.get(g.get(self.tag), ())]
+
+        state_dict = _with_added_keys(state_dict, keys)
+        _check_saved_groups(state_dict, keys, type(self).__name__)
         super().load_state_dict(copy.deepcopy(state_dict))  # torch's load would alias the caller's tensors
         self._bind()  # torch's load replaced the group dicts and the state
 
@@ -701,7 +763,7 @@ class WithAuxAdamW(Optimizer):
 def _check_adamw_group(group: dict[str, Any], prefix: str) -> None:
     """An AdamW group's (or defaults') ``lr``, ``betas``, ``eps``, ``weight_decay``, named ``prefix + key``."""
     lr, betas, eps, wd = (group[k] for k in ("lr", "betas", "eps", "weight_decay"))
-    check(isinstance(lr, (int, float)) and lr > 0, f"{prefix}lr", lr, "must be a number > 0")
+    _check_lr(lr, f"{prefix}lr")
     check(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"{prefix}betas", betas, "must be two numbers in [0, 1)")
     check(eps >= 0, f"{prefix}eps", eps, "must be >= 0")
     check(wd >= 0, f"{prefix}weight_decay", wd, "must be >= 0")

@@ -441,6 +441,11 @@ class EGDWithAuxAdamW(WithAuxAdamW):
     whitens its matrices as that many separate blocks of rows.  The AdamW groups step exactly as
     ``torch.optim.AdamW(groups, lr=aux_lr, betas=aux_betas, eps=aux_eps, weight_decay=aux_weight_decay)``.
 
+    ``lr`` and ``aux_lr`` may be 0-d floating tensors (``torch.optim``'s tensor lr: a scheduler fills them in
+    place, and a compiled step follows without recompiling; each is shared by the groups that take it as a
+    default, as in ``torch.optim``).  ``maximize=True`` (EGD's keyword) ascends in every group, EGD's and AdamW's:
+    both negate the gradient before everything else.
+
     A step is all or nothing, as EGD's: with ``nonfinite="raise"`` (EGD's keyword and default, here for every
     group, AdamW's too) every gradient is checked before anything changes, and a sparse gradient anywhere is a
     RuntimeError before anything changes.  ``set_whitening(on)`` and ``whitened_params()`` act on the EGD
@@ -459,9 +464,9 @@ class EGDWithAuxAdamW(WithAuxAdamW):
     def __init__(
         self,
         params: Routing | Iterable[dict[str, Any]],
-        lr: float,
+        lr: float | Tensor,
         *,
-        aux_lr: float = 3e-4,
+        aux_lr: float | Tensor = 3e-4,
         aux_betas: tuple[float, float] = (0.9, 0.95),
         aux_eps: float = 1e-8,
         aux_weight_decay: float = 0.0,
@@ -472,8 +477,9 @@ class EGDWithAuxAdamW(WithAuxAdamW):
             check(k in accepted, k, egd_kwargs[k], f"is not a keyword of EGD (EGD takes {', '.join(accepted)})",
                   TypeError)
         aux_defaults = dict(lr=aux_lr, betas=tuple(aux_betas), eps=aux_eps, weight_decay=aux_weight_decay)
-        self._egd_kwargs = {"lr": lr, **egd_kwargs}
-        egd_defaults = EGD([torch.zeros(1)], **self._egd_kwargs).defaults  # EGD validates its own keywords
+        egd_defaults = EGD([torch.zeros(1)], lr, **egd_kwargs).defaults  # EGD validates its own keywords
+        # the engine's own default lr: a copy of a tensor lr, which a scheduler may fill with 0 before a reload
+        self._egd_kwargs = {"lr": lr.detach().clone() if isinstance(lr, Tensor) else lr, **egd_kwargs}
         self.routing = params if isinstance(params, Routing) else None
         if isinstance(params, Routing):
             groups = params.param_groups()
@@ -487,10 +493,11 @@ class EGDWithAuxAdamW(WithAuxAdamW):
         check(bool(groups), "params", [], "must not be empty (nothing to optimize)")
         self.egd: EGD | None = None
         self.adamw: torch.optim.AdamW | None = None
-        super().__init__(groups, egd_defaults, {**aux_defaults, "nonfinite": egd_defaults["nonfinite"]}, "aux_")
+        shared = {k: egd_defaults[k] for k in ("nonfinite", "maximize")}  # EGD's keywords, for AdamW's groups too
+        super().__init__(groups, egd_defaults, {**aux_defaults, **shared}, "aux_")
 
     def matrix_engines(self) -> list[Engine]:
-        return [("egd", functools.partial(EGD, **self._egd_kwargs), lambda g: True)]
+        return [("egd", functools.partial(_EGDEngine, **self._egd_kwargs), lambda g: True)]
 
     def check_group(self, group: dict[str, Any]) -> None:
         check_egd_group(group)  # also: row_blocks must divide the rows of every matrix of the group
@@ -502,6 +509,13 @@ class EGDWithAuxAdamW(WithAuxAdamW):
     def whitened_params(self) -> list[Tensor]:
         """The ≥ 2-D parameters whose gradient is whitened (also while :meth:`set_whitening` has it off)."""
         return self.egd.whitened_params() if self.egd is not None else []
+
+
+class _EGDEngine(EGD):
+    """The EGD of an :class:`EGDWithAuxAdamW`, over its groups: the owner validated each group when it was added and
+    checks every gradient before a step (:attr:`EGD._checked_by_owner`)."""
+
+    _checked_by_owner = True
 
 
 _ROUTE_KEYWORDS = frozenset(k for k, p in inspect.signature(route).parameters.items() if p.kind is p.KEYWORD_ONLY)
