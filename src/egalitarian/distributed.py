@@ -296,6 +296,10 @@ def _in_rank_order(mesh: Any) -> bool:
     return [dist.get_group_rank(group, r) for r in mesh.mesh.tolist()] == list(range(mesh.size()))
 
 
+# torch >= 2.13 names it all_gather_single (the old name warns); the same collective on every torch
+_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _replicated(grads: list[Tensor], how: Whitening) -> list[Tensor]:
     """DDP: the owner whitens, one ``all_gather_into_tensor`` of every rank's results (and header)."""
     world, me = dist.get_world_size(), dist.get_rank()
@@ -316,7 +320,7 @@ def _replicated(grads: list[Tensor], how: Whitening) -> list[Tensor]:
     sizes = [_HEADER + sum(_nbytes(stacks[i].shape, stacks[i].dtype) for i in owned[r]) for r in range(world)]
     size = max(sizes)
     gathered = torch.empty(world * size, dtype=torch.uint8, device=device)
-    dist.all_gather_into_tensor(gathered, _pack([_header(_status(error), fingerprint, device), *mine], size, device))
+    _all_gather(gathered, _pack([_header(_status(error), fingerprint, device), *mine], size, device))
     _record(collective=Collective("all_gather_into_tensor", world, size * (world - 1), size * (world - 1)))
     rows = gathered.view(world, size)
     headers = rows[:, :_HEADER].view(torch.float64).cpu()
