@@ -25,7 +25,8 @@ from .linalg import NS_MUON
 from .optim import Engine, WithAuxAdamW, evaluate_closure
 from .transforms import GradientTransform, State, as_matrix, no_state
 
-__all__ = ["MuonFloat32", "MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma", "perp_to_weights"]
+__all__ = ["MUON_TORCH", "MuonFloat32", "MuonWithAdamW", "column_norm", "grokfast_ema", "grokfast_ma",
+           "muon_adjusted_lr", "newton_schulz5", "perp_to_weights", "torch_muon"]
 
 
 def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0, normalize: bool = False) -> GradientTransform:
@@ -137,8 +138,8 @@ def column_norm(min_norm: float = 0.01) -> GradientTransform:
     and §5; official code ``col_norm_update`` in ``parity.py``).
 
     For a parameter with ≥ 2 dimensions, viewed as ``G = mat(g)`` of shape ``(out, in·k…)`` (PyTorch layout;
-    conv kernels flattened like :func:`as_matrix`), each hidden unit's incoming-weight gradient — a **row**
-    of ``G`` — is divided by its Euclidean norm, clamped below at ``min_norm``:
+    conv kernels flattened like :func:`~egalitarian.transforms.as_matrix`), each hidden unit's incoming-weight
+    gradient — a **row** of ``G`` — is divided by its Euclidean norm, clamped below at ``min_norm``:
 
     .. math::
         \tilde G_{j,:} = \frac{G_{j,:}}{\max(\lVert G_{j,:}\rVert_2,\ \texttt{min\_norm})}
@@ -203,7 +204,7 @@ def newton_schulz5(G: Tensor, coefficients: tuple[float, float, float] = NS_MUON
                    eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
     """torch.optim.Muon's Newton–Schulz (torch 2.13 ``_zeropower_via_newtonschulz``) in ``dtype``: ``G`` cast to
     ``dtype``, transposed if rows > cols, divided by ``max(‖G‖_F, eps)``, then ``steps`` times
-    ``A = XXᵀ, X ← aX + (bA + cA²)X`` with the same fused ``addmm``s; torch's own always computes in bfloat16."""
+    ``A = XXᵀ, X ← aX + (bA + cA²)X`` with the same fused ``addmm`` calls; torch's own always computes in bfloat16."""
     a, b, c = coefficients
     X = G.to(dtype)
     tall = G.size(0) > G.size(1)
@@ -226,11 +227,33 @@ def muon_adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> 
     return lr * math.sqrt(max(1, rows / cols))
 
 
-class MuonFloat32(torch.optim.Muon):
+MUON_TORCH = "2.9"
+"""The first torch with ``torch.optim.Muon``, which :class:`MuonWithAdamW` and :class:`MuonFloat32` build on."""
+
+
+def torch_muon(user: str = "Muon") -> type[torch.optim.Optimizer]:
+    """``torch.optim.Muon``; on an older torch an ImportError naming the version needed (one line, ``user`` being
+    what asked for it), so that the package imports on any supported torch and fails only where Muon is used."""
+    muon = getattr(torch.optim, "Muon", None)
+    if muon is None:
+        raise ImportError(f"{user} needs torch >= {MUON_TORCH} (torch.optim.Muon); this is torch {torch.__version__}")
+    return muon
+
+
+# Before torch 2.9 a stand-in base, so that the module imports; MuonFloat32() then raises torch_muon's ImportError.
+_MuonBase: type[torch.optim.Optimizer] = getattr(torch.optim, "Muon", torch.optim.Optimizer)
+
+
+class MuonFloat32(_MuonBase):
     """``torch.optim.Muon`` with its Newton–Schulz in float32 (:func:`newton_schulz5`); the same hyperparameters,
     momentum buffer (``state["momentum_buffer"]``, created by torch's ``_init_group``), decoupled decay and step
     size.  torch's Newton–Schulz casts to bfloat16; which of the two is faster depends on the CPU (bfloat16
-    matmuls are fast only with bf16 units, e.g. AVX512-BF16 or AMX), and float32 is the more accurate."""
+    matmuls are fast only with bf16 units, e.g. AVX512-BF16 or AMX), and float32 is the more accurate.
+    Needs torch >= 2.9 (:func:`torch_muon`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        torch_muon("MuonFloat32")
+        super().__init__(*args, **kwargs)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -300,6 +323,9 @@ class MuonWithAdamW(WithAuxAdamW):
     ``state_dict()`` is a plain torch optimizer state dict; ``load_state_dict`` copies what it is given.  A step
     does not check gradients for NaN or inf (torch's convention: they flow into the step); a sparse gradient is a
     RuntimeError before anything changes.
+
+    Needs torch >= 2.9 (``torch.optim.Muon``): on an older torch the constructor raises an ImportError saying so,
+    while the rest of the package works.
     """
 
     tag, engine = "use_muon", "Muon"
@@ -323,6 +349,7 @@ class MuonWithAdamW(WithAuxAdamW):
         ns_eps: float = 1e-7,
         ns_dtype: str = "bfloat16",
     ) -> None:
+        torch_muon("MuonWithAdamW")
         check(isinstance(lr, (int, float)) and lr > 0, "lr", lr, "must be a number > 0")
         check(0 <= momentum < 1, "momentum", momentum, "must be in [0, 1)")
         check(isinstance(ns_steps, int) and 1 <= ns_steps < 100, "ns_steps", ns_steps, "must be an int in [1, 100)")
@@ -353,7 +380,7 @@ class MuonWithAdamW(WithAuxAdamW):
 
     def matrix_engines(self) -> list[Engine]:
         """``torch.optim.Muon`` for the groups with ``ns_dtype="bfloat16"``, :class:`MuonFloat32` for ``"float32"``."""
-        return [("muon", torch.optim.Muon, lambda g: g["ns_dtype"] == "bfloat16"),
+        return [("muon", torch_muon(), lambda g: g["ns_dtype"] == "bfloat16"),
                 ("muon_fp32", MuonFloat32, lambda g: g["ns_dtype"] == "float32")]
 
     def check_group(self, group: dict[str, Any]) -> None:

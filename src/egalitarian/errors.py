@@ -5,7 +5,7 @@ the common kinds (a bounded count, a fraction, one of some names) with their sta
 value; :func:`invalid` is the exception itself, for an ``except`` block.
 
 Library code (optimizers, transforms, models, losses, tasks) names its own arguments (``lr = 0: must be > 0``);
-the config layer (:mod:`egalitarian.build`) adds the config path in front (``optimizer.lr = 0: must be > 0``)
+the config layer (``egalitarian.build``) adds the config path in front (``optimizer.lr = 0: must be > 0``)
 with :func:`in_section`.
 """
 
@@ -82,7 +82,7 @@ _FIELD_FIRST = re.compile(r"^[A-Za-z_][\w.\[\]]* (= |is missing)")
 def in_section(section: str, error: Exception) -> ConfigError:
     """``error`` as a ConfigError with the config path in front: ``lr = 0: …`` → ``optimizer.lr = 0: …``.
 
-    A message that does not start with a field name keeps its text after ``section: ``.
+    A message that does not start with a field name keeps its text after ``section:`` and a space.
     """
     msg = str(error)
     if msg.startswith(f"{section}."):

@@ -170,6 +170,7 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "svd", "gram-eigh", "newton-schulz", "rsvd", "polar-express")
+"""The names :func:`polar` takes as ``backend`` (``"auto"`` picks one by device and dtype: module docstring)."""
 
 
 NS_MUON = (3.4445, -4.7750, 2.0315)
@@ -181,7 +182,7 @@ NS_POLISH = (15 / 8, -10 / 8, 3 / 8)
 _HALF = (torch.float16, torch.bfloat16)
 
 PE_TOL = {torch.float32: 1e-6, torch.float64: 1e-12}
-"""Polar Express target per compute dtype: the schedule is long enough that max |f(x) − 1| on [l, 1] ≤ this in
+"""Polar Express target per compute dtype: the schedule is long enough that ``max |f(x) − 1|`` on [l, 1] ≤ this in
 exact arithmetic (fp32: ~8 ε32, below its round-off; fp64: costs at most one step more than 1e-6, because the
 last steps converge at third order)."""
 

@@ -609,7 +609,7 @@ def egd_aux(
     picks the EGD group, which steps as :class:`egalitarian.optim.EGD` with ``lr``, ``momentum``, ``nesterov``,
     ``momentum_position``, ``scale``, ``rms_target``, ``weight_decay`` and the whitening keys; every other
     parameter steps as ``torch.optim.AdamW`` with the ``aux_*`` keys.  Give ``whiten`` the matrices
-    :func:`egalitarian.route` would whiten (for ``models.GPT``: ``["blocks.*.attn.*.weight",
+    :func:`egalitarian.routing.route` would whiten (for ``models.GPT``: ``["blocks.*.attn.*.weight",
     "blocks.*.mlp.*.weight"]``), as ``egd_for(model, ...)`` does on a model.
     """
     chosen = select_whitened(named_params, whiten)

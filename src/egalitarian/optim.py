@@ -162,7 +162,7 @@ versions before it did (``torch.optim``'s ``__setstate__`` does the same for its
 
 
 def _with_added_keys(state_dict: dict[str, Any], has: Callable[[dict[str, Any]], Iterable[str]]) -> dict[str, Any]:
-    """``state_dict`` (a shallow copy) whose groups lacking a key of :data:`_ADDED_KEYS` that ``has(group)`` lists
+    """``state_dict`` (a shallow copy) whose groups lacking a key of ``_ADDED_KEYS`` that ``has(group)`` lists
     (the keys of such a group today) have its old value; the caller's dict is left as it is."""
     groups = [{**{k: v for k, v in _ADDED_KEYS.items() if k in has(g)}, **g} for g in state_dict["param_groups"]]
     return {**state_dict, "param_groups": groups}
@@ -750,7 +750,7 @@ class WithAuxAdamW(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load, of a copy; a group saved without a key every group here has is refused (another version),
-        except a key added since (:data:`_ADDED_KEYS`: ``maximize``), which loads with its old value."""
+        except a key added since (``_ADDED_KEYS``: ``maximize``), which loads with its old value."""
         def keys(g: dict[str, Any]) -> list[str]:
             return [self.tag, *self.group_defaults.get(g.get(self.tag), ())]
 

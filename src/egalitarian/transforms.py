@@ -39,6 +39,7 @@ from .errors import check
 from .linalg import check_options, default_rtol, gram_inverse_root, polar, polar_many, resolve_backend
 
 __all__ = [
+    "CPU_BATCH_MAX_SIDE",
     "SCALES",
     "GradientTransform",
     "add_decayed_weights",

@@ -31,7 +31,7 @@ How it runs:
    ``"single"`` (default) asks ``trials`` trials over the space; ``"coarse-refine"`` first asks every point
    of a ×√10 log grid over the whole range of the first dimension (the learning rate; the other dimensions
    at the method's own values), then ``trials`` trials with the first dimension narrowed to one decade
-   (×1/√10..×√10) around stage 1's best point and the others over their ranges (:func:`_next_asks`): the
+   (×1/√10..×√10) around stage 1's best point and the others over their ranges (``_next_asks``): the
    same stages and counts for every method.  Each asked trial becomes one run per *tuning seed*, executed by
    the sweep executor into the results store (process isolation, local or Ray, resumable; a run's id is its
    config hash, so a configuration repeated within or across studies is never run twice).  A trial's value
@@ -58,7 +58,7 @@ Rerunning the command continues: finished runs are kept, trials asked but not to
 completed with the runs they already have, no trial beyond the budget is asked, and the trials asked next are
 those an uninterrupted search asks (see :func:`replay`), study by study.  A spec changed since a study was made
 (its space, budget, seeds, sampler, base, ``[set]``, ``[report_set]`` or a method's settings: :func:`made_with`)
-is refused rather than mixed with the old trials (:func:`_check_made_with`).
+is refused rather than mixed with the old trials (``_check_made_with``).
 """
 
 from __future__ import annotations
@@ -503,7 +503,7 @@ def searched_fields(spec: TuneSpec, c: Contender, where: str = "tune") -> dict[s
     """The dimensions method ``c`` is searched over, by key, each with the config field it sets for ``c``:
     every dimension of the space but the ``optional`` ones its config lacks or holds inert (e.g.
     ``optimizer.momentum`` for AdamW, or for Grokfast on Adam); a dimension with ``fields`` sets the first
-    one the method has, live (:func:`_field_for`)."""
+    one the method has, live (``_field_for``)."""
     cfg = _resolved(spec, c, where)
     out = {}
     for d in spec.space:
@@ -857,7 +857,7 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
     spec as ``.spec``.
 
     Round 0 searches the spec's space.  When it is complete and a winner of any study of any method lies at an
-    edge of a range (:func:`_winner`), that range is widened on that side for every method alike
+    edge of a range (``_winner``), that range is widened on that side for every method alike
     (:meth:`Dimension.widened`; a range at its limit is not) and round 1 searches the whole space again, the
     same stages and trials for every method, in new studies (:func:`study_name`); at most ``tune.widen``
     rounds.  A round's space depends on the spec and the earlier rounds' results only, so a killed search
@@ -939,7 +939,7 @@ def _search_round(spec: TuneSpec, optuna: Any, storage: Any, made: dict[str, dic
                   workers: int | None, backend: str, address: str | None, log: Any) -> dict[str, list[Any]]:
     """Run (or continue) one round's search: its studies advance batch by batch, all methods' runs going
     through the one store (identical configurations share a run id, so they run once).  A study made with other
-    settings than ``made`` is refused first (:func:`_check_made_with`)."""
+    settings than ``made`` is refused first (``_check_made_with``)."""
     studies = {
         c.label: [optuna.create_study(study_name=study_name(spec, c, k), storage=storage, direction="minimize",
                                       sampler=_sampler(spec, optuna, k), load_if_exists=True)
@@ -1040,7 +1040,7 @@ def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
 
 
 def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per method: study 0's best trial (:func:`_winner`); with several studies, ``per_study`` lists every
+    """Per method: study 0's best trial (``_winner``); with several studies, ``per_study`` lists every
     study's best trial, each with its ``study`` number.  The winners are judged on the space of the round the
     studies searched (``studies.spec`` of :func:`search`'s result, else ``spec``); after a widening, each winner
     carries ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still

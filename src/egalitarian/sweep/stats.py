@@ -214,7 +214,8 @@ def machine(summary: dict[str, Any]) -> str:
 def group_stats(
     runs: list[dict[str, Any]], baseline: str | None = None, *, n_boot: int = 2000, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Statistics per group of store rows (see :meth:`Store.runs`), groups in order of first appearance."""
+    """Statistics per group of store rows (see :meth:`egalitarian.sweep.Store.runs`), groups in order of first
+    appearance."""
     groups: dict[str, dict[str, Any]] = {}
     labels = distinct_labels(runs)  # two groups never share a label (a sweep file's budget edited between runs)
     for r in runs:
@@ -397,7 +398,7 @@ def csv_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_csv(path: str | Path, groups: list[dict[str, Any]]) -> None:
-    """The group statistics as CSV (one row per group, see :func:`csv_rows`), written atomically."""
+    """The group statistics as CSV (one row per group, see ``csv_rows``), written atomically."""
     from .. import io as fio
 
     rows = csv_rows(groups)
