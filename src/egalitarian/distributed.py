@@ -256,6 +256,20 @@ def _raise_failed(statuses: Sequence[float], error: BaseException | None) -> Non
                                                     "or state was changed on any rank")
 
 
+def one_rank_local(g: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor] | None]:
+    """A DTensor on a mesh of one rank as its local tensor (which is the whole tensor, whatever the placement) and
+    the function that wraps a result of the same shape back; any other tensor as it is, and ``None``.  The whitening
+    of such a gradient then runs on a plain tensor: no DTensor operations (some, such as ``clamp_min``, have no
+    sharding rule on torch 2.7-2.8) and none of their overhead."""
+    mod = sys.modules.get("torch.distributed.tensor")
+    DTensor = getattr(mod, "DTensor", None)
+    if DTensor is None or not isinstance(g, DTensor) or g.device_mesh.size() != 1 or torch.compiler.is_compiling():
+        return g, None
+    mesh, placements, shape, stride = g.device_mesh, g.placements, g.shape, g.stride()
+    return g.to_local(), lambda W: DTensor.from_local(W, mesh, placements, run_check=False, shape=shape,
+                                                       stride=stride)
+
+
 def whiten_split(grads: Sequence[Tensor], how: Whitening) -> list[Tensor] | None:
     """The whitened ``grads`` (≥ 2-D gradients, in order; DTensors stay DTensors), each computed once, by its owner
     rank, or ``None`` when the split is off (:func:`enabled`): then the caller whitens every matrix itself.

@@ -320,8 +320,10 @@ def whiten(
         mats = [i for i, g in enumerate(grads) if g.ndim >= 2]
         whitened = distributed.whiten_split([grads[i] for i in mats], how)  # None: one process, or opted out
         if whitened is None:
-            stacks = local([_blocks(grads[i], row_blocks, experts) for i in mats])
-            whitened = [W.reshape(grads[i].shape) for i, W in zip(mats, stacks, strict=True)]
+            unwrapped = [distributed.one_rank_local(grads[i]) for i in mats]
+            stacks = local([_blocks(g, row_blocks, experts) for g, _ in unwrapped])
+            whitened = [W.reshape(g.shape) if wrap is None else wrap(W.reshape(g.shape))
+                        for (g, wrap), W in zip(unwrapped, stacks, strict=True)]
         for i, W in zip(mats, whitened, strict=True):
             out[i] = W
         return out, list(states)
