@@ -17,7 +17,7 @@ FLOOR_TESTS := tests/test_linalg.py tests/test_polar_express.py tests/test_optim
 FLOOR_KNOWN := "tests/test_optim_conventions.py::test_step_compiles_in_one_graph_with_nonfinite_propagate[eager-kw2]" \
                "tests/test_optim_conventions.py::test_step_compiles_in_one_graph_with_nonfinite_propagate[aot_eager-kw2]"
 
-.PHONY: demo test lint docs floor bench clean
+.PHONY: demo test lint docs floor wheel-check bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,19 @@ floor:
 	$(FLOOR_VENV)/bin/python -m pip install --quiet -c $(FLOOR_VENV)/constraints.txt -e ".[dev]"
 	OMP_NUM_THREADS=1 $(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOOR_TESTS) \
 	  $(addprefix --deselect ,$(FLOOR_KNOWN))
+
+# The built wheel in a fresh venv, away from the source tree, as a user installs it (~1 min): `egd run` of a
+# recipe and the library loop of examples/plain_pytorch.py.
+WHEEL_DIR := build/wheel-check
+wheel-check: $(STAMP)
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/python -m pip install --quiet -c constraints.txt $(WHEEL_DIR)/egalitarian-*.whl
+	cd $(WHEEL_DIR) && venv/bin/python -c "import egalitarian, sys; assert 'site-packages' in egalitarian.__file__, egalitarian.__file__"
+	cd $(WHEEL_DIR) && venv/bin/egd run --config mod-add-p97 --method egd --set train.max_epochs=5 --out run
+	test -s $(WHEEL_DIR)/run/summary.json
+	cd $(WHEEL_DIR) && OMP_NUM_THREADS=1 venv/bin/python ../../examples/plain_pytorch.py
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python bench/whiten.py
