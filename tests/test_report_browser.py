@@ -59,7 +59,7 @@ class Browser:
             self.call(f"{domain}.enable", session=True)
 
     def _message(self) -> dict:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout  # a hang guard, not a performance check
         while b"\0" not in self.buffer:
             ready, _, _ = select.select([self.from_chrome], [], [], max(0.0, deadline - time.monotonic()))
             chunk = os.read(self.from_chrome, 1 << 20) if ready else b""
