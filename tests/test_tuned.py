@@ -141,6 +141,24 @@ def test_the_window_on_hand_made_curves():
     assert window([1.0], [50.0])["open"] is True  # one point is both ends of its grid
 
 
+def test_the_hand_check_on_hand_made_points():
+    inf = math.inf
+
+    def pts(medians, factors=(0.5, 1.0, 2.0)):
+        return [{"factor": f, "median": m} for f, m in zip(factors, medians, strict=True)]
+
+    assert tuned_mod.hand_check(pts([110, 100, 120])) == {"tuned": 100, "best": 100, "best_factor": 1.0,
+                                                          "gain": 0.0, "beaten": False}
+    h = tuned_mod.hand_check(pts([90, 100, 120]))  # 10% better: within the standard's 15%
+    assert h["best_factor"] == 0.5 and h["gain"] == pytest.approx(0.1) and not h["beaten"]
+    h = tuned_mod.hand_check(pts([inf, 100, 84]))  # 16% better: beaten
+    assert h["best_factor"] == 2.0 and h["gain"] == pytest.approx(0.16) and h["beaten"]
+    assert tuned_mod.hand_check(pts([80, 100, 80]))["best_factor"] == 0.5  # a tie: the first nearest to x1
+    assert tuned_mod.hand_check(pts([inf, inf, 300]))["gain"] == 1.0  # the tuned lr never reached the threshold
+    assert tuned_mod.hand_check(pts([inf, inf, inf])) is None
+    assert tuned_mod.hand_check(pts([100, 90], factors=(0.5, 2.0))) is None  # no tuned point on the lattice
+
+
 def test_ranks_share_ties():
     inf = math.inf
     assert ranks({"a": 100, "b": 100, "c": 50, "d": inf, "e": inf}) == {"a": 2, "b": 2, "c": 1, "d": 4, "e": 4}
@@ -184,12 +202,17 @@ def test_robustness_plans_tuned_values_times_factors_and_reuses_the_boards_runs(
     assert sgd == [168, 154, 141, 130, 119, 109, 100, 109, 119, 130, 141, math.inf, math.inf]
     assert [p["grokked"] for p in result["methods"]["egd"]["points"]] == [5] * 9 + [0] * 4
     text = (tmp_path / "store-robustness.md").read_text()
-    assert "| sgd | 2 | ×1 (2) | 100 | ≥ 32 (×0.125..×4) |" in text
-    assert "| egd | 0.6 | ×0.5 (0.3) | 100 | 4 (×0.25..×1) |" in text
+    assert "| sgd | 2 | ×1 (2) | 100 | ≥ 32 (×0.125..×4) | not beaten |" in text
+    # egd's tuned lr takes 200 steps, x0.5 takes 100: a search that missed by 50% on the same seeds
+    assert ("| egd | 0.6 | ×0.5 (0.3) | 100 | 4 (×0.25..×1) | 200 → 100 at ×0.5 (−50%, beaten by > 15%: "
+            "underpowered) |") in text
     assert "| ×2.83 | 130 [130, 130] (5/5) | > budget [∞, ∞] (0/5) |" in text
     assert "smoke test" not in text
     saved = json.loads((tmp_path / "store-robustness.json").read_text())
     assert saved["methods"]["egd"]["window"]["ratio"] == 4.0 and saved["methods"]["egd"]["points"][9]["median"] is None
+    assert saved["methods"]["egd"]["hand_check"] == {"tuned": 200, "best": 100, "best_factor": 0.5, "gain": 0.5,
+                                                     "beaten": True}
+    assert saved["methods"]["sgd"]["hand_check"]["gain"] == 0.0 and not saved["methods"]["sgd"]["hand_check"]["beaten"]
     assert (tmp_path / "store-robustness.png").read_bytes()[:4] == b"\x89PNG"
 
     # resume: a second call runs nothing new and writes the same table

@@ -60,6 +60,9 @@ either side (issue #28's hand check: AdamW's median doubled at 3× its tuned lr 
 Muon stayed within 1.2× of its best over 3×, lrs 0.3-0.9)."""
 WITHIN = 2.0
 """The window of a robustness curve: the factors whose median is within this factor of the best median."""
+HAND_CHECK = 0.15
+"""The hand check of a board (the project's standard): if some lr of the robustness lattice beats the tuned one's KM
+median by more than this fraction on the same seeds, the search was underpowered for that method."""
 MIN_SEEDS = 5
 """Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
 ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods")
@@ -342,6 +345,21 @@ def window(factors: list[float], medians: list[float], within: float = WITHIN) -
             "ratio": factors[hi] / factors[lo], "open": lo == 0 or hi == n - 1, "resolution": spacing}
 
 
+def hand_check(points: list[dict[str, Any]], within: float = HAND_CHECK) -> dict[str, Any] | None:
+    """The lr part of a board's hand check, from one method's robustness points (each with ``factor`` and KM
+    ``median``; ``inf``: not reached): the tuned point (factor 1) against the best point of the lattice.  ``gain`` is
+    ``1 - best / tuned`` (1.0 when the tuned point never reached the threshold but another did); ``beaten`` when
+    it exceeds ``within``.  None without a factor-1 point or when no point reached the threshold."""
+    tuned = next((p for p in points if p["factor"] == 1.0), None)
+    reached = [p for p in points if math.isfinite(p["median"])]
+    if tuned is None or not reached:
+        return None
+    best = min(reached, key=lambda p: (p["median"], abs(math.log(p["factor"]))))  # ties: the nearest to x1
+    gain = 1.0 - best["median"] / tuned["median"] if math.isfinite(tuned["median"]) else 1.0
+    return {"tuned": tuned["median"], "best": best["median"], "best_factor": best["factor"], "gain": gain,
+            "beaten": gain > within}
+
+
 def robustness_result(spec: Robustness, board: dict[str, dict[str, Any]],
                       rows: dict[tuple[str, float], list[dict[str, Any]]]) -> dict[str, Any]:
     """The robustness readings: per method its tuned value, per factor the Kaplan–Meier reading, and its window."""
@@ -354,9 +372,11 @@ def robustness_result(spec: Robustness, board: dict[str, dict[str, Any]],
             k = _reading(rows[(label, f)], metric)
             points.append({"factor": f, "value": _scaled(value, f), **k})
         methods[label] = {"tuned": value, "points": points,
-                          "window": window(spec.factors, [p["median"] for p in points])}
+                          "window": window(spec.factors, [p["median"] for p in points]),
+                          "hand_check": hand_check(points)}
     return {"tune": spec.tune.name, "field": spec.field, "metric": metric, "factors": spec.factors,
-            "seeds": spec.seeds, "within": WITHIN, "smoke": len(spec.seeds) < MIN_SEEDS, "methods": methods}
+            "seeds": spec.seeds, "within": WITHIN, "hand_check_within": HAND_CHECK,
+            "smoke": len(spec.seeds) < MIN_SEEDS, "methods": methods}
 
 
 def _factor(f: float) -> str:
@@ -367,6 +387,16 @@ def _window_cell(w: dict[str, Any] | None) -> str:
     if w is None:
         return "- (never reached)"
     return f"{'≥ ' if w['open'] else ''}{w['ratio']:.3g} ({_factor(w['lo'])}..{_factor(w['hi'])})"
+
+
+def _hand_cell(h: dict[str, Any] | None) -> str:
+    if h is None:
+        return "-"
+    if h["best_factor"] == 1.0 or h["gain"] <= 0:
+        return "not beaten"
+    tuned = "> budget" if not math.isfinite(h["tuned"]) else f"{h['tuned']:g}"
+    verdict = f"beaten by > {HAND_CHECK:.0%}: underpowered" if h["beaten"] else f"within {HAND_CHECK:.0%}"
+    return f"{tuned} → {h['best']:g} at {_factor(h['best_factor'])} (−{h['gain']:.0%}, {verdict})"
 
 
 def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | None = None) -> str:
@@ -383,16 +413,19 @@ def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | 
         "",
         markdown_table(
             ["method", f"tuned {short}", f"best factor ({short})", f"best KM median {unit}",
-             f"{short} window within {WITHIN:g}× of the best"],
+             f"{short} window within {WITHIN:g}× of the best", "hand check (×1 against the best factor)"],
             [[label, f"{m['tuned']:g}",
               "-" if m["window"] is None else
               f"{_factor(m['window']['best_factor'])} ({_scaled(m['tuned'], m['window']['best_factor']):g})",
-              "> budget" if m["window"] is None else f"{m['window']['best']:g}", _window_cell(m["window"])]
+              "> budget" if m["window"] is None else f"{m['window']['best']:g}", _window_cell(m["window"]),
+              _hand_cell(m["hand_check"])]
              for label, m in result["methods"].items()]),
         "",
         f"Window: the widest contiguous run of factors that contains the best point and whose every KM median is "
         f"<= {WITHIN:g}× the best; hi/lo of its ends, \"≥\" where it reaches an end of the grid; each end is known to "
-        f"the grid's spacing (×{spacing:.3g}).",
+        f"the grid's spacing (×{spacing:.3g}). Hand check: the tuned {short} (×1) against the lattice's best on "
+        f"the same seeds; a gain of more than {HAND_CHECK:.0%} says the search was underpowered for that method "
+        f"(this checks {short} only; the other tuned values are held).",
         "",
         f"KM median {unit} [95% CI] (grokked/runs) per factor of the tuned {short}:",
         "",
