@@ -131,6 +131,7 @@ import contextlib
 import functools
 import inspect
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple
 
@@ -427,7 +428,17 @@ def schatten8_norm(G: Tensor) -> Tensor:
         return _schatten8_scaled(X)[3][..., 0, 0]
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo`` (1-2 s, every ``egd`` command
+    and ``import egalitarian`` paid it) when nothing has yet: the mark that decorator sets (the same on torch 2.7 to
+    2.13; ``test_step_compiles_in_one_graph`` fails if it stops working), else the decorator itself."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@_assume_constant_result
 def _pe_coefficients(lower: float, tol: float) -> tuple[tuple[float, float, float], ...]:
     """The schedule's ``(a, b, c)`` per step.  Under ``torch.compile`` this runs once, eagerly, and its result is
     a constant of the graph (the Remez solver in NumPy cannot be traced, and need not be)."""
