@@ -52,8 +52,8 @@ _NONFINITE = ("raise", "propagate")
 _POSITIONS = ("after", "before")
 
 _WHITEN_KEYS = ("backend", "rtol", "clamp_eps", "seed", "rank", "power_iters", "scale", "rms_target", "row_blocks")
-"""The keys of an EGD group that set its whitening: groups equal in all of them (and in ``experts``) are whitened in
-one batch."""
+"""The keys of an EGD group that set its whitening: groups equal in all of them (and in ``experts`` and
+``transposed``) are whitened in one batch."""
 
 _NONFINITE_DOC = """
     Non-finite gradients (``nonfinite=``, also a param-group key): a step is all or nothing.
@@ -193,11 +193,17 @@ def check_egd_group(g: dict[str, Any]) -> None:
     check(isinstance(k, int) and not isinstance(k, bool) and k >= 1, "row_blocks", k, "must be an integer >= 1")
     experts = g.get("experts", False)
     check(isinstance(experts, bool), "experts", experts, "must be True or False")
+    transposed = g.get("transposed", False)
+    check(isinstance(transposed, bool), "transposed", transposed, "must be True or False")
+    check(not (experts and transposed), "transposed", transposed, "cannot be combined with experts=True")
     check(isinstance(g["maximize"], bool), "maximize", g["maximize"], "must be True or False")
-    if g["whiten"] and (k > 1 or experts):
+    if g["whiten"] and (k > 1 or experts or transposed):
         for p in g.get("params", ()):
             if p.ndim >= 2:
-                stack_layout(p.shape, k, experts)  # row_blocks divides the rows; experts: >= 3 dims
+                check(not transposed or p.ndim == 2, "transposed", transposed,
+                      f"needs 2-D parameters (in, out): a parameter of shape {tuple(p.shape)}")
+                # row_blocks divides the rows (of the transpose, when transposed); experts: >= 3 dims
+                stack_layout(p.shape[::-1] if transposed else p.shape, k, experts)
 
 
 def _polar_options(g: dict[str, Any]) -> dict[str, Any]:
@@ -291,9 +297,12 @@ class EGD(Optimizer):
 
     Every keyword from ``momentum`` on is also a param-group key (e.g. ``{"params": [qkv.weight],
     "row_blocks": 3}``); each is validated with a one-line ValueError naming it, its value and what is allowed.
-    One more group key has no keyword: ``"experts": True`` (default False) marks a group of expert stacks
+    Two more group keys have no keyword: ``"experts": True`` (default False) marks a group of expert stacks
     ``(E, out, in…)``, each expert's matrix whitened by itself, all ``E`` in one batched ``polar`` call
-    (:func:`egalitarian.transforms.stack_layout`); a group key only, so state dicts saved without it still load.
+    (:func:`egalitarian.transforms.stack_layout`); ``"transposed": True`` (default False) a group of matrices
+    stored ``(in, out)`` (Hugging Face's ``Conv1D``), whitened as their transposes, so that ``row_blocks`` splits
+    their columns and ``scale="muon"`` reads ``(out, in)`` (:func:`egalitarian.transforms.whiten`).  Group keys
+    only, so state dicts saved without them still load.
     Under a process group of more than one rank (DDP, FSDP2) each matrix is whitened once, by one rank
     (:mod:`egalitarian.distributed`).
     ``.grad`` is left untouched.  ``step(closure)`` re-evaluates the loss like every ``torch.optim`` optimizer.
@@ -417,6 +426,7 @@ class EGD(Optimizer):
                         rms_target=group["rms_target"],
                         row_blocks=group["row_blocks"],
                         experts=group.get("experts", False),
+                        transposed=group.get("transposed", False),
                         nonfinite="propagate",  # step() has checked already when the group says "raise"
                         **_polar_options(group),
                     ),
@@ -447,7 +457,8 @@ class EGD(Optimizer):
         batches: dict[tuple[Any, ...], list[_Run]] = {}
         for run in runs:
             if run.split < len(run.stages):
-                key = (*(run.group[k] for k in _WHITEN_KEYS), run.group.get("experts", False))
+                key = (*(run.group[k] for k in _WHITEN_KEYS), run.group.get("experts", False),
+                       run.group.get("transposed", False))
                 batches.setdefault(key, []).append(run)
         for batch in batches.values():
             _Run.apply_together(batch, batch[0].stages[batch[0].split])

@@ -26,9 +26,13 @@ Routing rules, applied to each parameter in this order (the first that applies d
 9. ``nn.Linear`` weights → EGD; fused layouts (below) as row blocks.
 10. ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` kernels → EGD; EGD views a kernel as the matrix
     ``(shape[0], prod(shape[1:]))`` (``(out, in·k…)``; ``(in, out/groups·k…)`` for a transposed conv).
-11. Any other ≥ 2-D parameter (a raw ``nn.Parameter`` such as a ViT's ``pos_embed``, or the weight of a module
-    type not listed here, e.g. Hugging Face's ``Conv1D``, which stores ``(in, out)``) → AdamW, with a reason
-    naming its module type; ``whiten=`` puts it in EGD.
+11. Hugging Face's ``Conv1D`` weights (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: a Linear stored ``(in, out)``,
+    recognised by its class name ``Conv1D`` and its ``nf`` attribute, the weight's second dimension; transformers
+    is not imported) → EGD, whitened as the transpose ``(out, in)`` (the group key ``transposed``): the same polar
+    factor, with fused blocks (``c_attn``, ``(d, 3·d)``) split along the columns and ``scale="muon"`` reading
+    ``(out, in)``, exactly as for the equivalent ``nn.Linear``.
+12. Any other ≥ 2-D parameter (a raw ``nn.Parameter`` such as a ViT's ``pos_embed``, or the weight of a module
+    type not listed here) → AdamW, with a reason naming its module type; ``whiten=`` puts it in EGD.
 
 The output head, ``head="auto"`` (default): the **last** ``nn.Linear`` in module registration order
 (``model.named_modules()``; an ``nn.MultiheadAttention``'s ``out_proj`` is never the head), if it is a
@@ -50,7 +54,8 @@ timm's ``num_heads``; not found: ValueError).  Which Linears are fused:
 * ``fused=None`` (default): :data:`DEFAULT_FUSED`, ``*qkv.weight`` (timm, this package's ``models.Transformer``),
   ``*c_attn.weight`` (nanoGPT), ``*Wqkv.weight`` (MosaicBERT, flash-attn) and ``*in_proj_weight``, each 3 blocks
   and only for an ``nn.Linear`` weight of shape (3·d, d) laid out [Q; K; V] (rows ``[3][heads][head_dim]``),
-  which these layouts are.  A match of another shape (grouped-query attention's (h + 2·kv)·d_h × h·d_h, say) is
+  which these layouts are, or a Hugging Face ``Conv1D`` weight stored (d, 3·d) (GPT-2's ``c_attn``: the same
+  layout along its columns).  A match of another shape (grouped-query attention's (h + 2·kv)·d_h × h·d_h, say) is
   whitened as one matrix, with the reason saying so.  ``nn.MultiheadAttention``'s ``in_proj_weight`` is fused
   whatever ``fused`` says (it is [Q; K; V] by definition), unless a ``fused`` entry of your own matches it.
 * ``fused={pattern: n}``: replaces the defaults (``{}``: no fused Linear; ``{**DEFAULT_FUSED, ...}`` extends
@@ -109,6 +114,7 @@ class Route(NamedTuple):
     reason: str
     row_blocks: int = 1
     experts: bool = False
+    transposed: bool = False
 
 
 @dataclass
@@ -139,13 +145,14 @@ class Routing:
         EGD and the AdamW groups (e.g. ``aux={"weight_decay": 0.1}``)."""
         extra = {True: dict(egd or {}), False: dict(aux or {})}
         for field, keys in (("egd", extra[True]), ("aux", extra[False])):
-            bad = sorted(set(keys) & {"params", "use_egd", "row_blocks", "experts"})
+            bad = sorted(set(keys) & {"params", "use_egd", "row_blocks", "experts", "transposed"})
             check(not bad, field, keys, f"must not set {', '.join(bad)} (the routing sets them)")
-        by_blocks: dict[tuple[bool, int], list[Tensor]] = {}
+        by_blocks: dict[tuple[bool, bool, int], list[Tensor]] = {}
         for r in self.whitened:
-            by_blocks.setdefault((r.experts, r.row_blocks), []).append(r.param)
-        groups = [{"params": by_blocks[e, n], "use_egd": True, "row_blocks": n, **({"experts": True} if e else {}),
-                   **extra[True]} for e, n in sorted(by_blocks)]
+            by_blocks.setdefault((r.experts, r.transposed, r.row_blocks), []).append(r.param)
+        groups = [{"params": by_blocks[e, t, n], "use_egd": True, "row_blocks": n,
+                   **({"experts": True} if e else {}), **({"transposed": True} if t else {}), **extra[True]}
+                  for e, t, n in sorted(by_blocks)]
         if self.aux:
             groups.append({"params": [r.param for r in self.aux], "use_egd": False, **extra[False]})
         return groups
@@ -160,7 +167,8 @@ class Routing:
         for r in self.routes:
             shape = "×".join(map(str, r.param.shape)) or "scalar"
             where = ("EGD" + (f" ×{r.row_blocks} blocks" if r.row_blocks > 1 else "")
-                     + (f" ×{r.param.shape[0]} experts" if r.experts else "")) if r.use_egd else "AdamW"
+                     + (f" ×{r.param.shape[0]} experts" if r.experts else "")
+                     + (" (transposed)" if r.transposed else "")) if r.use_egd else "AdamW"
             rows.append((r.name, shape, where, r.reason))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"EGD: {count(self.whitened)}; AdamW: {count(self.aux)}"]
@@ -256,8 +264,18 @@ def head_modules(model: nn.Module, head: str | None) -> tuple[set[str], str]:
     return found_all, f"output head (head={head!r})"
 
 
+def stored_in_out(p: ParamInfo) -> bool:
+    """Whether ``p`` is the weight of a Hugging Face ``Conv1D`` (GPT-2's projections), a Linear stored ``(in, out)``:
+    duck-typed (class name ``Conv1D``, an int ``nf`` equal to the weight's second dimension), as this package does
+    not import transformers; ``torch.nn.Conv1d`` is another class."""
+    module = p.module
+    nf = getattr(module, "nf", None)
+    return (type(module).__name__ == "Conv1D" and not isinstance(module, _CONVS) and p.key == "weight"
+            and p.param.ndim == 2 and isinstance(nf, int) and p.param.shape[1] == nf)
+
+
 def classify(p: ParamInfo, head_why: str | None) -> tuple[str, bool]:
-    """Rules 3–11 of the module docstring for a parameter no ``aux=``/``whiten=`` pattern decided: the reason and
+    """Rules 3–12 of the module docstring for a parameter no ``aux=``/``whiten=`` pattern decided: the reason and
     whether EGD whitens it.  ``head_why``: the reason words when ``p`` belongs to the output head, else None."""
     module, key, ndim = p.module, p.key, p.param.ndim
     kind = type(module).__name__
@@ -279,6 +297,8 @@ def classify(p: ParamInfo, head_why: str | None) -> tuple[str, bool]:
         return f"{kind} weight", True
     if isinstance(module, _CONVS) and key == "weight":
         return f"{kind} kernel, whitened as {p.param.shape[0]}×{math.prod(p.param.shape[1:])}", True
+    if stored_in_out(p):
+        return f"{kind} weight (a Linear stored in×out: whitened as its transpose)", True
     return f"{ndim}-D parameter of {kind} (not a known module type; whiten= to whiten it)", False
 
 
@@ -292,19 +312,24 @@ def fused_blocks(model: nn.Module, p: ParamInfo, fused: Mapping[str, int] | None
     """The row blocks EGD whitens the whitened parameter ``p`` as, and the words for its reason ("" for 1).
 
     ``fused``: the explicit ``fused=`` of :func:`route` (exact counts; the patterns it uses are added to
-    ``used``), or None for :data:`DEFAULT_FUSED` (3 blocks, only for an ``nn.Linear`` of shape (3·d) × d, per head
-    with ``per_head``); ``nn.MultiheadAttention``'s ``in_proj_weight`` is fused unless ``fused`` says otherwise.
+    ``used``), or None for :data:`DEFAULT_FUSED` (3 blocks, only for an ``nn.Linear`` of shape (3·d) × d or a
+    ``Conv1D`` stored d × (3·d), per head with ``per_head``); ``nn.MultiheadAttention``'s ``in_proj_weight`` is
+    fused unless ``fused`` says otherwise.  A ``Conv1D``'s blocks are those of its transpose (its columns).
     """
     name, shape = p.name, p.param.shape
+    linear = isinstance(p.module, nn.Linear)
+    if stored_in_out(p):  # whitened as its transpose: blocks of the transpose's rows
+        shape, linear = p.param.shape[::-1], True
     own = _matching(fused, p.names) if fused is not None else None
     if fused is not None and own is not None:
         n = fused[own]
         used.add(own)
-        check(shape[0] % n == 0, f"fused[{own!r}]", n, f"must divide the {shape[0]} rows of {name!r}")
+        check(shape[0] % n == 0, f"fused[{own!r}]", n, f"must divide the {shape[0]} rows of {name!r}"
+              + (" (stored in×out: the rows of its transpose, its columns)" if shape != p.param.shape else ""))
         return n, f"fused (fused[{own!r}] = {n})" if n > 1 else ""
     is_mha = isinstance(p.module, nn.MultiheadAttention) and name.endswith("in_proj_weight")
     pattern = None if fused is not None else _matching(DEFAULT_FUSED, p.names)
-    if not is_mha and (pattern is None or not isinstance(p.module, nn.Linear)):
+    if not is_mha and (pattern is None or not linear):
         return 1, ""
     if not is_mha and shape[0] != 3 * shape[1]:
         return 1, f"matches {pattern!r} but {'×'.join(map(str, shape))} is not (3·d)×d: whitened as one matrix"
@@ -316,7 +341,7 @@ def fused_blocks(model: nn.Module, p: ParamInfo, fused: Mapping[str, int] | None
               f"{p.module_name!r} or its parent, dividing its rows); give its blocks yourself: "
               f"fused={{{name!r}: 3 * heads}}")
         n, what = 3 * heads, f"{what} per head ({heads} heads)"
-    return n, f"{what}, {n} row blocks"
+    return n, f"{what}, {n} {'column' if shape != p.param.shape else 'row'} blocks"
 
 
 def check_patterns_used(aux: list[str], whiten: list[str], fused: Mapping[str, int] | None,
@@ -410,7 +435,8 @@ def route(
             reason, egd = classify(p, head_why if in_head else None)
         if egd:
             n, words = fused_blocks(model, p, fused, per_head, used["fused"])
-            routes.append(Route(p.name, p.param, True, reason + (f"; {words}" if words else ""), n))
+            routes.append(Route(p.name, p.param, True, reason + (f"; {words}" if words else ""), n,
+                                transposed=stored_in_out(p)))
         else:
             routes.append(Route(p.name, p.param, False, reason))
     example = params[0].name if params else "layer.weight"

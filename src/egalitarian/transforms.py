@@ -176,6 +176,7 @@ def whiten(
     rms_target: float = 0.2,
     row_blocks: int = 1,
     experts: bool = False,
+    transposed: bool = False,
     **polar_options: Any,
 ) -> GradientTransform:
     """EGD's whitening ``G ← (G Gᵀ)^(-1/2) G = U Vᵀ`` for every parameter with ≥ 2 dimensions.
@@ -193,6 +194,12 @@ def whiten(
     ``experts=True``: every parameter is a stack of matrices along its first dimension, ``(E, out, in…)`` (the
     experts of a mixture-of-experts layer), each whitened by itself as ``(out, in·…)`` (and in ``row_blocks``
     blocks), all ``E`` in one batched ``polar`` call (:func:`stack_layout`).
+
+    ``transposed=True``: every parameter is a matrix stored as ``(in, out)`` (Hugging Face's ``Conv1D``, as in
+    GPT-2), whitened as its transpose ``(out, in)`` and transposed back.  The polar factor is the same either way
+    (``polar(Gᵀ) = polar(G)ᵀ``); what the orientation changes is that ``row_blocks`` splits the stored matrix's
+    *columns* (GPT-2's fused ``c_attn``, ``(d, 3·d)``: ``row_blocks = 3``) and that ``scale="muon"`` reads the
+    shape as ``(out, in)``, as for an ``nn.Linear``.  Only 2-D parameters (a ValueError names another shape).
 
     ``scale`` multiplies each whitened block of shape ``(m, n)`` by ``c``:
 
@@ -227,7 +234,17 @@ def whiten(
     check(isinstance(row_blocks, int) and not isinstance(row_blocks, bool) and row_blocks >= 1, "row_blocks",
           row_blocks, "must be an integer >= 1")
     check(isinstance(experts, bool), "experts", experts, "must be True or False")
+    check(isinstance(transposed, bool), "transposed", transposed, "must be True or False")
+    check(not (experts and transposed), "transposed", transposed, "cannot be combined with experts=True")
     is_rsvd = backend == "rsvd"
+
+    def orient(grad: Tensor) -> Tensor:
+        """``grad`` as EGD whitens it: ``(out, in)`` (its transpose when ``transposed``); its own inverse."""
+        if not transposed:
+            return grad
+        check(grad.ndim == 2, "transposed", True, f"needs 2-D parameters (in, out): a parameter of shape "
+              f"{tuple(grad.shape)}")
+        return grad.mT
 
     def init(param: Tensor) -> State:
         return {"step": 0} if is_rsvd else ()
@@ -253,9 +270,10 @@ def whiten(
     def update(grad: Tensor, state: State, param: Tensor) -> tuple[Tensor, State]:
         if grad.ndim < 2:
             return grad, state
-        X = _blocks(grad, row_blocks, experts)
+        g = orient(grad)
+        X = _blocks(g, row_blocks, experts)
         kwargs, state = polar_kw(state, grad.device)
-        return finish(polar(X, backend, **kwargs), X).reshape(grad.shape), state
+        return orient(finish(polar(X, backend, **kwargs), X).reshape(g.shape)), state
 
     def local(stacks: list[Tensor]) -> list[Tensor]:
         """The whitened ``stacks``: equal shapes (block shape, and block count), dtype and device in one batched
@@ -318,14 +336,15 @@ def whiten(
             return _loop(update, grads, states, params)
         out = list(grads)
         mats = [i for i, g in enumerate(grads) if g.ndim >= 2]
-        whitened = distributed.whiten_split([grads[i] for i in mats], how)  # None: one process, or opted out
+        oriented = [orient(grads[i]) for i in mats]
+        whitened = distributed.whiten_split(oriented, how)  # None: one process, or opted out
         if whitened is None:
-            unwrapped = [distributed.one_rank_local(grads[i]) for i in mats]
+            unwrapped = [distributed.one_rank_local(g) for g in oriented]
             stacks = local([_blocks(g, row_blocks, experts) for g, _ in unwrapped])
             whitened = [W.reshape(g.shape) if wrap is None else wrap(W.reshape(g.shape))
                         for (g, wrap), W in zip(unwrapped, stacks, strict=True)]
         for i, W in zip(mats, whitened, strict=True):
-            out[i] = W
+            out[i] = orient(W)
         return out, list(states)
 
     return GradientTransform(init, update, update_many)
