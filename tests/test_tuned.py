@@ -221,6 +221,31 @@ def test_robustness_plans_tuned_values_times_factors_and_reuses_the_boards_runs(
     assert fake.executed == [] and (tmp_path / "store-robustness.md").read_text() == text
 
 
+def test_a_report_set_gives_the_runs_another_cadence_and_says_so(tmp_path, monkeypatch):
+    """``report_set`` over the tune's [report_set]: the runs evaluate per epoch with the replay instead of every step;
+    their configs differ from the board's reporting runs (so factor 1 runs again), and the table states it."""
+    fake = Fake(robustness_steps)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    write_tune(tmp_path)
+    spec = write_spec(tmp_path, '[robustness]\nmethods = ["egd"]\nfactors = [1, 2]\nreport_set = { '
+                      '"train.eval_unit" = "epoch", "train.refine_grok" = true }\n')
+    loaded = load_robustness(spec)
+    planned = tuned_mod.robustness_plan(loaded, {"egd": {"values": VALUES["egd"]}})
+    for runs in planned.values():
+        for r in runs:
+            train = r.config["train"]
+            assert (train["eval_unit"], train["eval_every"], train["refine_grok"], train["max_epochs"]) == (
+                "epoch", 1, True, 3)  # report_set over [report_set] (eval_every kept), [set] kept
+    plain = tuned_mod.robustness_plan(load_robustness(write_spec(tmp_path, '[robustness]\nmethods = ["egd"]\n'
+                                                                 'factors = [1, 2]\n', "plain.toml")),
+                                      {"egd": {"values": VALUES["egd"]}})
+    assert not {r.id for r in planned[("egd", 1.0)]} & {r.id for r in plain[("egd", 1.0)]}
+    tuned_mod.robustness(spec, log=quiet)
+    assert len(fake.executed) == 2 * 5
+    text = (tmp_path / "store-robustness.md").read_text()
+    assert "evaluation every 1 epoch(s) (the threshold step found to 1 step by replay: train.refine_grok)" in text
+
+
 def test_fewer_than_five_seeds_is_a_smoke_test(tmp_path, monkeypatch):
     monkeypatch.setattr(tuned_mod, "run_sweep", Fake(robustness_steps))
     write_tune(tmp_path)
@@ -298,6 +323,13 @@ def test_transfer_table_ranks_and_score_on_a_hand_computed_example(tmp_path, mon
         ("transfer", '[variants.lr]\n"optimizer.lr" = 1.0\n', ["variants.lr.optimizer.lr = 1.0", "searched"]),
         ("transfer", "[transfer]\nseeds = [1]\n" + VARIANTS, ["transfer.seeds = [1]", "disjoint"]),
         ("transfer", "[transfer]\n", ["variants", "at least one"]),
+        ("robustness", '[robustness]\nreport_set = { "optimizer.lr" = 1.0 }\n',
+         ["robustness.report_set.optimizer.lr = 1.0", "searched"]),
+        ("robustness", '[robustness]\nreport_set = { "train.seed" = 3 }\n',
+         ["robustness.report_set.train.seed = 3", "robustness.seeds"]),
+        ("robustness", '[robustness]\nreport_set = { "train.eval_unit" = "hour" }\n',
+         ["robustness.report_set", "eval_unit", "'hour'"]),
+        ("transfer", '[transfer]\nreport_set = 3\n' + VARIANTS, ["transfer.report_set = 3", "dotted fields"]),
     ],
 )
 def test_bad_specs_exit_2_with_one_line(tmp_path, capsys, command, text, fragments):

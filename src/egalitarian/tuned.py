@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,8 @@ HAND_CHECK = 0.15
 median by more than this fraction on the same seeds, the search was underpowered for that method."""
 MIN_SEEDS = 5
 """Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
-ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods")
-TRANSFER_KEYS = ("name", "seeds", "methods", "store")
+ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set")
+TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,26 @@ def _load(path: Path, table: str, keys: tuple[str, ...], top: tuple[str, ...]) -
     name = meta.get("name", table)
     check(isinstance(name, str) and name != "" and "/" not in name, f"{where}: {table}.name", name,
           "must be a non-empty file-name part", ConfigError)
+    # report_set: dotted fields over the tune's [report_set] for these runs (a cheaper cadence, say); never a field
+    # the tune searched (each method keeps its tuned value) nor the seed (the spec's seeds)
+    over = meta.get("report_set", {})
+    check(isinstance(over, dict), f"{where}: {table}.report_set", over,
+          'must be a table of dotted fields, e.g. { "train.refine_grok" = true }', ConfigError)
+    searched = {f for d in tspec.space for f in d.fields()}
+    for key, value in over.items():
+        check(key != "seed" and not key.endswith(".seed"), f"{where}: {table}.report_set.{key}", value,
+              f"the seeds are {table}.seeds", ConfigError)
+        check(key not in searched, f"{where}: {table}.report_set.{key}", value,
+              "the tune searched this field: each method keeps its tuned value", ConfigError)
+    if over:
+        tspec = replace(tspec, report_fixed={**tspec.report_fixed, **over})
+        try:
+            (run,) = plan(tspec, tspec.contenders[0], {}, tspec.reporting_seeds[:1] or [0], reporting=True)
+            from .build import build_run
+
+            build_run(run.config)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {table}.report_set: {e}") from None
     return tspec, meta, doc, where
 
 
@@ -267,8 +287,10 @@ def _smoke(seeds: list[int]) -> str:
 def _setting(tspec: TuneSpec) -> str:
     """The threshold, cadence and budget of the reporting runs, as the leaderboard states them."""
     tc = board_train(tspec, reporting=True)
+    refined = " (the threshold step found to 1 step by replay: train.refine_grok)" if tc.get("refine_grok") else ""
     return (f"threshold test accuracy >= {tc['grok_threshold']}; evaluation every {tc['eval_every']} "
-            f"{tc['eval_unit']}(s); budget {tc['max_epochs'] or '-'} epochs / {tc['max_steps'] or '-'} steps")
+            f"{tc['eval_unit']}(s){refined}; budget {tc['max_epochs'] or '-'} epochs / {tc['max_steps'] or '-'} "
+            f"steps")
 
 
 # ------------------------------------------------------------------------------------------- robustness
