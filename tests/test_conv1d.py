@@ -167,12 +167,16 @@ def test_a_module_named_conv1d_without_nf_and_torch_conv1d_keep_their_rules():
     assert routes["1.weight"].use_egd and not routes["1.weight"].transposed  # torch's Conv1d: (out, in·k)
 
 
-# ------------------------------------------------------------------------------------------ DDP
+# ------------------------------------------------------------------------------------------ DDP and FSDP2
 
 
-def _ddp_worker(rank: int, world: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, out: str, sharded: bool = False) -> None:
     torch.manual_seed(0)
     model = Block()
+    if sharded:  # FSDP2: the Conv1D weights are row-sharded DTensors; their transposes are whitened as such
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model)
     steps = []
     opt = egd_for(model, lr=0.05)
     for s in range(3):
@@ -180,14 +184,16 @@ def _ddp_worker(rank: int, world: int, out: str) -> None:
         opt.zero_grad()
         model(x).square().mean().backward()  # every rank the same batch: replicas, as after DDP's all-reduce
         opt.step()
-        steps.append(model.c_attn.weight.detach().clone())
+        w = model.c_attn.weight
+        steps.append((w.full_tensor() if sharded else w).detach().clone())
     if rank == 0:
         torch.save(steps, out)
 
 
 @pytest.mark.slow
-def test_two_ranks_split_the_transposed_whitening_and_take_one_process_steps(tmp_path):
-    run_ranks(2, _ddp_worker, str(tmp_path / "ddp.pt"))
+@pytest.mark.parametrize("sharded", [False, True], ids=["ddp", "fsdp2"])
+def test_two_ranks_split_the_transposed_whitening_and_take_one_process_steps(tmp_path, sharded):
+    run_ranks(2, _ddp_worker, str(tmp_path / "ddp.pt"), sharded)
     torch.manual_seed(0)
     model = Block()
     opt = egd_for(model, lr=0.05)

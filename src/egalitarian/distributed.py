@@ -39,7 +39,8 @@ gradients differ (independent models, not data parallel) raise a ValueError inst
 Opt out with the environment variable ``EGD_DISTRIBUTED=off`` (every rank then whitens every matrix itself, the
 redundant behaviour); anything else but ``split`` (the default) is an error.  Without a process group, or with
 one rank, nothing here runs and the step is exactly the single-process one.  ``rsvd`` (a random sketch per
-parameter) and DTensors of other layouts (``Replicate``, 2-D meshes) are whitened by every rank, as before.
+parameter) and DTensors of other layouts (``Replicate``, ``Shard(1)`` as a transposed ``Shard(0)``, 2-D meshes)
+are gathered and whitened whole by every rank, each keeping its part.
 
 :func:`comm_log` records, for a bench or a test, the collectives and bytes a step issues and the route of each
 matrix.
@@ -296,10 +297,16 @@ def whiten_split(grads: Sequence[Tensor], how: Whitening) -> list[Tensor] | None
         for i, r in zip(idx, results, strict=True):
             out[i] = r
     if other:
-        stacks = [_stack(grads[i], *how.layout(grads[i].shape)) for i in other]
-        for i, w in zip(other, how.local(stacks), strict=True):
-            out[i] = w.reshape(grads[i].shape)
-            _record(route=(tuple(grads[i].shape), "redundant", -1))
+        # every rank whitens the whole matrix as a plain tensor (gathered: no DTensor op, some of which, such as
+        # clamp_min, have no sharding rule on torch 2.7-2.8) and keeps its own part of the result
+        from torch.distributed.tensor import distribute_tensor
+
+        full = [grads[i].full_tensor() for i in other]
+        stacks = [_stack(f, *how.layout(f.shape)) for f in full]
+        for i, f, w in zip(other, full, how.local(stacks), strict=True):
+            g = grads[i]
+            out[i] = distribute_tensor(w.reshape(f.shape), g.device_mesh, g.placements, src_data_rank=None)
+            _record(route=(tuple(g.shape), "redundant", -1))
     return out  # type: ignore[return-value]
 
 
