@@ -17,15 +17,16 @@ from egalitarian.config import resolve
 from egalitarian.methods import OPTIMIZERS
 from egalitarian.sweep import load_sweep
 from egalitarian.tune import dimensions, load_tune, plan, trial_values
-from egalitarian.tuned import load_robustness, load_transfer
+from egalitarian.tuned import load_handcheck, load_robustness, load_transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 SPECS = EXAMPLES + sorted((ROOT / "experiments").glob("*/*.toml"))
-KIND = {p: next((k for k in ("robustness", "transfer") if k in doc), "tune" if isinstance(doc.get("tune"), dict)
-                 else "sweep") for p in SPECS for doc in [tomllib.loads(p.read_text())]}
+FOLLOWUP_KINDS = ("robustness", "transfer", "handcheck")
+KIND = {p: next((k for k in FOLLOWUP_KINDS if k in doc), "tune" if isinstance(doc.get("tune"), dict) else "sweep")
+        for p in SPECS for doc in [tomllib.loads(p.read_text())]}
 TUNES = [p for p in SPECS if KIND[p] == "tune"]
-FOLLOWUPS = [p for p in SPECS if KIND[p] in ("robustness", "transfer")]  # egd robustness / egd transfer specs
+FOLLOWUPS = [p for p in SPECS if KIND[p] in FOLLOWUP_KINDS]  # egd robustness / transfer / handcheck specs
 SWEEPS = [p for p in SPECS if KIND[p] == "sweep"]
 
 
@@ -58,8 +59,8 @@ def test_every_example_tune_spec_plans_a_valid_run_per_method(path):
 
 
 @pytest.mark.parametrize("path", FOLLOWUPS, ids=[p.name for p in FOLLOWUPS])
-def test_every_robustness_and_transfer_spec_loads(path):
-    (load_robustness if KIND[path] == "robustness" else load_transfer)(path)
+def test_every_robustness_transfer_and_handcheck_spec_loads(path):
+    {"robustness": load_robustness, "transfer": load_transfer, "handcheck": load_handcheck}[KIND[path]](path)
 
 
 def test_egd_vs_sgd_is_the_sweep_the_docs_describe():

@@ -18,7 +18,7 @@ from egalitarian.config import apply_overrides, load_config, recipe_names, resol
 from egalitarian.methods import OPTIMIZERS
 from egalitarian.sweep import load_sweep
 from egalitarian.tune import load_tune
-from egalitarian.tuned import load_robustness, load_transfer
+from egalitarian.tuned import load_handcheck, load_robustness, load_transfer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "experiments"
@@ -117,9 +117,10 @@ def check_readme(readme: Path) -> set[Path]:
                 path = spec_path(cmd)
                 assert load_tune(path).contenders, path
                 named.add(path)
-            elif sub in ("robustness", "transfer"):  # a finished tune's configurations, scaled or on variants
+            elif sub in ("robustness", "transfer", "handcheck"):  # a finished tune's configurations, changed
                 path = spec_path(cmd)
-                assert (load_robustness if sub == "robustness" else load_transfer)(path).methods, path
+                load = {"robustness": load_robustness, "transfer": load_transfer, "handcheck": load_handcheck}[sub]
+                assert load(path).methods, path
                 named.add(path)
             elif sub == "reproduce":
                 name = next(t for t in cmd[2:] if not t.startswith("-"))

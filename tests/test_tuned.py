@@ -20,7 +20,7 @@ import egalitarian.tune as tune_mod
 import egalitarian.tuned as tuned_mod
 from egalitarian.cli import main
 from egalitarian.sweep import Store
-from egalitarian.tune import load_tune
+from egalitarian.tune import load_tune, trial_values
 from egalitarian.tuned import FACTORS, load_robustness, load_transfer, ranks, window
 from tests.test_tune import BASE
 
@@ -330,6 +330,8 @@ def test_transfer_table_ranks_and_score_on_a_hand_computed_example(tmp_path, mon
         ("robustness", '[robustness]\nreport_set = { "train.eval_unit" = "hour" }\n',
          ["robustness.report_set", "eval_unit", "'hour'"]),
         ("transfer", '[transfer]\nreport_set = 3\n' + VARIANTS, ["transfer.report_set = 3", "dotted fields"]),
+        ("handcheck", "[handcheck]\nfactors = [1]\n", ["handcheck.factors = [1]", "unknown key"]),
+        ("handcheck", "[handcheck]\nseeds = [1, 0]\n", ["handcheck.seeds = [1, 0]", "disjoint"]),
     ],
 )
 def test_bad_specs_exit_2_with_one_line(tmp_path, capsys, command, text, fragments):
@@ -374,3 +376,90 @@ def test_robustness_end_to_end_with_the_real_executor(tmp_path, capsys):
         runs = st.runs()
     assert len(runs) == 2 and all(r["status"] == "done" for r in runs)
     assert all(r["summary"]["steps"] == 3 for r in runs)  # [set]: 3 epochs of one full batch
+
+
+# ------------------------------------------------------------------------------------------- hand check
+
+HAND_SEARCHED = {"sgd": {"optimizer.lr": 2.0, "loss.weight_decay": 1e-5, "loss.weight_decay.off": True},
+                 "egd": {"optimizer.lr": 0.6, "loss.weight_decay": 0.001, "loss.weight_decay.off": False}}
+
+
+def handcheck_steps(cfg: dict) -> float | None:
+    """robustness_steps (sgd at its best lr: 100; egd at twice its best: 200), changed by the L2 weight decay by
+    hand: egd halves at 0.01 (a neighbour the search missed), sgd takes 90 at 0.00316 (10%: within 15%) and never
+    reaches the threshold at 1."""
+    steps = robustness_steps(cfg)
+    wd, name = cfg["loss"]["weight_decay"], cfg["optimizer"]["name"]
+    if name == "egd" and wd == pytest.approx(0.01):
+        return steps / 2
+    if name == "sgd" and wd == pytest.approx(0.00316228):
+        return 90
+    if name == "sgd" and wd == pytest.approx(1.0):
+        return None
+    return steps
+
+
+def test_the_neighbours_of_a_winner_by_hand(tmp_path):
+    tspec = load_tune(write_tune(tmp_path))
+    by = {c.label: c for c in tspec.contenders}
+    got = tuned_mod.neighbours(tspec, by["egd"], HAND_SEARCHED["egd"])
+    assert [(n, p["loss.weight_decay"], p["loss.weight_decay.off"], p["optimizer.lr"]) for n, p in got] == [
+        ("loss.weight_decay off", 0.001, True, 0.6), ("loss.weight_decay = 0.0001", 1e-4, False, 0.6),
+        ("loss.weight_decay = 0.01", 0.01, False, 0.6)]
+    got = tuned_mod.neighbours(tspec, by["sgd"], HAND_SEARCHED["sgd"])  # off: the range's ends and middle
+    assert [(n, p["loss.weight_decay"], p["loss.weight_decay.off"]) for n, p in got] == [
+        ("loss.weight_decay = 1e-05", 1e-5, False), ("loss.weight_decay = 0.00316", 0.00316228, False),
+        ("loss.weight_decay = 1", 1.0, False)]
+    # a stage-1 winner (lr only): the method's own weight decay (the recipe's: none, so off) completes it
+    assert [n for n, _ in tuned_mod.neighbours(tspec, by["sgd"], {"optimizer.lr": 2.0})] == [n for n, _ in got]
+
+
+def test_the_neighbours_of_a_linear_range_with_a_limit_and_of_a_categorical(tmp_path):
+    path = tmp_path / "tune.toml"
+    path.write_text(BASE + """
+[tune]
+name = "m"
+trials = 2
+[space]
+"optimizer.lr" = { low = 1e-3, high = 10.0, log = true }
+"momentum" = { fields = ["optimizer.momentum"], low = 0.5, high = 0.99, log = false, off = true, limit_high = 0.999 }
+"schedule" = { choices = [
+    { "scheduler.name" = "constant", "scheduler.warmup_steps" = 0 },
+    { "scheduler.name" = "constant", "scheduler.warmup_steps" = 10 },
+] }
+[methods.sgd]
+""")
+    tspec = load_tune(path)
+    (c,) = tspec.contenders
+    got = tuned_mod.neighbours(tspec, c, {"optimizer.lr": 0.5, "momentum": 0.95, "momentum.off": False,
+                                          "schedule": 1})
+    # ± 0.049 (10% of 0.5..0.99), the upper one held at the limit 0.999; the other choice
+    assert [n for n, _ in got] == ["momentum off", "momentum = 0.901", "momentum = 0.999", "schedule = choice 0"]
+    values = trial_values(tspec, c, got[2][1])
+    assert values["optimizer.momentum"] == 0.999 and values["scheduler.warmup_steps"] == 10
+
+
+def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path, monkeypatch):
+    fake = Fake(handcheck_steps)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    write_tune(tmp_path)
+    board = [{**row(m), "searched": HAND_SEARCHED[m]} for m in ("egd", "sgd")]
+    (tmp_path / "store-leaderboard.json").write_text(json.dumps(board))
+    result = tuned_mod.handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\n'), log=quiet)
+    assert len(fake.executed) == 2 * 4 * 5  # 2 methods x (tuned + 3 neighbours) x 5 seeds
+    egd, sgd = result["methods"]["egd"], result["methods"]["sgd"]
+    assert [(p["setting"], p["median"]) for p in egd["settings"]] == [
+        ("tuned", 200), ("loss.weight_decay off", 200), ("loss.weight_decay = 0.0001", 200),
+        ("loss.weight_decay = 0.01", 100)]
+    assert egd["hand_check"] == {"tuned": 200, "best": 100, "best_setting": "loss.weight_decay = 0.01",
+                                 "gain": 0.5, "beaten": True}
+    assert sgd["hand_check"]["best_setting"] == "loss.weight_decay = 0.00316" and not sgd["hand_check"]["beaten"]
+    assert sgd["settings"][-1]["median"] == math.inf  # wd 1: censored, counted
+    text = (tmp_path / "store-handcheck.md").read_text()
+    assert ("| egd | 3 | 200 → 100 with loss.weight_decay = 0.01 (−50%, beaten by > 15%: underpowered) |"
+            in text)
+    assert "| sgd | 3 | 100 → 90 with loss.weight_decay = 0.00316 (−10%, within 15%) |" in text
+    # resume: nothing runs again
+    fake.executed.clear()
+    tuned_mod.handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\n'), log=quiet)
+    assert fake.executed == []

@@ -22,7 +22,7 @@ for board in ${BOARDS:-mod-add-p97 mod-mult-p97 parity-k3 mnist-1k stdlib-gpt}; 
   # robustness and transfer write beside the store (STORE-robustness.md, ...): copied into the board's folder
   store=$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["tune"]["store"])' \
     "$here/$board.toml")
-  for kind in robustness transfer; do
+  for kind in robustness handcheck transfer; do
     if [ -f "$here/$board-$kind.toml" ]; then
       "$egd" "$kind" "$here/$board-$kind.toml" --workers "$workers"
       for ext in md json png; do

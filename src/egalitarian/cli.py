@@ -15,6 +15,8 @@
                                                against lr around each tuned configuration; the lr window within 2x
     egd transfer SPEC [--workers N] [--backend local|ray]    a finished tune's configurations on held-out task
                                                variants without retuning; profile and score: whose tuning transfers
+    egd handcheck SPEC [--workers N] [--backend local|ray]   each tuned configuration against its neighbours in
+                                               every searched dimension but the lr (beaten by > 15%: underpowered)
     egd reproduce NAME [--quick] [--seeds N|A-B|A,B,..] [--workers N] [--out DIR] [--dataset D]
                                                an artifact of the EGD paper (tables 2-8, fig6, appf), ours next to
                                                the paper's; egd reproduce --help lists them and what each takes
@@ -359,6 +361,12 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
     return _resumable(robustness, "robustness", args)
 
 
+def _cmd_handcheck(args: argparse.Namespace) -> int:
+    from .tuned import handcheck
+
+    return _resumable(handcheck, "handcheck", args)
+
+
 def _cmd_transfer(args: argparse.Namespace) -> int:
     from .tuned import transfer
 
@@ -521,7 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("robustness", _cmd_robustness, "steps to the threshold against lr around each tuned configuration of "
              "a finished tune; the lr window within 2x of the best"),
             ("transfer", _cmd_transfer, "a finished tune's configurations on held-out task variants, without "
-             "retuning; performance profile and score")):
+             "retuning; performance profile and score"),
+            ("handcheck", _cmd_handcheck, "each tuned configuration of a finished tune against its neighbours in "
+             "every searched dimension but the lr: beaten by more than 15%?")):
         p = sub.add_parser(command, help=what)
         p.add_argument("spec", metavar="SPEC", help=f"{command} spec (TOML; docs/TUNING.md)")
         p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")

@@ -697,6 +697,35 @@ def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[s
     return out
 
 
+def own_params(spec: TuneSpec, c: Contender) -> dict[str, Any]:
+    """Method ``c``'s own configuration as a point of the search space, for the dimensions it has (the params a
+    trial would carry): a range's value (1.0 when ``relative``), with ``FIELD.off`` true where that value is 0 and
+    the dimension has ``off``; a categorical's index where one choice equals the method's settings (else left out).
+    ``{**own_params(...), **searched}`` completes a winner that left dimensions at the method's own values."""
+    where = "tune"
+    cfg = _resolved(spec, c, where)
+    used = {d.field: f for d in spec.space if (f := _field_for(spec, c, cfg, d, where)) is not None}
+    base = _base_values(spec, c, cfg, used, where)
+    out: dict[str, Any] = {}
+    for d in spec.space:
+        if d.field not in used:
+            continue
+        if d.choices is not None:
+            for i in range(len(d.choices)):
+                if all(_value_at(cfg, *k.split(".", 1)) == v for k, v in d.setting(i).items()):
+                    out[d.field] = i
+                    break
+            continue
+        value = base[d.field]
+        if d.off and value == 0:
+            out[d.field], out[d.off_param] = d.low, True
+            continue
+        out[d.field] = 1.0 if d.relative else value
+        if d.off:
+            out[d.off_param] = False
+    return out
+
+
 def plan(spec: TuneSpec, c: Contender, values: dict[str, Any], seeds: list[int], *,
          reporting: bool = False) -> list[PlannedRun]:
     """The runs of one configuration of a method over ``seeds``, labelled by the method and the values; with

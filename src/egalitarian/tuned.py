@@ -51,7 +51,7 @@ from .sweep import Store, Sweep, run_sweep
 from .sweep.profiles import DEFAULT_TAUS, TAU_MAX, profile_markdown, profile_score
 from .sweep.spec import PlannedRun
 from .sweep.stats import METRICS, finite_json, km_cell, km_ci, km_median, outcome
-from .tune import Contender, TuneSpec, board_train, load_tune, plan
+from .tune import Contender, TuneSpec, board_train, load_tune, own_params, plan, trial_values
 
 FACTORS = tuple(2 ** (k / 2) for k in range(-6, 7))
 """The default lattice of robustness: ×√2 apart from 1/8 to 8, 13 points, 1 in the middle.  √2 resolves a 2×
@@ -67,6 +67,7 @@ MIN_SEEDS = 5
 """Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
 ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set")
 TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
+HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,23 @@ class Transfer:
     @property
     def out(self) -> Path:
         """The outputs' path without suffix: ``STORE-transfer`` beside the tune's store and leaderboard."""
+        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+
+
+@dataclass(frozen=True)
+class HandCheck:
+    """A loaded hand-check spec: each method's tuned configuration against its neighbours in every searched
+    dimension but the first (the lr, which ``egd robustness`` checks), on held-out seeds."""
+
+    tune: TuneSpec
+    seeds: list[int]
+    methods: list[str]
+    name: str = "handcheck"
+    path: Path | None = None
+
+    @property
+    def out(self) -> Path:
+        """The outputs' path without suffix: ``STORE-handcheck`` beside the tune's store and leaderboard."""
         return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
 
 
@@ -188,6 +206,15 @@ def load_robustness(path: str | Path) -> Robustness:
     methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: robustness.methods")
     return Robustness(tspec, fld, sorted(float(f) for f in factors), seeds, methods, meta.get("name", "robustness"),
                       path)
+
+
+def load_handcheck(path: str | Path) -> HandCheck:
+    """Read and check a hand-check spec; any problem is one ConfigError naming the file, the field and the value."""
+    path = Path(path)
+    tspec, meta, _, where = _load(path, "handcheck", HANDCHECK_KEYS, ("tune", "handcheck"))
+    seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: handcheck.seeds")
+    methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: handcheck.methods")
+    return HandCheck(tspec, seeds, methods, meta.get("name", "handcheck"), path)
 
 
 def load_transfer(path: str | Path) -> Transfer:
@@ -526,6 +553,138 @@ def _write(out: Path, text: str, result: dict[str, Any]) -> None:
     """``OUT.md`` and ``OUT.json`` (strict JSON: inf and NaN as null), each written atomically."""
     fio.write_text(out.with_name(out.name + ".md"), text)
     fio.write_text(out.with_name(out.name + ".json"), json.dumps(finite_json(result), indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------- hand check
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The settings a hand check tries around a winner (``searched``: its search-space point, completed with the
+    method's own values where it left a dimension out), one dimension at a time, every dimension but the first:
+
+    * a log range: the value ÷10 and ×10; a linear range: ± 10% of the range's width (inside ``limit_low``/
+      ``limit_high``, which momentum's 0.999 keeps below 1);
+    * with ``off``: off, if it is on; if it is off, the range's ends and middle (geometric for a log range);
+    * a categorical: every other choice.
+
+    Returns (label, search-space point) pairs; the values outside the declared range are meant (a hand check is not
+    bound by the search)."""
+    point = {**own_params(tspec, c), **searched}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for d in tspec.space[1:]:
+        if d.field not in point:
+            continue
+        if d.choices is not None:
+            out += [(f"{d.field} = choice {i}", {**point, d.field: i}) for i in range(len(d.choices))
+                    if i != point[d.field]]
+            continue
+        if d.off and point.get(d.off_param):
+            mid = math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
+            xs = [d.low, mid, d.high]
+        else:
+            if d.off:
+                out.append((f"{d.field} off", {**point, d.off_param: True}))
+            x = float(point[d.field])
+            if d.log:
+                xs = [x / 10, x * 10]
+            else:
+                step = 0.1 * (d.high - d.low)
+                lo = -math.inf if d.limit_low is None else d.limit_low
+                hi = math.inf if d.limit_high is None else d.limit_high
+                xs = [v for v in (max(x - step, lo), min(x + step, hi)) if v != x]
+        for x in xs:
+            params = {**point, d.field: float(f"{x:.6g}")}
+            if d.off:
+                params[d.off_param] = False
+            out.append((f"{d.field} = {_g(x)}", params))
+    return out
+
+
+def handcheck_plan(spec: HandCheck, board: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[PlannedRun]]:
+    """The runs of each (method, setting): ``"tuned"`` (the leaderboard row's values) and each neighbour
+    (:func:`neighbours` of the row's ``searched`` point), over the seeds, with the (possibly overridden)
+    ``[report_set]``."""
+    out = {}
+    for label in spec.methods:
+        c = _contender(spec.tune, label)
+        row = board[label]
+        out[(label, "tuned")] = plan(spec.tune, c, dict(row["values"]), spec.seeds, reporting=True)
+        for name, params in neighbours(spec.tune, c, dict(row.get("searched") or {})):
+            out[(label, name)] = plan(spec.tune, c, trial_values(spec.tune, c, params), spec.seeds, reporting=True)
+    return out
+
+
+def handcheck_result(spec: HandCheck, rows: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per method: every setting's Kaplan–Meier reading, and :func:`hand_check` of the tuned one against the best
+    (the settings in the place of the factors)."""
+    metric = spec.tune.metric
+    methods: dict[str, Any] = {}
+    for (label, name), rs in rows.items():
+        methods.setdefault(label, {"settings": []})["settings"].append({"setting": name, **_reading(rs, metric)})
+    for m in methods.values():
+        points = [{"factor": 1.0 if p["setting"] == "tuned" else 2.0 + i, "median": p["median"]}
+                  for i, p in enumerate(m["settings"])]
+        h = hand_check(points)
+        if h is not None:
+            h["best_setting"] = m["settings"][[p["factor"] for p in points].index(h.pop("best_factor"))]["setting"]
+        m["hand_check"] = h
+    return {"tune": spec.tune.name, "metric": metric, "seeds": spec.seeds, "within": HAND_CHECK,
+            "smoke": len(spec.seeds) < MIN_SEEDS, "methods": methods}
+
+
+def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
+    unit = spec.tune.metric
+    dims = ", ".join(f"`{d.field}`" for d in spec.tune.space[1:]) or "none"
+    summary = []
+    for label, m in result["methods"].items():
+        h = m["hand_check"]
+        if h is None:
+            cell = "- (no setting reached the threshold)"
+        elif h["best_setting"] == "tuned" or h["gain"] <= 0:
+            cell = "not beaten"
+        else:
+            tuned = "> budget" if not math.isfinite(h["tuned"]) else f"{h['tuned']:g}"
+            verdict = f"beaten by > {HAND_CHECK:.0%}: underpowered" if h["beaten"] else f"within {HAND_CHECK:.0%}"
+            cell = f"{tuned} → {h['best']:g} with {h['best_setting']} (−{h['gain']:.0%}, {verdict})"
+        summary.append([label, len(m["settings"]) - 1, cell])
+    lines = [
+        f"Hand check of tune `{spec.tune.name}`: each method's tuned configuration (its leaderboard row) against its "
+        f"neighbours in {dims}, one at a time (a log range ÷10 and ×10, a linear one ±10% of its width, off or "
+        f"on, every other choice; the lr is `egd robustness`'s), on seeds {spec.seeds}; {_setting(spec.tune)}. "
+        f"A neighbour beating the tuned configuration's Kaplan-Meier median {unit} by more than {HAND_CHECK:.0%} "
+        "says the search was underpowered for that method." + _smoke(spec.seeds),
+        "",
+        markdown_table(["method", "neighbours", "hand check (tuned against the best neighbour)"], summary),
+        "",
+        f"KM median {unit} [95% CI] (grokked/runs) per setting:",
+        "",
+    ]
+    for label, m in result["methods"].items():
+        lines += [f"**{label}**", "", markdown_table(["setting", f"KM median {unit}"],
+                                                     [[p["setting"], _cell(p)] for p in m["settings"]]), ""]
+    return "\n".join(lines)
+
+
+def handcheck(path: str | Path, *, workers: int | None = None, backend: str = "local", address: str | None = None,
+              log: Any = print) -> dict[str, Any]:
+    """``egd handcheck SPEC``: run what is missing, then write ``STORE-handcheck.md``/``.json``."""
+    spec = load_handcheck(path)
+    board = read_board(spec.tune, spec.methods)
+    planned = handcheck_plan(spec, board)
+    n = len({r.id for rs in planned.values() for r in rs})
+    log(f"hand check of {spec.tune.name}: {len(spec.methods)} methods, {len(planned)} settings x {len(spec.seeds)} "
+        f"seeds ({n} runs, those already in the store kept) -> {spec.tune.store}", flush=True)
+    rows = _execute(f"{spec.tune.name}-{spec.name}", spec.tune.store, planned, workers=workers, backend=backend,
+                    address=address)
+    result = handcheck_result(spec, rows)
+    text = handcheck_markdown(spec, result)
+    _write(spec.out, text, result)
+    log("\n" + text + f"\nhand check: {spec.out.with_name(spec.out.name + '.md')}", flush=True)
+    return result
 
 
 # --------------------------------------------------------------------------------------------- transfer
