@@ -664,16 +664,20 @@ def _distributions(spec: TuneSpec, optuna: Any, c: Contender | None = None) -> d
     return out
 
 
+def _method_space(spec: TuneSpec, c: Contender) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
+    """Method ``c``'s resolved config, the field it searches for each dimension it has, and its own values there."""
+    cfg = _resolved(spec, c, "tune")
+    used = {d.field: f for d in spec.space if (f := _field_for(spec, c, cfg, d, "tune")) is not None}
+    return cfg, used, _base_values(spec, c, cfg, used, "tune")
+
+
 def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[str, Any]:
     """The config values of a trial: searched factors times the method's own values (relative dimensions),
     a choice's fields, 0 for an ``off`` dimension switched off, each in the field the method searches
     (:func:`searched_fields`; an element ``optimizer.betas.0`` sets the whole pair, ``[x, β₂]`` with the
     method's own β₂).  A dimension the trial does not have (the method lacks it, or stage 1 of
     ``coarse-refine`` left it at the method's own value) sets nothing."""
-    where = "tune"
-    cfg = _resolved(spec, c, where)
-    used = {d.field: f for d in spec.space if (f := _field_for(spec, c, cfg, d, where)) is not None}
-    base = _base_values(spec, c, cfg, used, where)
+    cfg, used, base = _method_space(spec, c)
     out: dict[str, Any] = {}
     for d in spec.space:
         if d.field not in params:
@@ -687,7 +691,7 @@ def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[s
         else:
             v = x * base[d.field] if d.relative else x
             v = int(round(v)) if d.integer else float(f"{v:.6g}")
-        section, key, index = _path(used[d.field], where)
+        section, key, index = _path(used[d.field], "tune")
         if index is None:
             out[used[d.field]] = v
         else:  # one element of a list field: the method's list with that element set (betas = [beta1, beta2])
@@ -702,10 +706,7 @@ def own_params(spec: TuneSpec, c: Contender) -> dict[str, Any]:
     trial would carry): a range's value (1.0 when ``relative``), with ``FIELD.off`` true where that value is 0 and
     the dimension has ``off``; a categorical's index where one choice equals the method's settings (else left out).
     ``{**own_params(...), **searched}`` completes a winner that left dimensions at the method's own values."""
-    where = "tune"
-    cfg = _resolved(spec, c, where)
-    used = {d.field: f for d in spec.space if (f := _field_for(spec, c, cfg, d, where)) is not None}
-    base = _base_values(spec, c, cfg, used, where)
+    cfg, used, base = _method_space(spec, c)
     out: dict[str, Any] = {}
     for d in spec.space:
         if d.field not in used:

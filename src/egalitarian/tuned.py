@@ -288,6 +288,17 @@ def _reading(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
             "grokked": sum(e), "done": len(done), "runs": len(rows), "times": t, "events": e}
 
 
+def _run_logged(spec: Robustness | HandCheck, planned: dict[Any, list[PlannedRun]], what: str, workers: int | None,
+                backend: str, address: str | None, log: Any) -> dict[Any, list[dict[str, Any]]]:
+    """Say what runs (``what`` x the seeds, how many distinct runs), then :func:`_execute` them into the tune's
+    store."""
+    n = len({r.id for rs in planned.values() for r in rs})
+    log(f"{what} x {len(spec.seeds)} seeds ({n} runs, those already in the store kept) -> {spec.tune.store}",
+        flush=True)
+    return _execute(f"{spec.tune.name}-{spec.name}", spec.tune.store, planned, workers=workers, backend=backend,
+                    address=address)
+
+
 def _execute(name: str, store: Path, planned: dict[Any, list[PlannedRun]], *, workers: int | None, backend: str,
              address: str | None) -> dict[Any, list[dict[str, Any]]]:
     """Run what is not done yet of ``planned`` (runs shared between keys run once) into ``store``; each key's store
@@ -535,11 +546,8 @@ def robustness(path: str | Path, *, workers: int | None = None, backend: str = "
     spec = load_robustness(path)
     board = read_board(spec.tune, spec.methods)
     planned = robustness_plan(spec, board)
-    n = len({r.id for rs in planned.values() for r in rs})
-    log(f"robustness of {spec.tune.name} to {spec.field}: {len(spec.methods)} methods x {len(spec.factors)} factors "
-        f"x {len(spec.seeds)} seeds ({n} runs, those already in the store kept) -> {spec.tune.store}", flush=True)
-    rows = _execute(f"{spec.tune.name}-{spec.name}", spec.tune.store, planned, workers=workers, backend=backend,
-                    address=address)
+    rows = _run_logged(spec, planned, f"robustness of {spec.tune.name} to {spec.field}: {len(spec.methods)} methods "
+                       f"x {len(spec.factors)} factors", workers, backend, address, log)
     result = robustness_result(spec, board, rows)
     png = spec.out.with_name(spec.out.name + ".png")
     fio.atomic_write(png, lambda f: f.write(robustness_figure(spec, result)))
@@ -675,11 +683,8 @@ def handcheck(path: str | Path, *, workers: int | None = None, backend: str = "l
     spec = load_handcheck(path)
     board = read_board(spec.tune, spec.methods)
     planned = handcheck_plan(spec, board)
-    n = len({r.id for rs in planned.values() for r in rs})
-    log(f"hand check of {spec.tune.name}: {len(spec.methods)} methods, {len(planned)} settings x {len(spec.seeds)} "
-        f"seeds ({n} runs, those already in the store kept) -> {spec.tune.store}", flush=True)
-    rows = _execute(f"{spec.tune.name}-{spec.name}", spec.tune.store, planned, workers=workers, backend=backend,
-                    address=address)
+    rows = _run_logged(spec, planned, f"hand check of {spec.tune.name}: {len(spec.methods)} methods, "
+                       f"{len(planned)} settings", workers, backend, address, log)
     result = handcheck_result(spec, rows)
     text = handcheck_markdown(spec, result)
     _write(spec.out, text, result)
