@@ -306,3 +306,18 @@ def test_a_relative_range_is_centred_on_each_methods_own_value(tmp_path):
     assert [r.config["optimizer"]["lr"] for r in runs] == [0.25, 0.25]
     assert all(r.config["optimizer"]["whiten"] == "all" and r.config["optimizer"]["name"] == "egd" for r in runs)
     assert [r.config["train"]["seed"] for r in runs] == [0, 1] and runs[0].label == "method=egd_all optimizer.lr=0.25"
+
+
+def test_a_folder_named_like_the_base_recipe_does_not_shadow_it(tmp_path):
+    """An exported board's folder (experiments/24-fair-boards/mod-add-p97/) sits beside its spec, whose base is the
+    recipe of the same name: a relative base is a file, never a directory."""
+    from egalitarian.sweep import load_sweep
+
+    (tmp_path / "mod-add-p97").mkdir()
+    spec = tmp_path / "t.toml"
+    spec.write_text('base = "mod-add-p97"\n[tune]\nname = "t"\ntrials = 2\n[space]\n'
+                    '"optimizer.lr" = { low = 0.01, high = 1.0 }\n[methods.sgd]\n')
+    assert load_tune(spec).base["name"] == "mod-add-p97"
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('base = "mod-add-p97"\n[sweep]\nname = "s"\n[grid]\nseed = [0]\n')
+    assert load_sweep(sweep).runs[0].config["task"]["p"] == 97  # the recipe, (a + b) mod 97

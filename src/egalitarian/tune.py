@@ -350,7 +350,7 @@ def load_tune(path: str | Path) -> TuneSpec:
     if isinstance(base, str):
         local = path.parent / base
         try:
-            base = load_config(str(local) if local.exists() else base)
+            base = load_config(str(local) if local.is_file() else base)
         except ConfigError as e:
             raise ConfigError(f"{where}: base = {doc['base']!r}: {e}") from None
     fixed = toml_table(doc, "set", where)

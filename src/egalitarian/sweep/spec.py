@@ -205,7 +205,7 @@ def _load_base(doc: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
         return load_config(base)
     local = path.parent / base  # relative paths are relative to the sweep file
     try:
-        return load_config(str(local if local.exists() else base))
+        return load_config(str(local if local.is_file() else base))
     except ConfigError as e:
         raise ConfigError(f"{where}: base = {base!r}: {e}") from None
 
