@@ -124,7 +124,7 @@ class Browser:
         except (RuntimeError, TimeoutError, OSError):
             pass
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=10)  # a hang guard: then killed
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -58,7 +58,7 @@ def test_the_package_imports_on_a_torch_without_muon():
             "print(egalitarian.methods.OPTIMIZERS['muon'].name)")
     if not hasattr(torch.optim, "Muon"):  # an old torch already: nothing to delete
         code = code.replace("del torch.optim.Muon; ", "")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)  # a hang guard
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "muon"  # still registered: it fails when built, not when listed
 

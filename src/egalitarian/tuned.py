@@ -70,6 +70,11 @@ TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
 HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set")
 
 
+def _out(tspec: TuneSpec, name: str) -> Path:
+    """A follow-up's outputs' path without suffix: ``STORE-NAME`` beside the tune's store and leaderboard."""
+    return tspec.store.with_name(f"{tspec.store.stem}-{name}")
+
+
 @dataclass(frozen=True)
 class Robustness:
     """A loaded robustness spec: which field of which methods' tuned configurations is scaled by which factors."""
@@ -84,8 +89,7 @@ class Robustness:
 
     @property
     def out(self) -> Path:
-        """The outputs' path without suffix: ``STORE-robustness`` beside the tune's store and leaderboard."""
-        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+        return _out(self.tune, self.name)
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,7 @@ class Transfer:
 
     @property
     def out(self) -> Path:
-        """The outputs' path without suffix: ``STORE-transfer`` beside the tune's store and leaderboard."""
-        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+        return _out(self.tune, self.name)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,7 @@ class HandCheck:
 
     @property
     def out(self) -> Path:
-        """The outputs' path without suffix: ``STORE-handcheck`` beside the tune's store and leaderboard."""
-        return self.tune.store.with_name(f"{self.tune.store.stem}-{self.name}")
+        return _out(self.tune, self.name)
 
 
 # --------------------------------------------------------------------------------------------------- specs
