@@ -64,11 +64,12 @@ def load_summary():
     return mod
 
 
-def test_summary_builds_the_readme_block_and_the_profile_from_the_boards(monkeypatch):
+def test_summary_builds_the_readme_block_and_the_profile_from_the_boards(tmp_path, monkeypatch):
     """Two hand-made boards: a leads task 1 (100 vs b 150, adamw censored), b leads task 2 (200 vs a 400, adamw 300).
     Ratios to the best: a 1, 2; b 1.5, 1; adamw inf, 1.5.  AlgoPerf's score (tau <= 4, linear credit (4 - r) / 3):
     a (1 + 2/3) / 2 = 0.833, b (5/6 + 1) / 2 = 0.917, adamw (0 + 5/6) / 2 = 0.417."""
     summary = load_summary()
+    monkeypatch.setattr(summary, "HERE", tmp_path)  # boards with nothing exported beside them
 
     def row(m, v, tie=False):
         return {"method": m, "across": {"median": v}, "steps": {"median": v}, "tie_with_leader": tie}
@@ -84,8 +85,21 @@ def test_summary_builds_the_readme_block_and_the_profile_from_the_boards(monkeyp
     rows = summary.readme_rows(boards)
     assert "| (a + b) mod 97, paper MLP, 3 methods, 5 | a; b; adamw | [100 steps; 150 steps; > budget]" in rows
     assert "| sparse parity k = 3, 3 methods, 5 | b; adamw | [200 steps; 300 steps]" in rows
+    assert all(r.endswith("| pending |") for r in rows.splitlines()[-2:])  # no follow-up exported beside them
     readme = "x\n<!-- boards:begin -->\nold\n<!-- boards:end -->\ny\n"
     assert summary.with_rows(readme, "new") == "x\n<!-- boards:begin -->\nnew\n<!-- boards:end -->\ny\n"
+
+
+def test_summary_links_the_follow_ups_exported_beside_a_board(tmp_path, monkeypatch):
+    summary = load_summary()
+    monkeypatch.setattr(summary, "HERE", tmp_path)
+    (tmp_path / "mod-add-p97").mkdir()
+    assert summary.follow_ups("mod-add-p97") == "pending"
+    for kind in ("transfer", "robustness"):
+        (tmp_path / "mod-add-p97" / f"{kind}.md").write_text("x")
+    assert summary.follow_ups("mod-add-p97") == (
+        "[lr robustness](experiments/24-fair-boards/mod-add-p97/robustness.md), "
+        "[transfer](experiments/24-fair-boards/mod-add-p97/transfer.md)")
 
 
 def test_summary_outputs_are_what_the_committed_boards_give():

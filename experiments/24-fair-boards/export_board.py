@@ -14,7 +14,7 @@ Reads the tune's store (``tune.store``), its Optuna studies (``NAME.optuna.sqlit
   whether it reached the threshold, the step at which it did (else the steps it ran: censored), its seconds;
 * ``heldout.png``: those steps per method (log axis; open markers censored), the board's medians marked;
 * ``cost.json``: the runs and their CPU time (the sum of the runs' wall-clock durations, one thread each), by
-  tuning and reporting, and the wall-clock span from the first run's start to the last run's end.
+  tuning, reporting and each follow-up that shares the store (robustness, handcheck), and the wall-clock span from the first run's start to the last run's end.
 
 A board that is not finished (no leaderboard) is refused with one line.  Nothing here changes the store.
 """
@@ -99,11 +99,15 @@ def cost(spec, store: Store) -> dict:
     for r in store.runs():
         if r["status"] != "done" or r["started"] is None or r["finished"] is None:
             continue
-        part = "reporting" if r["sweep"].endswith("-report") else "tuning"
+        # the tune's sweeps are NAME-tuning and NAME-report; the follow-ups (NAME-robustness, NAME-handcheck) share
+        # the store and are counted apart
+        part = r["sweep"].removeprefix(f"{spec.name}-")
+        part = {"report": "reporting"}.get(part, part)
         d = out.setdefault(part, {"runs": 0, "cpu_hours": 0.0})
         d["runs"] += 1
         d["cpu_hours"] += (r["finished"] - r["started"]) / 3600
-        first, last = min(first, r["started"]), max(last, r["finished"])
+        if part in ("tuning", "reporting"):  # the board's own span
+            first, last = min(first, r["started"]), max(last, r["finished"])
     for d in out.values():
         d["cpu_hours"] = round(d["cpu_hours"], 2)
     out["wall_clock_hours_first_to_last_run"] = round((last - first) / 3600, 2) if out else 0.0
