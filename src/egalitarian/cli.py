@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("transfer", _cmd_transfer, "a finished tune's configurations on held-out task variants, without "
              "retuning; performance profile and score"),
             ("handcheck", _cmd_handcheck, "each tuned configuration of a finished tune against its neighbours in "
-             "every searched dimension but the lr: beaten by more than 15%?")):
+             "every searched dimension but the lr: beaten by more than 15%%?")):
         p = sub.add_parser(command, help=what)
         p.add_argument("spec", metavar="SPEC", help=f"{command} spec (TOML; docs/TUNING.md)")
         p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
