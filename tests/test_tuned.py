@@ -437,6 +437,12 @@ trials = 2
     assert [n for n, _ in got] == ["momentum off", "momentum = 0.901", "momentum = 0.999", "schedule = choice 0"]
     values = trial_values(tspec, c, got[2][1])
     assert values["optimizer.momentum"] == 0.999 and values["scheduler.warmup_steps"] == 10
+    # a winner in the low tenth (0.52 < 0.5 + 0.049): the gap between off (0) and the range gets its middle, 0.25
+    got = tuned_mod.neighbours(tspec, c, {"optimizer.lr": 0.5, "momentum": 0.52, "momentum.off": False,
+                                          "schedule": 0})
+    assert [n for n, _ in got] == ["momentum off", "momentum = 0.25", "momentum = 0.471", "momentum = 0.569",
+                                   "schedule = choice 1"]
+    assert trial_values(tspec, c, got[1][1])["optimizer.momentum"] == 0.25
 
 
 def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path, monkeypatch):

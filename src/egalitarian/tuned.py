@@ -578,7 +578,9 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
 
     * a log range: the value ÷10 and ×10; a linear range: ± 10% of the range's width (inside ``limit_low``/
       ``limit_high``, which momentum's 0.999 keeps below 1);
-    * with ``off``: off, if it is on; if it is off, the range's ends and middle (geometric for a log range);
+    * with ``off``: off, if it is on; if it is off, the range's ends and middle (geometric for a log range); a
+      linear winner in the outer tenth of the low side (which never widens: 0 is searched below it) also tries
+      half the range's low end, the middle of the gap between 0 and the range (momentum 0.25 below 0.5..0.99);
     * a categorical: every other choice.
 
     Returns (label, search-space point) pairs; the values outside the declared range are meant (a hand check is not
@@ -606,6 +608,10 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
                 lo = -math.inf if d.limit_low is None else d.limit_low
                 hi = math.inf if d.limit_high is None else d.limit_high
                 xs = [v for v in (max(x - step, lo), min(x + step, hi)) if v != x]
+                if d.off and d.position(x) < 0.1:
+                    # the low side of an off dimension never widens (0 is searched below it), so a winner at
+                    # that edge leaves the gap between 0 and the range unsearched: its middle too
+                    xs.insert(0, d.low / 2)
         for x in xs:
             params = {**point, d.field: float(f"{x:.6g}")}
             if d.off:
