@@ -7,6 +7,8 @@ The fake executor of tests/test_tune_search.py finishes every run with steps = 1
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 import egalitarian.tune as tune_mod
@@ -249,3 +251,65 @@ def test_a_censored_winner_at_an_edge_is_named_as_such(tmp_path, monkeypatch):
     text = (tmp_path / "store-leaderboard.md").read_text()
     assert "At an edge but censored" in text and "sgd" in text.split("At an edge but censored")[1].splitlines()[0]
     assert "raise it to widen again" not in text and "widening round" not in text
+
+
+# ------------------------------------------------------------------------------ stage 2's window (coarse-refine)
+
+WIDE = '[space]\n"optimizer.lr" = { low = 0.01, high = 100.0, log = true }\n'  # grid: 9 points 0.01 .. 100
+GRID = [0.01, 0.0316228, 0.1, 0.316228, 1.0, 3.16228, 10.0, 31.6228, 100.0]
+
+
+def two_stage_study(best_grid_point: float, stage2: list[tuple[float, float]]):
+    """A finished coarse-refine study by hand: stage 1's grid, every point 100 steps but ``best_grid_point`` (50),
+    then stage 2's (lr, steps) trials."""
+    dist = {"optimizer.lr": optuna.distributions.FloatDistribution(0.01, 100.0, log=True)}
+    st = optuna.create_study()
+    for lr, v in [(x, 50.0 if x == best_grid_point else 100.0) for x in GRID] + stage2:
+        st.add_trial(optuna.trial.create_trial(params={"optimizer.lr": lr}, distributions=dist, value=v))
+    return st
+
+
+def test_a_stage_2_winner_at_an_end_of_its_window_widens_the_window_for_every_method(tmp_path):
+    """sgd's stage 1 is best at 0.316228, so its stage 2 searched one decade around it, 0.1..1; its winner 0.95
+    sits at log position log10(9.5) = 0.98 of that window: the window's high edge, though 0.95 is in the middle
+    of the range 0.01..100. egd's winner 0.35 (position 0.52 of its window 0.1..1) is at no edge."""
+    spec = load_tune(write(tmp_path, CR, WIDE))
+    assert (spec.window, spec.window_from) == (0.5, 0)  # the defaults
+    assert tune_mod.refine_window(spec, 0.316228) == (0.1, 1.0)
+    studies = {"sgd": [two_stage_study(0.316228, [(0.15, 60.0), (0.5, 55.0), (0.95, 40.0)])],
+               "egd": [two_stage_study(0.316228, [(0.15, 60.0), (0.35, 40.0), (0.9, 55.0)])]}
+    sgd, egd = (tune_mod._winner(spec, c, studies[c.label][0]) for c in spec.contenders)
+    assert sgd["edges"] == {"optimizer.lr window": "high"} and egd["edges"] == {}
+    assert "at_limit" not in sgd
+    assert tune_mod._fmt_values(sgd) == "lr=0.95 (high edge of stage 2's window)"
+
+    nxt = tune_mod._widened(spec, studies)  # the range stays; the window widens by half a decade per side
+    assert nxt.round == 1 and nxt.space == spec.space and nxt.window == 1.0
+    assert nxt.history[0]["edges"] == [{"dimension": "optimizer.lr window", "side": "high", "hit_by": ["sgd study 0"],
+                                        "widened_to": [-1.0, 1.0], "at_limit": False}]
+    assert tune_mod._ranges(spec) == {"optimizer.lr": [0.01, 100.0]}  # as the studies made before the rule stored
+    assert tune_mod._ranges(nxt) == {"optimizer.lr": [0.01, 100.0], "optimizer.lr window": [-1.0, 1.0]}
+    # round 1 asks every method's stage 2 over two decades around its stage-1 best: ×1/10..×10
+    assert tune_mod.refine_window(nxt, 0.316228) == (0.0316228, 3.16228)
+    egd_c = next(c for c in spec.contenders if c.label == "egd")
+    stage1_only = two_stage_study(0.316228, [])
+    ((_, dists),) = tune_mod._next_asks(replace(nxt, batch=1), egd_c, 0, stage1_only, optuna)
+    assert (dists["optimizer.lr"].low, dists["optimizer.lr"].high) == (0.0316228, 3.16228)
+    # judged on round 1's window (±1 decade), 0.95 is at position 0.74 of 0.0316..3.16: no edge any more
+    assert tune_mod._winner(nxt, spec.contenders[0], studies["sgd"][0])["edges"] == {}
+    text = tune_mod._widening_text([*nxt.history, {"round": 1, "ranges": tune_mod._ranges(nxt), "edges": []}])
+    assert "round 0: optimizer.lr window ±0.5 decades (optimizer.lr window high edge (sgd study 0) -> ±1 decades)" \
+        in text and "round 1: optimizer.lr window ±1 decades (no edge)" in text
+    # a round before tune.window_widens_from only flags its window edges
+    assert tune_mod._widened(replace(spec, window_from=1), studies) is None
+    assert tune_mod._widened(replace(spec, round=1, window_from=1), studies).window == 1.0  # from round 1 on
+    # the low end: stage 2 best at its window's bottom (0.105: position 0.02)
+    low = {"sgd": [two_stage_study(0.316228, [(0.105, 40.0), (0.5, 55.0)])], "egd": studies["egd"]}
+    assert tune_mod._widened(spec, low).history[0]["edges"][0]["side"] == "low"
+
+
+def test_window_widens_from_must_be_a_round(tmp_path, capsys):
+    path = write(tmp_path, CR + "window_widens_from = -1\n", WIDE)
+    assert main(["tune", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tune.window_widens_from" in err and "-1" in err

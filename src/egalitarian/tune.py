@@ -32,7 +32,9 @@ How it runs:
    of a ×√10 log grid over the whole range of the first dimension (the learning rate; the other dimensions
    at the method's own values), then ``trials`` trials with the first dimension narrowed to one decade
    (×1/√10..×√10) around stage 1's best point and the others over their ranges (``_next_asks``): the
-   same stages and counts for every method.  Each asked trial becomes one run per *tuning seed*, executed by
+   same stages and counts for every method.  That window is a range too: a stage-2 winner in its outer 10%
+   widens it by half a decade per side for every method in the next round (from round
+   ``tune.window_widens_from``, default 0).  Each asked trial becomes one run per *tuning seed*, executed by
    the sweep executor into the results store (process isolation, local or Ray, resumable; a run's id is its
    config hash, so a configuration repeated within or across studies is never run twice).  A trial's value
    is the median over its tuning seeds of the steps (or epochs, or seconds) to the accuracy threshold, a
@@ -100,12 +102,16 @@ STAGES = ("single", "coarse-refine")
 EDGE = 0.1
 """A winner within this fraction of either end of a range (log position for log ranges) is flagged ``edge``."""
 WIDEN = 2
+# coarse-refine's stage 2 searches the first dimension over ×10^-WINDOW..×10^WINDOW around stage 1's best; a
+# stage-2 winner in the outer EDGE of that window widens it by WINDOW_STEP decades per side in the next round
+WINDOW = 0.5
+WINDOW_STEP = 0.5
 """``tune.widen``'s default (``0`` with the grid sampler): at most this many widening rounds (:func:`search`).  Two
 rounds let a range grow by two decades per side (a log range), enough for an optimum a default put far off, while
 the worst case stays bounded (three whole searches); an edge still there after them is flagged."""
 TOP_LEVEL = ("base", "tune", "set", "report_set", "space", "methods")
 TUNE_KEYS = ("name", "store", "metric", "trials", "sampler", "seed", "batch", "startup_trials", "tuning_seeds",
-             "reporting_seeds", "baselines", "studies", "stages", "widen")
+             "reporting_seeds", "baselines", "studies", "stages", "widen", "window_widens_from")
 DIMENSION_KEYS = ("low", "high", "log", "relative", "int", "points", "off", "optional", "fields", "limit_low",
                   "limit_high")
 CHOICE_KEYS = ("choices", "optional")
@@ -226,6 +232,8 @@ class TuneSpec:
     widen: int = WIDEN  # at most this many widening rounds (tune.widen)
     round: int = 0  # set by search: the widening round this spec's space is (0: the spec's own ranges)
     history: tuple[dict[str, Any], ...] = ()  # set by search: each earlier round's ranges and the edges that widened
+    window: float = WINDOW  # set by search: coarse-refine's stage-2 window, decades each side of stage 1's best
+    window_from: int = 0  # tune.window_widens_from: the first round whose winners at a window's end widen it
 
     @property
     def study_path(self) -> Path:
@@ -367,6 +375,10 @@ def load_tune(path: str | Path) -> TuneSpec:
     widen = meta.get("widen", 0 if sampler == "grid" else WIDEN)
     check(isinstance(widen, int) and not isinstance(widen, bool) and widen >= 0, f"{where}: tune.widen", widen,
           "must be an integer >= 0 (the most widening rounds; 0: only flag a winner at an edge)", ConfigError)
+    window_from = meta.get("window_widens_from", 0)
+    check(isinstance(window_from, int) and not isinstance(window_from, bool) and window_from >= 0,
+          f"{where}: tune.window_widens_from", window_from, "must be an integer >= 0 (the first round whose "
+          "stage-2 winners at an end of their window widen it)", ConfigError)
     if stages == "coarse-refine":
         first = space[0]
         check(sampler != "grid", f"{where}: tune.stages", stages, "needs sampler = 'tpe' or 'random' for stage 2",
@@ -401,7 +413,8 @@ def load_tune(path: str | Path) -> TuneSpec:
     spec = TuneSpec(name=name, store=store, base=base, contenders=contenders, space=space, trials=trials,
                     metric=metric, sampler=sampler, seed=meta.get("seed", 0), batch=meta.get("batch", 1),
                     startup_trials=startup, tuning_seeds=tuning, reporting_seeds=reporting, baselines=baselines,
-                    fixed=fixed, path=path, studies=studies, stages=stages, report_fixed=report_fixed, widen=widen)
+                    fixed=fixed, path=path, studies=studies, stages=stages, report_fixed=report_fixed, widen=widen,
+                    window_from=window_from)
     had: set[str] = set()
     for c in contenders:  # every method must accept every field (but optional ones), and have a value to scale
         base_values(spec, c, where)  # relative ranges
@@ -614,6 +627,24 @@ def coarse_grid(d: Dimension) -> list[float]:
     return [float(f"{d.low * 10 ** (i / 2):.6g}") for i in range(n)]
 
 
+def window_key(spec: TuneSpec) -> str:
+    """The name under which a winner's edge of stage 2's window (not of the range) is recorded."""
+    return f"{spec.space[0].field} window"
+
+
+def refine_window(spec: TuneSpec, x: float) -> tuple[float, float]:
+    """Stage 2's range of the first dimension around stage 1's best point ``x``: ×10^-w..×10^w with w =
+    ``spec.window`` decades (0.5 unless a widening round widened it), never past a declared limit, 6 significant
+    digits."""
+    first, w = spec.space[0], spec.window
+    lo, hi = float(f"{x / 10 ** w:.6g}"), float(f"{x * 10 ** w:.6g}")
+    if first.limit_low is not None:  # never past a declared limit
+        lo = max(lo, first.limit_low)
+    if first.limit_high is not None:
+        hi = min(hi, first.limit_high)
+    return lo, hi
+
+
 def _next_asks(spec: TuneSpec, c: Contender, k: int, study: Any, optuna: Any) -> list[tuple[dict[str, Any], Any]]:
     """The trials of study ``k`` of method ``c`` to ask now: (values, distributions) pairs.
 
@@ -636,12 +667,7 @@ def _next_asks(spec: TuneSpec, c: Contender, k: int, study: Any, optuna: Any) ->
         if any(t.state != state.COMPLETE for t in stage1):  # asked in the round under way: told at its end
             return []
         x = min(stage1, key=lambda t: (t.value, t.number)).params[first.field]
-        lo, hi = float(f"{x / 10 ** 0.5:.6g}"), float(f"{x * 10 ** 0.5:.6g}")
-        if first.limit_low is not None:  # never past a declared limit
-            lo = max(lo, first.limit_low)
-        if first.limit_high is not None:
-            hi = min(hi, first.limit_high)
-        dists[first.field] = optuna.distributions.FloatDistribution(lo, hi, log=True)
+        dists[first.field] = optuna.distributions.FloatDistribution(*refine_window(spec, x), log=True)
     done = sum(t.state == state.COMPLETE for t in trials)
     running = sum(t.state == state.RUNNING for t in trials)
     new = max(0, min(spec.batch - running, spec.trials - done - running))
@@ -888,7 +914,8 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
 
     Round 0 searches the spec's space.  When it is complete and a winner of any study of any method lies at an
     edge of a range (``_winner``), that range is widened on that side for every method alike
-    (:meth:`Dimension.widened`; a range at its limit is not) and round 1 searches the whole space again, the
+    (:meth:`Dimension.widened`; a range at its limit is not; coarse-refine's stage-2 window, once the round is
+    ``tune.window_widens_from`` or later, by half a decade per side) and round 1 searches the whole space again, the
     same stages and trials for every method, in new studies (:func:`study_name`); at most ``tune.widen``
     rounds.  A round's space depends on the spec and the earlier rounds' results only, so a killed search
     resumes in the round it was in, as an uninterrupted one would be (:func:`replay`)."""
@@ -906,14 +933,19 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
             out.spec = current
             return out
         log(f"tune {spec.name}: widening round {nxt.round}: " + "; ".join(
-            f"{e['dimension']} {e['side']} edge -> {_range(e['widened_to'])}"
+            f"{e['dimension']} {e['side']} edge -> " + (f"±{e['widened_to'][1]:g} decades" if e["dimension"]
+                                                        == window_key(spec) else _range(e["widened_to"]))
             for e in nxt.history[-1]["edges"] if e["widened_to"]), flush=True)
         current = nxt
 
 
 def _ranges(spec: TuneSpec) -> dict[str, list[float]]:
-    """Each range dimension's ``[low, high]`` (as searched: factors when relative)."""
-    return {d.field: [d.low, d.high] for d in spec.space if d.choices is None}
+    """Each range dimension's ``[low, high]`` (as searched: factors when relative), and once a round widened
+    coarse-refine's stage-2 window, that window's ``[-w, w]`` decades under :func:`window_key`."""
+    out = {d.field: [d.low, d.high] for d in spec.space if d.choices is None}
+    if spec.window != WINDOW:
+        out[window_key(spec)] = [-spec.window, spec.window]
+    return out
 
 
 def _range(r: list[float]) -> str:
@@ -933,7 +965,9 @@ def _widened(spec: TuneSpec, studies: dict[str, list[Any]]) -> TuneSpec | None:
             if e["dimension"] == d.field and e["widened_to"]:
                 d = replace(d, low=e["widened_to"][0], high=e["widened_to"][1])
         space.append(d)
-    return replace(spec, space=space, round=spec.round + 1, history=(*spec.history, record))
+    window = max([spec.window] + [e["widened_to"][1] for e in record["edges"]
+                                  if e["dimension"] == window_key(spec) and e["widened_to"]])
+    return replace(spec, space=space, round=spec.round + 1, history=(*spec.history, record), window=window)
 
 
 def _round_record(spec: TuneSpec, studies: dict[str, list[Any]]) -> dict[str, Any]:
@@ -962,6 +996,12 @@ def _round_record(spec: TuneSpec, studies: dict[str, list[Any]]) -> dict[str, An
                     ranges[d.field] = to
                 edges.append({"dimension": d.field, "side": side, "hit_by": hits[(d.field, side)],
                               "widened_to": to, "at_limit": w is None})
+    wkey = window_key(spec)
+    for side in ("low", "high"):  # stage 2's window widens on both sides: it is centred on stage 1's best
+        if (wkey, side) in hits and spec.round >= spec.window_from:
+            to = spec.window + WINDOW_STEP
+            edges.append({"dimension": wkey, "side": side, "hit_by": hits[(wkey, side)], "widened_to": [-to, to],
+                          "at_limit": False})
     return {"round": spec.round, "ranges": _ranges(spec), "edges": edges}
 
 
@@ -1057,10 +1097,17 @@ def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
             side = "low" if x == grid[0] else "high" if x == grid[-1] else None
             if side:
                 edges.setdefault(first.field, side)
+            elif t.number >= len(grid) and first.field in t.params:  # a stage-2 winner: where in its window?
+                lo, hi = refine_window(spec, x)
+                pos = (math.log(t.params[first.field]) - math.log(lo)) / (math.log(hi) - math.log(lo))
+                side = "low" if pos <= EDGE and lo != first.limit_low else \
+                    "high" if pos >= 1 - EDGE and hi != first.limit_high else None
+                if side:
+                    edges[window_key(spec)] = side
     out = {"trial": t.number, "searched": dict(t.params), "values": trial_values(spec, c, t.params),
            "tuning_value": t.value, "censored": t.value >= CENSORED, "edges": edges, "trials": len(trials)}
     by = {d.field: d for d in spec.space}
-    at_limit = [key for key, side in edges.items() if by[key].widened(side) is None]
+    at_limit = [key for key, side in edges.items() if key in by and by[key].widened(side) is None]
     fields = {key: f for key, f in searched_fields(spec, c).items() if f != key and key in t.params}
     if at_limit:
         out["at_limit"] = at_limit
@@ -1245,7 +1292,9 @@ def _fmt_values(entry: dict[str, Any]) -> str:
 
     def flag(key: str) -> str:
         edge = entry["edges"].get(key)
-        return f" ({edge} edge{', at its limit' if key in limited else ''})" if edge else ""
+        window = entry["edges"].get(f"{key} window")  # a stage-2 winner at an end of its window
+        return (f" ({edge} edge{', at its limit' if key in limited else ''})" if edge else
+                f" ({window} edge of stage 2's window)" if window else "")
 
     def short(k: str) -> str:
         return k.split(".", 1)[1] if k.startswith("optimizer.") else k  # loss.weight_decay, scheduler.name
@@ -1284,18 +1333,29 @@ def _last_round(spec: TuneSpec, board: list[dict[str, Any]]) -> TuneSpec:
         return spec
     last = rounds[-1]["ranges"]
     return replace(spec, space=[replace(d, low=last[d.field][0], high=last[d.field][1]) if d.field in last else d
-                                for d in spec.space], round=rounds[-1]["round"])
+                                for d in spec.space], round=rounds[-1]["round"],
+                   window=last.get(window_key(spec), [-WINDOW, WINDOW])[1])
 
 
 def _widening_text(rounds: list[dict[str, Any]]) -> str:
     """The rounds of a widened search: each round's widened ranges and the edges that widened them."""
-    moved = [key for key in rounds[0]["ranges"] if len({tuple(r["ranges"][key]) for r in rounds}) > 1]
+    keys = list(dict.fromkeys(key for r in rounds for key in r["ranges"]))
+    window = [key for key in keys if key.endswith(" window")]  # stage 2's window, [-w, w] decades, once widened
+
+    def at(r: dict[str, Any], key: str) -> list[float]:
+        return r["ranges"].get(key, [-WINDOW, WINDOW] if key in window else None)
+
+    def text(key: str, to: list[float]) -> str:
+        return f"±{to[1]:g} decades" if key in window else _range(to)
+
+    moved = [key for key in keys if len({tuple(at(r, key) or ()) for r in rounds}) > 1]
     parts = []
     for r in rounds:
         edges = "; ".join(f"{e['dimension']} {e['side']} edge ({', '.join(e['hit_by'])})" + (
-            f" -> {_range(e['widened_to'])}" if e["widened_to"] else ", at its limit" if e["at_limit"] else "")
+            f" -> {text(e['dimension'], e['widened_to'])}" if e["widened_to"] else
+            ", at its limit" if e["at_limit"] else "")
             for e in r["edges"])
-        parts.append(f"round {r['round']}: " + ", ".join(f"{key} {_range(r['ranges'][key])}" for key in moved)
+        parts.append(f"round {r['round']}: " + ", ".join(f"{key} {text(key, at(r, key))}" for key in moved)
                      + f" ({edges or 'no edge'})")
     return ("Ranges widened for every method alike, each round a whole new search (the winners are the last "
             "round's): " + "; ".join(parts) + ".")
