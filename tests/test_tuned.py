@@ -469,3 +469,18 @@ def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path
     fake.executed.clear()
     tuned_mod.handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\n'), log=quiet)
     assert fake.executed == []
+
+
+def test_the_hand_check_tries_neighbours_on_the_last_rounds_ranges(tmp_path):
+    """A board whose search widened weight decay to 1e-5..10 (a second round): sgd's winner has it off, so its
+    neighbours are that range's ends and middle, 1e-5, 0.01 (= sqrt(1e-5 x 10)) and 10, not the spec's 1e-5..1."""
+    write_tune(tmp_path)
+    spec = tuned_mod.load_handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["sgd"]\n'))
+    rounds = [{"round": 0, "ranges": {"optimizer.lr": [1e-3, 100.0], "loss.weight_decay": [1e-5, 1.0]}, "edges": []},
+              {"round": 1, "ranges": {"optimizer.lr": [1e-3, 100.0], "loss.weight_decay": [1e-5, 10.0]}, "edges": []}]
+    board = {"sgd": {**row("sgd"), "searched": HAND_SEARCHED["sgd"], "rounds": rounds}}
+    planned = tuned_mod.handcheck_plan(spec, board)
+    assert sorted(name for _, name in planned) == [
+        "loss.weight_decay = 0.01", "loss.weight_decay = 10", "loss.weight_decay = 1e-05", "tuned"]
+    wds = {name: runs[0].config["loss"]["weight_decay"] for (_, name), runs in planned.items()}
+    assert wds["loss.weight_decay = 10"] == 10.0 and wds["loss.weight_decay = 0.01"] == pytest.approx(0.01)

@@ -1326,7 +1326,7 @@ def _fmt_dimension(d: Dimension) -> str:
     return text + (" (methods without the field, or with it inert, lack it)" if d.optional else "")
 
 
-def _last_round(spec: TuneSpec, board: list[dict[str, Any]]) -> TuneSpec:
+def last_round(spec: TuneSpec, board: list[dict[str, Any]]) -> TuneSpec:
     """``spec`` with the ranges of the last widening round its board's winners came from (``rounds``)."""
     rounds = board[0].get("rounds") if board else None
     if not rounds:
@@ -1375,7 +1375,7 @@ def _stage_text(spec: TuneSpec) -> str:
 def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
     """The leaderboard as a Markdown table with the budget stated above it (and, after a widening, every
     round's ranges and the edges that widened them)."""
-    spec = _last_round(spec, board)
+    spec = last_round(spec, board)
     tc = board_train(spec)
     dims = "; ".join(_fmt_dimension(d) for d in spec.space)
     k = spec.studies

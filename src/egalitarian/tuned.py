@@ -51,7 +51,7 @@ from .sweep import Store, Sweep, run_sweep
 from .sweep.profiles import DEFAULT_TAUS, TAU_MAX, profile_markdown, profile_score
 from .sweep.spec import PlannedRun
 from .sweep.stats import METRICS, finite_json, km_cell, km_ci, km_median, outcome
-from .tune import Contender, TuneSpec, board_train, load_tune, own_params, plan, trial_values
+from .tune import Contender, TuneSpec, board_train, last_round, load_tune, own_params, plan, trial_values
 
 FACTORS = tuple(2 ** (k / 2) for k in range(-6, 7))
 """The default lattice of robustness: ×√2 apart from 1/8 to 8, 13 points, 1 in the middle.  √2 resolves a 2×
@@ -622,14 +622,15 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
 
 def handcheck_plan(spec: HandCheck, board: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[PlannedRun]]:
     """The runs of each (method, setting): ``"tuned"`` (the leaderboard row's values) and each neighbour
-    (:func:`neighbours` of the row's ``searched`` point), over the seeds, with the (possibly overridden)
-    ``[report_set]``."""
+    (:func:`neighbours` of the row's ``searched`` point, on the ranges of the round the winners came from), over
+    the seeds, with the (possibly overridden) ``[report_set]``."""
     out = {}
+    ranges = last_round(spec.tune, list(board.values()))  # the ranges the winners were judged on (widened)
     for label in spec.methods:
         c = _contender(spec.tune, label)
         row = board[label]
         out[(label, "tuned")] = plan(spec.tune, c, dict(row["values"]), spec.seeds, reporting=True)
-        for name, params in neighbours(spec.tune, c, dict(row.get("searched") or {})):
+        for name, params in neighbours(ranges, c, dict(row.get("searched") or {})):
             out[(label, name)] = plan(spec.tune, c, trial_values(spec.tune, c, params), spec.seeds, reporting=True)
     return out
 
