@@ -14,7 +14,8 @@ Reads the tune's store (``tune.store``), its Optuna studies (``NAME.optuna.sqlit
   whether it reached the threshold, the step at which it did (else the steps it ran: censored), its seconds;
 * ``heldout.png``: those steps per method (log axis; open markers censored), the board's medians marked;
 * ``cost.json``: the runs and their CPU time (the sum of the runs' wall-clock durations, one thread each), by
-  tuning, reporting and each follow-up that shares the store (robustness, handcheck), and the wall-clock span from the first run's start to the last run's end.
+  tuning, reporting and each follow-up that shares the store (robustness, handcheck), and the wall-clock span
+  from the board's first run's start to its last run's end.
 
 A board that is not finished (no leaderboard) is refused with one line.  Nothing here changes the store.
 """
