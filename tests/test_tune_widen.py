@@ -283,7 +283,7 @@ def test_a_stage_2_winner_at_an_end_of_its_window_widens_the_window_for_every_me
     assert "at_limit" not in sgd
     assert tune_mod._fmt_values(sgd) == "lr=0.95 (high edge of stage 2's window)"
 
-    nxt = tune_mod._widened(spec, studies)  # the range stays; the window widens by half a decade per side
+    nxt = tune_mod._widened(spec, studies)  # the range stays; the window doubles its half-width
     assert nxt.round == 1 and nxt.space == spec.space and nxt.window == 1.0
     assert nxt.history[0]["edges"] == [{"dimension": "optimizer.lr window", "side": "high", "hit_by": ["sgd study 0"],
                                         "widened_to": [-1.0, 1.0], "at_limit": False}]
@@ -303,6 +303,9 @@ def test_a_stage_2_winner_at_an_end_of_its_window_widens_the_window_for_every_me
     # a round before tune.window_widens_from only flags its window edges
     assert tune_mod._widened(replace(spec, window_from=1), studies) is None
     assert tune_mod._widened(replace(spec, round=1, window_from=1), studies).window == 1.0  # from round 1 on
+    # doubling: a window of ±1 decade whose winner sits at its end (0.0316 of 0.0316..3.16) goes to ±2
+    at_one = {"sgd": [two_stage_study(0.316228, [(0.0335, 40.0), (0.5, 55.0)])], "egd": studies["egd"]}
+    assert tune_mod._widened(nxt, at_one).window == 2.0
     # the low end: stage 2 best at its window's bottom (0.105: position 0.02)
     low = {"sgd": [two_stage_study(0.316228, [(0.105, 40.0), (0.5, 55.0)])], "egd": studies["egd"]}
     assert tune_mod._widened(spec, low).history[0]["edges"][0]["side"] == "low"

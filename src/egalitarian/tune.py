@@ -33,7 +33,7 @@ How it runs:
    at the method's own values), then ``trials`` trials with the first dimension narrowed to one decade
    (×1/√10..×√10) around stage 1's best point and the others over their ranges (``_next_asks``): the
    same stages and counts for every method.  That window is a range too: a stage-2 winner in its outer 10%
-   widens it by half a decade per side for every method in the next round (from round
+   doubles its half-width (±0.5, ±1, ±2 decades) for every method in the next round (from round
    ``tune.window_widens_from``, default 0).  Each asked trial becomes one run per *tuning seed*, executed by
    the sweep executor into the results store (process isolation, local or Ray, resumable; a run's id is its
    config hash, so a configuration repeated within or across studies is never run twice).  A trial's value
@@ -103,9 +103,8 @@ EDGE = 0.1
 """A winner within this fraction of either end of a range (log position for log ranges) is flagged ``edge``."""
 WIDEN = 2
 # coarse-refine's stage 2 searches the first dimension over ×10^-WINDOW..×10^WINDOW around stage 1's best; a
-# stage-2 winner in the outer EDGE of that window widens it by WINDOW_STEP decades per side in the next round
+# stage-2 winner in the outer EDGE of that window doubles its half-width in the next round (±0.5, ±1, ±2 decades)
 WINDOW = 0.5
-WINDOW_STEP = 0.5
 """``tune.widen``'s default (``0`` with the grid sampler): at most this many widening rounds (:func:`search`).  Two
 rounds let a range grow by two decades per side (a log range), enough for an optimum a default put far off, while
 the worst case stays bounded (three whole searches); an edge still there after them is flagged."""
@@ -915,7 +914,7 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
     Round 0 searches the spec's space.  When it is complete and a winner of any study of any method lies at an
     edge of a range (``_winner``), that range is widened on that side for every method alike
     (:meth:`Dimension.widened`; a range at its limit is not; coarse-refine's stage-2 window, once the round is
-    ``tune.window_widens_from`` or later, by half a decade per side) and round 1 searches the whole space again, the
+    ``tune.window_widens_from`` or later, to twice its half-width) and round 1 searches the whole space again, the
     same stages and trials for every method, in new studies (:func:`study_name`); at most ``tune.widen``
     rounds.  A round's space depends on the spec and the earlier rounds' results only, so a killed search
     resumes in the round it was in, as an uninterrupted one would be (:func:`replay`)."""
@@ -999,7 +998,7 @@ def _round_record(spec: TuneSpec, studies: dict[str, list[Any]]) -> dict[str, An
     wkey = window_key(spec)
     for side in ("low", "high"):  # stage 2's window widens on both sides: it is centred on stage 1's best
         if (wkey, side) in hits and spec.round >= spec.window_from:
-            to = spec.window + WINDOW_STEP
+            to = 2 * spec.window
             edges.append({"dimension": wkey, "side": side, "hit_by": hits[(wkey, side)], "widened_to": [-to, to],
                           "at_limit": False})
     return {"round": spec.round, "ranges": _ranges(spec), "edges": edges}
