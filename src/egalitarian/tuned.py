@@ -75,8 +75,19 @@ def _out(tspec: TuneSpec, name: str) -> Path:
     return tspec.store.with_name(f"{tspec.store.stem}-{name}")
 
 
+class _FollowUp:
+    """What the follow-up specs share: ``out``, where their table goes (``STORE-NAME``, beside the tune's store)."""
+
+    tune: TuneSpec
+    name: str
+
+    @property
+    def out(self) -> Path:
+        return _out(self.tune, self.name)
+
+
 @dataclass(frozen=True)
-class Robustness:
+class Robustness(_FollowUp):
     """A loaded robustness spec: which field of which methods' tuned configurations is scaled by which factors."""
 
     tune: TuneSpec
@@ -87,13 +98,9 @@ class Robustness:
     name: str = "robustness"
     path: Path | None = None
 
-    @property
-    def out(self) -> Path:
-        return _out(self.tune, self.name)
-
 
 @dataclass(frozen=True)
-class Transfer:
+class Transfer(_FollowUp):
     """A loaded transfer spec: the variants (label -> dotted overrides) the tuned configurations are run on."""
 
     tune: TuneSpec
@@ -104,13 +111,9 @@ class Transfer:
     name: str = "transfer"
     path: Path | None = None
 
-    @property
-    def out(self) -> Path:
-        return _out(self.tune, self.name)
-
 
 @dataclass(frozen=True)
-class HandCheck:
+class HandCheck(_FollowUp):
     """A loaded hand-check spec: each method's tuned configuration against its neighbours in every searched
     dimension but the first (the lr, which ``egd robustness`` checks), on held-out seeds."""
 
@@ -119,10 +122,6 @@ class HandCheck:
     methods: list[str]
     name: str = "handcheck"
     path: Path | None = None
-
-    @property
-    def out(self) -> Path:
-        return _out(self.tune, self.name)
 
 
 # --------------------------------------------------------------------------------------------------- specs
