@@ -63,7 +63,15 @@ def test_an_edge_widens_the_range_for_every_method_and_reruns_the_same_stages(tm
                     "widened_to": [0.01, 10.0], "at_limit": False}]},
         {"round": 1, "ranges": {"optimizer.lr": [0.01, 10.0]}, "edges": []}]
     lr = winners["sgd"]["values"]["optimizer.lr"]
-    assert {"optimizer.lr": lr} in [p for _, p in r1[("sgd", 0)]]  # the winner is the last round's
+    # the winner is the best trial of both rounds by the formula (the median over seeds 0 and 1; a tie goes to the
+    # earlier round, then the earlier trial); round 0's stage 2 reached half a decade past its grid's end (1..3.16)
+    from tests.test_tune_search import steps_of
+    ranked = sorted((sum(steps_of(p["optimizer.lr"], "sgd", seed) for seed in (0, 1)) / 2, r, i, p["optimizer.lr"])
+                    for r, trials in ((0, r0), (1, r1)) for i, (_, p) in enumerate(trials[("sgd", 0)]))
+    value, r_best, i_best, lr_best = ranked[0]
+    assert (winners["sgd"]["round"], winners["sgd"]["trial"]) == (r_best, i_best)
+    assert lr == pytest.approx(lr_best, rel=1e-5) and winners["sgd"]["tuning_value"] == value
+    assert winners["egd"]["round"] == 0  # egd: the same trials in both rounds, a tie: the earlier round
 
 
 def test_the_leaderboard_states_every_round(tmp_path, monkeypatch):
@@ -71,8 +79,9 @@ def test_the_leaderboard_states_every_round(tmp_path, monkeypatch):
     path = write(tmp_path, CR, NARROW)
     tune_mod.tune(path, log=quiet)
     text = (tmp_path / "store-leaderboard.md").read_text()
-    assert ("Ranges widened for every method alike, each round a whole new search (the winners are the last "
-            "round's): round 0: optimizer.lr 0.01..1 (optimizer.lr high edge (sgd study 0) -> 0.01..10); "
+    assert ("Ranges widened for every method alike, each round a whole new search in the widened ranges; each "
+            "study's winner is its best trial of every round: round 0: optimizer.lr 0.01..1 (optimizer.lr high edge "
+            "(sgd study 0) -> 0.01..10); "
             "round 1: optimizer.lr 0.01..10 (no edge).") in text
     assert "every method: optimizer.lr log-uniform 0.01..10. Two stages for every method: 7 points" in text
     assert "At an edge" not in text
@@ -316,3 +325,61 @@ def test_window_widens_from_must_be_a_round(tmp_path, capsys):
     assert main(["tune", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "tune.window_widens_from" in err and "-1" in err
+
+
+# ------------------------------------------------------------------ a study's winner: its best trial of every round
+
+TWO_DIMS = ('[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, log = true }\n'
+            '"loss.weight_decay" = { low = 1e-5, high = 1.0, log = true }\n')
+
+
+def _study(spec, trials: list[tuple[float, float, float]]):
+    """An in-memory study holding ``(lr, weight decay, value)`` trials, on ``spec``'s ranges."""
+    dists = {d.field: optuna.distributions.FloatDistribution(d.low, d.high, log=True) for d in spec.space}
+    st = optuna.create_study(direction="minimize")
+    for lr, wd, value in trials:
+        st.add_trial(optuna.trial.create_trial(params={"optimizer.lr": lr, "loss.weight_decay": wd},
+                                               distributions=dists, value=value))
+    return st
+
+
+def test_a_study_wins_with_its_best_trial_of_every_round_judged_on_the_last_rounds_ranges(tmp_path):
+    spec0 = load_tune(write(tmp_path, 'trials = 2\nsampler = "random"\n', TWO_DIMS))
+    # round 0 (lr 0.01..1): sgd's best is lr 0.95 (log position log(95)/log(100) = 0.989: the high edge), weight
+    # decay 0.9 (position 4.954/5 = 0.991: the high edge, of a range no round widens); egd's best is lr 0.1
+    r0 = {"sgd": [_study(spec0, [(0.95, 0.9, 20.0), (0.05, 1e-3, 60.0)])],
+          "egd": [_study(spec0, [(0.1, 1e-3, 30.0), (0.2, 1e-3, 31.0)])]}
+    record = tune_mod._round_record(spec0, r0)
+    assert [(e["dimension"], e["side"], e["hit_by"]) for e in record["edges"]] == [
+        ("optimizer.lr", "high", ["sgd study 0"]), ("loss.weight_decay", "high", ["sgd study 0"])]
+    lr1 = Dimension("optimizer.lr", 0.01, 10.0)
+    spec1 = replace(spec0, space=[lr1, spec0.space[1]], round=1, history=(record,))
+    # round 1 (lr 0.01..10): neither method beats its round-0 value; egd ties it (30), so the earlier round wins
+    r1 = {"sgd": [_study(spec1, [(3.0, 1e-3, 25.0), (0.5, 1e-3, 40.0)])],
+          "egd": [_study(spec1, [(0.3, 1e-2, 30.0), (5.0, 1e-3, 90.0)])]}
+    found = tune_mod.Studies(r1)
+    found.spec, found.earlier = spec1, [(spec0, r0)]
+    winners = tune_mod.best(spec0, found)
+    sgd, egd = winners["sgd"], winners["egd"]
+    assert (sgd["round"], sgd["trial"], sgd["tuning_value"]) == (0, 0, 20.0)
+    assert sgd["values"]["optimizer.lr"] == 0.95 and sgd["values"]["loss.weight_decay"] == 0.9
+    # on round 1's lr range 0.01..10, lr 0.95 sits at log position log10(95)/3 = 0.659: no edge; weight decay's
+    # range did not widen, so its high edge stays
+    assert sgd["edges"] == {"loss.weight_decay": "high"}
+    assert (egd["round"], egd["tuning_value"], egd["values"]["optimizer.lr"]) == (0, 30.0, 0.1)
+    assert egd["edges"] == {}
+    assert [r["round"] for r in sgd["rounds"]] == [0, 1]
+    # a single-round search: no round key, the winner as before
+    alone = tune_mod.Studies(r0)
+    alone.spec, alone.earlier = spec0, []
+    assert "round" not in tune_mod.best(spec0, alone)["sgd"]
+
+
+def test_carried_keeps_a_window_edge_only_while_the_window_is_unchanged(tmp_path):
+    spec = load_tune(write(tmp_path, 'stages = "coarse-refine"\ntrials = 2\nsampler = "random"\n', NARROW))
+    key = tune_mod.window_key(spec)
+    w = {"edges": {key: "high"}, "searched": {"optimizer.lr": 0.3}, "values": {}, "tuning_value": 5.0, "trial": 6}
+    later = replace(spec, round=2, window=1.0)
+    assert tune_mod._carried(later, replace(spec, round=1), w)["edges"] == {}           # widened since: gone
+    assert tune_mod._carried(later, replace(spec, round=1, window=1.0), w)["edges"] == {key: "high"}
+    assert tune_mod._carried(spec, spec, w) is w                                          # the last round's own

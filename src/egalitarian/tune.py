@@ -900,9 +900,11 @@ def check_methods(spec: TuneSpec) -> None:
 
 class Studies(dict):  # type: ignore[type-arg]
     """:func:`search`'s result: each method's Optuna studies of the last round, by label; ``spec``: that round's
-    spec (its widened space, ``round`` and ``history``), the one :func:`best` judges the winners' edges on."""
+    spec (its widened space, ``round`` and ``history``), the one :func:`best` judges the winners' edges on;
+    ``earlier``: each earlier round's ``(spec, studies)``, whose trials :func:`best` counts too."""
 
     spec: TuneSpec
+    earlier: list[tuple[TuneSpec, dict[str, list[Any]]]]
 
 
 def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local", address: str | None = None,
@@ -922,15 +924,16 @@ def search(spec: TuneSpec, *, workers: int | None = None, backend: str = "local"
     fio.make_dir(spec.store.parent, f"tune {spec.name}: tune.store's directory")
     storage = _storage(spec, optuna)
     made = {c.label: made_with(spec, c) for c in spec.contenders}  # the spec's, in every round
-    current = spec
+    current, earlier = spec, []
     while True:
         studies = _search_round(current, optuna, storage, made, workers=workers, backend=backend, address=address,
                                 log=log)
         nxt = _widened(current, studies) if current.round < spec.widen else None
         if nxt is None:
             out = Studies(studies)
-            out.spec = current
+            out.spec, out.earlier = current, earlier
             return out
+        earlier.append((current, studies))
         log(f"tune {spec.name}: widening round {nxt.round}: " + "; ".join(
             f"{e['dimension']} {e['side']} edge -> " + (f"±{e['widened_to'][1]:g} decades" if e["dimension"]
                                                         == window_key(spec) else _range(e["widened_to"]))
@@ -1115,17 +1118,50 @@ def _winner(spec: TuneSpec, c: Contender, study: Any) -> dict[str, Any]:
     return out
 
 
+def _carried(final: TuneSpec, spec: TuneSpec, w: dict[str, Any]) -> dict[str, Any]:
+    """A winner of round ``spec`` judged on the last round ``final``: an edge of a range that no later round
+    widened stays; on a range widened since, the winner is judged again on the widened range (its position, the
+    outer ``EDGE``); stage 2's window edge stays only if the window was not widened since."""
+    if spec.round == final.round:
+        return w
+    then, now, by = _ranges(spec), _ranges(final), {d.field: d for d in final.space}
+    edges = {}
+    for key, side in w["edges"].items():
+        if then.get(key) == now.get(key) or (key == window_key(final) and spec.window == final.window):
+            edges[key] = side
+        elif key in by and key in w["searched"]:
+            pos = by[key].position(w["searched"][key])
+            if (side == "low" and pos <= EDGE) or (side == "high" and pos >= 1 - EDGE):
+                edges[key] = side
+    out = {**w, "edges": edges}
+    out.pop("at_limit", None)
+    at_limit = [key for key, side in edges.items() if key in by and by[key].widened(side) is None]
+    if at_limit:
+        out["at_limit"] = at_limit
+    return out
+
+
 def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per method: study 0's best trial (``_winner``); with several studies, ``per_study`` lists every
-    study's best trial, each with its ``study`` number.  The winners are judged on the space of the round the
-    studies searched (``studies.spec`` of :func:`search`'s result, else ``spec``); after a widening, each winner
-    carries ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still
-    flagged)."""
+    study's best trial, each with its ``study`` number.  After a widening, study ``k``'s best trial is the best
+    of study ``k``'s trials in every round (smallest value; on a tie the earlier round, then the earlier trial),
+    with its ``round``: every method has the same rounds and trials, so a later round adds trials without
+    discarding the earlier ones, which lie inside its ranges.  The winners are judged on the space of the last
+    round (``studies.spec`` of :func:`search`'s result, else ``spec``; :func:`_carried`); each winner carries
+    ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still flagged)."""
     spec = getattr(studies, "spec", spec)
+    rounds_searched = [*getattr(studies, "earlier", []), (spec, studies)]
     out = {}
     for c in spec.contenders:
-        ss = studies[c.label] if isinstance(studies[c.label], list) else [studies[c.label]]
-        ws = [_winner(spec, c, st) for st in ss]
+        ws = []
+        for k in range(len(studies[c.label]) if isinstance(studies[c.label], list) else 1):
+            found = []
+            for r_spec, r_studies in rounds_searched:
+                ss = r_studies[c.label] if isinstance(r_studies[c.label], list) else [r_studies[c.label]]
+                if any(t.value is not None for t in ss[k].trials):
+                    w = _winner(r_spec, c, ss[k])
+                    found.append({**_carried(spec, r_spec, w), "round": r_spec.round} if spec.history else w)
+            ws.append(min(found, key=lambda w: (w["tuning_value"], w.get("round", 0), w["trial"])))
         out[c.label] = dict(ws[0])
         if len(ws) > 1:
             out[c.label]["per_study"] = [{"study": k, **w} for k, w in enumerate(ws)]
@@ -1145,6 +1181,10 @@ def _headline(spec: TuneSpec, entry: dict[str, Any]) -> float:
     if spec.metric == "loss":
         return entry["final_loss"]["median"] if entry["final_loss"] else math.inf
     return entry[spec.metric]["median"]
+
+
+OPTIONAL_WINNER_KEYS = ("at_limit", "fields", "round")
+"""Keys of a winner (:func:`_winner`, :func:`best`) that a per-study entry of the leaderboard keeps when present."""
 
 
 def across_studies(values: list[float]) -> dict[str, Any]:
@@ -1207,7 +1247,7 @@ def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int |
             entry["across"] = {key: across[key] for key in ("median", "min", "max")}
             entry["per_study"] = [{"study": k, "values": boards[k][0][i]["values"], "edges": boards[k][0][i]["edges"],
                                    "trial": boards[k][0][i]["trial"], "tuning_value": boards[k][0][i]["tuning_value"],
-                                   "median": values[k], **{key: boards[k][0][i][key] for key in ("at_limit", "fields")
+                                   "median": values[k], **{key: boards[k][0][i][key] for key in OPTIONAL_WINNER_KEYS
                                                            if key in boards[k][0][i]}} for k in range(n_studies)]
             board.append(entry)
             outcomes[c.label] = boards[rep][1][c.label]
@@ -1356,8 +1396,8 @@ def _widening_text(rounds: list[dict[str, Any]]) -> str:
             for e in r["edges"])
         parts.append(f"round {r['round']}: " + ", ".join(f"{key} {text(key, at(r, key))}" for key in moved)
                      + f" ({edges or 'no edge'})")
-    return ("Ranges widened for every method alike, each round a whole new search (the winners are the last "
-            "round's): " + "; ".join(parts) + ".")
+    return ("Ranges widened for every method alike, each round a whole new search in the widened ranges; each "
+            "study's winner is its best trial of every round: " + "; ".join(parts) + ".")
 
 
 def _stage_text(spec: TuneSpec) -> str:
@@ -1437,10 +1477,14 @@ def leaderboard_markdown(spec: TuneSpec, board: list[dict[str, Any]]) -> str:
     lines.append(markdown_table(header, rows))
     if multi:
         what = "median final test loss" if spec.metric == "loss" else f"KM median {unit}"
-        lines += ["", "Per study:", "", markdown_table(
-            ["method", "study (sampler seed)", "best hyperparameters", "tuning value", f"held-out {what}"],
-            [[e["method"], f"{s['study']} ({spec.seed + s['study']})", _fmt_values(s), _value(spec, s["tuning_value"]),
-              _value(spec, s["median"])] for e in board for s in e["per_study"]])]
+        rounds = bool(board) and "round" in board[0]["per_study"][0]
+        lines += ["", "Per study" + (" (its best trial of every round: the round it came from)" if rounds else "")
+                  + ":", "", markdown_table(
+            ["method", "study (sampler seed)", *(["round"] if rounds else []), "best hyperparameters", "tuning value",
+             f"held-out {what}"],
+            [[e["method"], f"{s['study']} ({spec.seed + s['study']})", *([str(s["round"])] if rounds else []),
+              _fmt_values(s), _value(spec, s["tuning_value"]), _value(spec, s["median"])]
+             for e in board for s in e["per_study"]])]
         winners = [(e["method"], s) for e in board for s in e["per_study"]]
     else:
         winners = [(e["method"], e) for e in board]
