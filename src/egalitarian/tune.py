@@ -1147,7 +1147,7 @@ def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
     of study ``k``'s trials in every round (smallest value; on a tie the earlier round, then the earlier trial),
     with its ``round``: every method has the same rounds and trials, so a later round adds trials without
     discarding the earlier ones, which lie inside its ranges.  The winners are judged on the space of the last
-    round (``studies.spec`` of :func:`search`'s result, else ``spec``; :func:`_carried`); each winner carries
+    round (``studies.spec`` of :func:`search`'s result, else ``spec``; ``_carried``); each winner carries
     ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still flagged)."""
     spec = getattr(studies, "spec", spec)
     rounds_searched = [*getattr(studies, "earlier", []), (spec, studies)]
@@ -1184,7 +1184,7 @@ def _headline(spec: TuneSpec, entry: dict[str, Any]) -> float:
 
 
 OPTIONAL_WINNER_KEYS = ("at_limit", "fields", "round")
-"""Keys of a winner (:func:`_winner`, :func:`best`) that a per-study entry of the leaderboard keeps when present."""
+"""Keys of a winner (``_winner``, :func:`best`) that a per-study entry of the leaderboard keeps when present."""
 
 
 def across_studies(values: list[float]) -> dict[str, Any]:
