@@ -26,14 +26,20 @@ def load_script():
 
 
 def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
     tune = 'trials = 2\nstudies = 2\nstages = "coarse-refine"\nsampler = "random"\nbatch = 2\nwiden = 0\n'
     path = write(tmp_path, tune,
                  '[space]\n"optimizer.lr" = { low = 0.01, high = 1.0, log = true }\n')
     export = load_script()
     assert export.main([str(path), "--out", str(tmp_path / "out")]) == 2  # no leaderboard yet: refused
     assert "not finished" in capsys.readouterr().err
+    fake = Fake()
+    monkeypatch.setattr(tune_mod, "run_sweep", fake)
     tune_mod.tune(path, log=quiet)
+    # a reporting run of a configuration that is no study's winner (as an earlier round's winner would leave)
+    spec = tune_mod.load_tune(path)
+    stray = tune_mod.plan(spec, spec.contenders[0], {"optimizer.lr": 0.0123}, [10], reporting=True)
+    from egalitarian.sweep import Sweep
+    fake(Sweep(name="t-report", store=spec.store, baseline=None, runs=stray))
     assert export.main([str(path), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     trials = list(csv.DictReader((out / "trials.csv").open()))
@@ -50,9 +56,15 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
     board = json.loads((out / "leaderboard.json").read_text())
     winners = {(e["method"], json.dumps(s["values"], sort_keys=True)) for e in board for s in e["per_study"]}
     assert len(held) == len(winners) * 5  # each distinct winner on the 5 held-out seeds (equal winners: one run)
+    assert all("0.0123" not in h["values"] for h in held)  # the stray reporting run is not the board's
+    for e in board:  # each row names the studies whose winner it is
+        for s in e["per_study"]:
+            mine = [h for h in held if h["method"] == e["method"] and str(s["study"]) in h["studies"].split()]
+            assert len(mine) == 5 and {json.loads(h["values"])["optimizer.lr"] for h in mine} == {
+                s["values"]["optimizer.lr"]}
     assert {h["seed"] for h in held} == {"10", "11", "12", "13", "14"} and all(h["reached"] == "True" for h in held)
     cost = json.loads((out / "cost.json").read_text())
-    assert cost["tuning"]["runs"] > 0 and cost["reporting"]["runs"] == len(held)
+    assert cost["tuning"]["runs"] > 0 and cost["reporting"]["runs"] == len(held) + 1  # the stray run is paid
     assert (out / "leaderboard.md").read_text() == (tmp_path / "store-leaderboard.md").read_text()
     assert (out / "heldout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

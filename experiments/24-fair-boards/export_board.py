@@ -10,7 +10,8 @@ Reads the tune's store (``tune.store``), its Optuna studies (``NAME.optuna.sqlit
   the study, the stage (1: the coarse lr grid; 2: the refined search), the config values, the objective (the median
   over the tuning seeds of the steps to the threshold; empty when censored) and the tuning runs' mean final test
   accuracy when censored;
-* ``heldout.csv``: every reporting run (each study's winner on each held-out seed): the method, the study, the seed,
+* ``heldout.csv``: the board's reporting runs (each study's winner on each held-out seed; other reporting runs in
+  the store, e.g. an earlier round's winners', are left out): the method, the studies it won, the seed,
   whether it reached the threshold, the step at which it did (else the steps it ran: censored), its seconds;
 * ``heldout.png``: those steps per method (log axis; open markers censored), the board's medians marked;
 * ``cost.json``: the runs and their CPU time (the sum of the runs' wall-clock durations, one thread each), by
@@ -35,7 +36,7 @@ import optuna
 
 from egalitarian import io as fio
 from egalitarian.sweep import Store
-from egalitarian.tune import CENSORED, coarse_grid, load_tune, trial_values
+from egalitarian.tune import CENSORED, coarse_grid, load_tune, plan, trial_values
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,23 +76,31 @@ def trials_rows(spec) -> list[dict]:
     return rows
 
 
-def heldout_rows(spec, store: Store) -> list[dict]:
-    """The reporting runs: the store's runs of sweep ``NAME-report`` (``tune.report``)."""
+def heldout_rows(spec, store: Store, board: list[dict]) -> list[dict]:
+    """The board's reporting runs: each study's winner (the leaderboard's ``per_study``, or its one row) on each
+    held-out seed, planned as ``egd tune`` plans them (:func:`egalitarian.tune.plan`), with the studies it won (equal
+    winners share their runs).  Reporting runs of other configurations in the store (an earlier round's winners,
+    before a study's winner became its best trial of every round) are not the board's and are left out."""
+    by_label = {c.label: c for c in spec.contenders}
+    studies: dict[str, list[int]] = {}
+    for e in board:
+        for s in e.get("per_study") or [{"study": e.get("study", 0), **e}]:
+            for r in plan(spec, by_label[e["method"]], s["values"], spec.reporting_seeds, reporting=True):
+                studies.setdefault(r.id, []).append(s["study"])
     rows = []
-    for r in store.runs():
-        if r["sweep"] != f"{spec.name}-report":
-            continue
+    for r in store.runs(list(studies)):
         s = r["summary"] or {}
         grok = s.get("grok") or {}
         reached = bool(s.get("grokked")) and r["status"] == "done"
         params = r["params"] if isinstance(r["params"], dict) else json.loads(r["params"])
-        rows.append({"method": params["method"], "seed": params["seed"], "status": s.get("status", r["status"]),
+        rows.append({"method": params["method"], "studies": " ".join(map(str, sorted(set(studies[r["id"]])))),
+                     "seed": params["seed"], "status": s.get("status", r["status"]),
                      "reached": reached, "steps": grok.get("step") if reached else s.get("steps"),
                      "seconds": f"{(grok.get('seconds') if reached else s.get('seconds')) or math.nan:.3f}",
                      "refined": json.dumps(s.get("refined")) if s.get("refined") else "",
                      "values": json.dumps({k: v for k, v in params.items() if k not in ("method", "seed")},
                                           sort_keys=True)})
-    rows.sort(key=lambda x: (x["method"], x["values"], x["seed"]))
+    rows.sort(key=lambda x: (x["method"], x["studies"], x["seed"]))
     return rows
 
 
@@ -136,7 +145,7 @@ def figure(rows: list[dict], board: list[dict], path: Path) -> None:
     ax.set_yticks(range(len(order)), order)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("steps to the threshold on the held-out seeds (open: censored; red: the board's value)")
+    ax.set_xlabel("held-out steps to the threshold (open: censored; red: the board's value)")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(board_md.with_suffix(suffix), out / f"leaderboard{suffix}")
     board = json.loads(board_md.with_suffix(".json").read_text())
     with Store(spec.store, create=False) as store:
-        held = heldout_rows(spec, store)
+        held = heldout_rows(spec, store, board)
         write_csv(out / "trials.csv", trials_rows(spec))
         write_csv(out / "heldout.csv", held)
         fio.write_text(out / "cost.json", json.dumps(cost(spec, store), indent=2) + "\n")
