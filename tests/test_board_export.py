@@ -116,3 +116,23 @@ def test_summary_links_the_follow_ups_exported_beside_a_board(tmp_path, monkeypa
 
 def test_summary_outputs_are_what_the_committed_boards_give():
     assert load_summary().main(["--check"]) == 0  # README's block, profile.json and profile.md are generated
+
+
+def test_the_transformer_rule_takes_adamw_and_the_five_best_by_score_on_the_cheap_boards(tmp_path):
+    summary = load_summary()
+    spec = tmp_path / "transformer.toml"
+    spec.write_text("[methods.adamw]\n[methods.m1]\n[methods.m2]\n[methods.m6]\n[methods.m5]\n[methods.m4]\n")
+    summary.TRANSFORMER_SPEC = spec
+    # one cheap board; ratios to the best (100): adamw 1, m1 1, m2 1.1, m6 1.2, m5 1.5, m3 2, m4 4, m7 failed;
+    # AlgoPerf's linear score (4 - r) / 3: m1 1, m2 0.967, m6 0.933, m5 0.833, m3 0.667, m4 0, m7 0
+    table = {"mod-add-p97": {"adamw": 100, "m1": 100, "m2": 110, "m3": 200, "m4": 400, "m5": 150, "m6": 120,
+                             "m7": "inf"},
+             "stdlib-gpt": {"m4": 1, "m7": 1}}  # not a cheap board: left out
+    text = summary.transformer_rule(table)
+    assert "provisional: 1 of 4 cheap boards" in text
+    assert ("adamw, then m1 (1), m2 (0.967), m6 (0.933), m5 (0.833), m3 (0.667) (AlgoPerf score over "
+            "mod-add-p97)") in text
+    assert "the spec differs: add m3; drop m4" in text
+    spec.write_text("[methods.adamw]\n[methods.m1]\n[methods.m2]\n[methods.m6]\n[methods.m5]\n[methods.m3]\n")
+    assert "the spec's methods are these" in summary.transformer_rule(table)
+    assert summary.transformer_rule({"stdlib-gpt": {"m4": 1}}) == ""

@@ -8,7 +8,8 @@ Reads every exported board (``<board>/leaderboard.json``, written by ``export_bo
 * ``profile.json``: per board (task) and method, the board's value (the median across studies of the held-out
   Kaplan–Meier medians, in steps; ``"inf"`` when it did not reach the threshold), the input of ``egd profile``;
 * ``profile.md``: ``egd profile``'s table over the boards (Dolan–Moré profiles and AlgoPerf's score, τ ≤ 4, linear;
-  a method missing from a board counts as failing it), and each board's leader with the methods tied with it;
+  a method missing from a board counts as failing it), each board's leader with the methods tied with it, and the
+  transformer board's methods by its written rule (AdamW and the five best by score over the cheap boards);
 * the boards' table in the top-level README.md between ``<!-- boards:begin -->`` and ``<!-- boards:end -->``: per
   board, the leader, the runner-up and AdamW with their values, and links to the follow-ups exported beside the
   board (lr robustness, the hand check beyond the lr, transfer).
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 from egalitarian import io as fio
-from egalitarian.sweep.profiles import profile_markdown
+from egalitarian.sweep.profiles import profile_markdown, profile_score
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent.parent / "README.md"
@@ -108,7 +109,37 @@ def profile(all_boards: dict[str, list[dict]]) -> tuple[dict, str]:
         tied = [e["method"] for e in board[1:] if e.get("tie_with_leader")]
         lines.append(f"- {name}: {board[0]['method']}" + (f" (tied within resolution: {', '.join(tied)})"
                                                           if tied else ""))
-    return table, "\n".join(lines) + "\n"
+    return table, "\n".join(lines) + "\n" + transformer_rule(table)
+
+
+CHEAP = ("mod-add-p97", "mod-mult-p97", "parity-k3", "mnist-1k")
+"""The cheap boards, whose profile picks the transformer board's methods (README: "Which methods the expensive boards
+take")."""
+ON_TRANSFORMER = {"egd_all": "egd_all (EGD on every block matrix, AdamW on embeddings, head and norms)",
+                  "egd_adamw": "egd_adamw (the recipe's EGD + Adam on the MLP matrices)"}
+"""A cheap board's method -> its nearest form on the transformer, where the label alone does not say it."""
+TRANSFORMER_SPEC = HERE / "transformer-modmult-p97.toml"
+
+
+def transformer_rule(table: dict[str, dict]) -> str:
+    """The transformer board's methods by the rule written before any cheap board finished: AdamW (the baseline),
+    then the five best other methods by AlgoPerf's score over the cheap boards finished (ties: the order of the
+    profile table), each in its nearest form on the transformer; and whether the spec's methods are those."""
+    import tomllib
+
+    cheap = {name: row for name, row in table.items() if name in CHEAP}
+    if not cheap:
+        return ""
+    score = profile_score(cheap)
+    ranked = [m for m in sorted(score, key=lambda m: -score[m]) if m != "adamw"][:5]
+    spec = list(tomllib.loads(TRANSFORMER_SPEC.read_text()).get("methods", {}))
+    missing, extra = [m for m in ["adamw", *ranked] if m not in spec], [m for m in spec if m not in ["adamw", *ranked]]
+    state = ("the spec's methods are these" if not missing and not extra else
+             f"the spec differs: add {', '.join(missing) or 'none'}; drop {', '.join(extra) or 'none'}")
+    final = "final" if len(cheap) == len(CHEAP) else f"provisional: {len(cheap)} of {len(CHEAP)} cheap boards"
+    return (f"\nThe transformer board's methods by the rule ({final}): adamw, then "
+            + ", ".join(f"{ON_TRANSFORMER.get(m, m)} ({score[m]:.3g})" for m in ranked)
+            + f" (AlgoPerf score over {', '.join(cheap)}); {state} ({TRANSFORMER_SPEC.name}).\n")
 
 
 def with_rows(readme: str, rows: str) -> str:
