@@ -43,8 +43,8 @@ How it runs:
    grok: a language model, a CNN) a trial's value is the median over its tuning seeds of the final test loss
    (a failed or diverged run counting as ``CENSORED``).
 2. **Report.** The best trial of each study of each method (after a widening, of every round: :func:`best`) is
-   re-run on the *reporting seeds* (disjoint from the tuning seeds) as a normal sweep, and the leaderboard gives per method: the best hyperparameters
-   (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: :func:`search`
+   re-run on the *reporting seeds* (disjoint from the tuning seeds) as a normal sweep, and the leaderboard gives
+   per method: the best hyperparameters (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: :func:`search`
    widens such a range for every method and reruns, up to ``tune.widen`` rounds), the success rate, the
    Kaplan–Meier medians of steps and seconds with bootstrap CIs, and speed-ups against each baseline
    method's tuned best.  With several studies a row also gives the median across
