@@ -44,8 +44,9 @@ How it runs:
    (a failed or diverged run counting as ``CENSORED``).
 2. **Report.** The best trial of each study of each method (after a widening, of every round: :func:`best`) is
    re-run on the *reporting seeds* (disjoint from the tuning seeds) as a normal sweep, and the leaderboard gives
-   per method: the best hyperparameters (``edge`` when a winner lies in the outer 10% of a range, in log position for log ranges: :func:`search`
-   widens such a range for every method and reruns, up to ``tune.widen`` rounds), the success rate, the
+   per method: the best hyperparameters (``edge`` when a winner lies in the outer 10% of a range, in log
+   position for log ranges: :func:`search` widens such a range for every method and reruns, up to
+   ``tune.widen`` rounds), the success rate, the
    Kaplan–Meier medians of steps and seconds with bootstrap CIs, and speed-ups against each baseline
    method's tuned best.  With several studies a row also gives the median across
    studies of the best configurations' held-out medians and their spread (min–max: tuning luck), the rest of
