@@ -1151,23 +1151,27 @@ def best(spec: TuneSpec, studies: dict[str, Any]) -> dict[str, dict[str, Any]]:
     round (``studies.spec`` of :func:`search`'s result, else ``spec``; ``_carried``); each winner carries
     ``rounds``: every round's ranges and the edges its winners reached (the last round's: those still flagged)."""
     spec = getattr(studies, "spec", spec)
-    rounds_searched = [*getattr(studies, "earlier", []), (spec, studies)]
+    def listed(sts: dict[str, Any]) -> dict[str, list[Any]]:  # a one-study search may hold bare studies
+        return {label: ss if isinstance(ss, list) else [ss] for label, ss in sts.items()}
+
+    rounds_searched = [(r_spec, listed(r_studies)) for r_spec, r_studies in
+                       [*getattr(studies, "earlier", []), (spec, studies)]]
     out = {}
     for c in spec.contenders:
         ws = []
-        for k in range(len(studies[c.label]) if isinstance(studies[c.label], list) else 1):
+        for k in range(len(rounds_searched[-1][1][c.label])):
             found = []
             for r_spec, r_studies in rounds_searched:
-                ss = r_studies[c.label] if isinstance(r_studies[c.label], list) else [r_studies[c.label]]
-                if any(t.value is not None for t in ss[k].trials):
-                    w = _winner(r_spec, c, ss[k])
+                st = r_studies[c.label][k]
+                if any(t.value is not None for t in st.trials):
+                    w = _winner(r_spec, c, st)
                     found.append({**_carried(spec, r_spec, w), "round": r_spec.round} if spec.history else w)
             ws.append(min(found, key=lambda w: (w["tuning_value"], w.get("round", 0), w["trial"])))
         out[c.label] = dict(ws[0])
         if len(ws) > 1:
             out[c.label]["per_study"] = [{"study": k, **w} for k, w in enumerate(ws)]
     if spec.history:
-        last = _round_record(spec, {label: ss if isinstance(ss, list) else [ss] for label, ss in studies.items()})
+        last = _round_record(spec, rounds_searched[-1][1])
         last["edges"] = [{**e, "widened_to": None} for e in last["edges"]]  # the last round: flagged, not widened
         rounds = [*spec.history, last]
         for w in out.values():
