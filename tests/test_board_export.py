@@ -52,6 +52,10 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
         lr = json.loads(t["values"])["optimizer.lr"]
         expected = [round(10 + 100 * abs(math.log10(lr / 2.0)) + s) for s in (0, 1)]
         assert float(t["objective"]) == pytest.approx(sum(expected) / 2)
+    # stage 1's table, by hand: every grid point reaches the threshold; egd's best grid lr is 0.316 (best 0.3:
+    # steps round(12.28 + seed) = 12, 13 -> 12.5), sgd's is 1 (round(40.1 + seed) = 40, 41 -> 40.5); egd first
+    assert (out / "stage1.md").read_text().splitlines()[2:] == [
+        "| egd | 5 of 5 (0.01–1) | 0.316 | 12.5 |", "| sgd | 5 of 5 (0.01–1) | 1 | 40.5 |"]
     held = list(csv.DictReader((out / "heldout.csv").open()))
     board = json.loads((out / "leaderboard.json").read_text())
     winners = {(e["method"], json.dumps(s["values"], sort_keys=True)) for e in board for s in e["per_study"]}
@@ -67,6 +71,19 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
     assert cost["tuning"]["runs"] > 0 and cost["reporting"]["runs"] == len(held) + 1  # the stray run is paid
     assert (out / "leaderboard.md").read_text() == (tmp_path / "store-leaderboard.md").read_text()
     assert (out / "heldout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage1_table_counts_censored_grid_points_and_keeps_the_first_of_equal_bests():
+    """Hand-made trials: method a reaches the threshold at two of three grid points with equal objectives (the
+    earlier, lr 0.1, is its best), method b at none; rounds other than 0, studies other than 0 and stage 2 are not
+    stage 1's grid."""
+    def row(m, lr, obj, stage=1, rnd=0, study=0):
+        return {"method": m, "round": rnd, "study": study, "stage": stage,
+                "values": json.dumps({"optimizer.lr": lr}), "objective": obj}
+    rows = [row("b", 0.01, ""), row("a", 0.01, ""), row("a", 0.1, "50"), row("a", 1.0, "50"),
+            row("a", 0.5, "5", stage=2), row("a", 0.01, "1", rnd=1), row("a", 0.01, "1", study=1), row("b", 0.1, "")]
+    assert load_script().stage1_table(rows).splitlines()[2:] == [
+        "| a | 2 of 3 (0.1–1) | 0.1 | 50 |", "| b | 0 of 2 | – | censored |"]
 
 
 def load_summary():

@@ -13,6 +13,8 @@ Reads the tune's store (``tune.store``), its Optuna studies (``NAME.optuna.sqlit
 * ``heldout.csv``: the board's reporting runs (each study's winner on each held-out seed; other reporting runs in
   the store, e.g. an earlier round's winners', are left out): the method, the studies it won, the seed,
   whether it reached the threshold, the step at which it did (else the steps it ran: censored), its seconds;
+* ``stage1.md``: stage 1's coarse lr grid (round 0; the grid is shared by the studies), per method: how many grid
+  points reached the threshold and over which lrs, the best grid lr and its objective;
 * ``heldout.png``: those steps per method (log axis; open markers censored), the board's medians marked;
 * ``cost.json``: the runs and their CPU time (the sum of the runs' wall-clock durations, one thread each), by
   tuning, reporting and each follow-up that shares the store (robustness, handcheck), and the wall-clock span
@@ -74,6 +76,29 @@ def trials_rows(spec) -> list[dict]:
                          "objective": "" if censored else f"{t.value:g}",
                          "censored_final_acc": f"{CENSORED + 1 - t.value:.4f}" if censored else ""})
     return rows
+
+
+def stage1_table(rows: list[dict]) -> str:
+    """Stage 1's grid, one row per method in the order of the trials: the grid points whose objective (the median
+    steps over the tuning seeds) is known, their lr span, and the best of them (the lowest objective; a tie goes to
+    the earlier grid point, as the search's own choice does).  Methods ordered by that best, those with none last."""
+    by: dict[str, list[tuple[float, float | None]]] = {}
+    for t in rows:
+        if str(t["stage"]) == "1" and int(t["round"]) == 0 and int(t["study"]) == 0:
+            lr = json.loads(t["values"])["optimizer.lr"]
+            by.setdefault(t["method"], []).append((lr, float(t["objective"]) if t["objective"] != "" else None))
+    lines = ["| method | grid points that reach the threshold | best grid lr | steps there |", "|---|---|---|---|"]
+    table = []
+    for m, pts in by.items():
+        ok = [(lr, v) for lr, v in pts if v is not None]
+        if ok:
+            lr, v = min(ok, key=lambda p: p[1])  # min keeps the first of equal objectives
+            span = f"{len(ok)} of {len(pts)} ({min(p[0] for p in ok):.3g}–{max(p[0] for p in ok):.3g})"
+            table.append((v, f"| {m} | {span} | {lr:.3g} | {v:g} |"))
+        else:
+            table.append((math.inf, f"| {m} | 0 of {len(pts)} | – | censored |"))
+    lines += [line for _, line in sorted(table, key=lambda x: x[0])]
+    return "\n".join(lines) + "\n"
 
 
 def heldout_rows(spec, store: Store, board: list[dict]) -> list[dict]:
@@ -180,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     board = json.loads(board_md.with_suffix(".json").read_text())
     with Store(spec.store, create=False) as store:
         held = heldout_rows(spec, store, board)
-        write_csv(out / "trials.csv", trials_rows(spec))
+        trials = trials_rows(spec)
+        write_csv(out / "trials.csv", trials)
+        if spec.stages == "coarse-refine":
+            fio.write_text(out / "stage1.md", stage1_table(trials))
         write_csv(out / "heldout.csv", held)
         fio.write_text(out / "cost.json", json.dumps(cost(spec, store), indent=2) + "\n")
     figure(held, board, out / "heldout.png")
-    print(f"export_board: wrote {out}/ (leaderboard, trials.csv, heldout.csv, heldout.png, cost.json)")
+    print(f"export_board: wrote {out}/ (leaderboard, trials.csv, stage1.md, heldout.csv, heldout.png, cost.json)")
     return 0
 
 
