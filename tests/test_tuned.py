@@ -434,15 +434,19 @@ trials = 2
     got = tuned_mod.neighbours(tspec, c, {"optimizer.lr": 0.5, "momentum": 0.95, "momentum.off": False,
                                           "schedule": 1})
     # ± 0.049 (10% of 0.5..0.99), the upper one held at the limit 0.999; the other choice
-    assert [n for n, _ in got] == ["momentum off", "momentum = 0.901", "momentum = 0.999", "schedule = choice 0"]
+    assert [n for n, _ in got] == ["momentum off", "momentum = 0.901", "momentum = 0.999",
+                                   "schedule = constant (warmup_steps 0)"]
     values = trial_values(tspec, c, got[2][1])
     assert values["optimizer.momentum"] == 0.999 and values["scheduler.warmup_steps"] == 10
     # a winner in the low tenth (0.52 < 0.5 + 0.049): the gap between off (0) and the range gets its middle, 0.25
     got = tuned_mod.neighbours(tspec, c, {"optimizer.lr": 0.5, "momentum": 0.52, "momentum.off": False,
                                           "schedule": 0})
     assert [n for n, _ in got] == ["momentum off", "momentum = 0.25", "momentum = 0.471", "momentum = 0.569",
-                                   "schedule = choice 1"]
+                                   "schedule = constant (warmup_steps 10)"]
     assert trial_values(tspec, c, got[1][1])["optimizer.momentum"] == 0.25
+    # a choice that is a value is named as itself; a table without a *.name field by its fields
+    assert tuned_mod._choice(0.5) == "0.5" and tuned_mod._choice("cosine") == "cosine"
+    assert tuned_mod._choice({"scheduler.warmup_steps": 10, "train.x": "y"}) == "warmup_steps 10, x y"
 
 
 def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path, monkeypatch):

@@ -571,6 +571,18 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _choice(ch: Any) -> str:
+    """A categorical choice as a hand check names it: a value as itself; a table by its ``*.name`` value, then its
+    other fields' last parts and values (``cosine (warmup_steps 10, min_factor 0.1)``)."""
+    def val(v: Any) -> str:
+        return _g(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    if not isinstance(ch, dict):
+        return val(ch)
+    names = [val(v) for k, v in ch.items() if k.rsplit(".", 1)[-1] == "name"]
+    rest = [f"{k.rsplit('.', 1)[-1]} {val(v)}" for k, v in ch.items() if k.rsplit(".", 1)[-1] != "name"]
+    return " ".join(names) + (f" ({', '.join(rest)})" if rest else "") if names else ", ".join(rest)
+
+
 def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The settings a hand check tries around a winner (``searched``: its search-space point, completed with the
     method's own values where it left a dimension out), one dimension at a time, every dimension but the first:
@@ -580,7 +592,7 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
     * with ``off``: off, if it is on; if it is off, the range's ends and middle (geometric for a log range); a
       linear winner in the outer tenth of the low side (which never widens: 0 is searched below it) also tries
       half the range's low end, the middle of the gap between 0 and the range (momentum 0.25 below 0.5..0.99);
-    * a categorical: every other choice.
+    * a categorical: every other choice (named by :func:`_choice`).
 
     Returns (label, search-space point) pairs; the values outside the declared range are meant (a hand check is not
     bound by the search)."""
@@ -590,7 +602,7 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
         if d.field not in point:
             continue
         if d.choices is not None:
-            out += [(f"{d.field} = choice {i}", {**point, d.field: i}) for i in range(len(d.choices))
+            out += [(f"{d.field} = {_choice(d.choices[i])}", {**point, d.field: i}) for i in range(len(d.choices))
                     if i != point[d.field]]
             continue
         if d.off and point.get(d.off_param):
