@@ -40,6 +40,9 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
     stray = tune_mod.plan(spec, spec.contenders[0], {"optimizer.lr": 0.0123}, [10], reporting=True)
     from egalitarian.sweep import Sweep
     fake(Sweep(name="t-report", store=spec.store, baseline=None, runs=stray))
+    # egd transfer's runs live in their own store beside the board's: counted as the transfer's cost
+    fake(Sweep(name="t-transfer", store=spec.store.with_name("store-transfer.sqlite"), baseline=None,
+               runs=tune_mod.plan(spec, spec.contenders[0], {"optimizer.lr": 0.5}, [10, 11], reporting=True)))
     assert export.main([str(path), "--out", str(tmp_path / "out")]) == 0
     out = tmp_path / "out"
     trials = list(csv.DictReader((out / "trials.csv").open()))
@@ -69,6 +72,8 @@ def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch,
     assert {h["seed"] for h in held} == {"10", "11", "12", "13", "14"} and all(h["reached"] == "True" for h in held)
     cost = json.loads((out / "cost.json").read_text())
     assert cost["tuning"]["runs"] > 0 and cost["reporting"]["runs"] == len(held) + 1  # the stray run is paid
+    assert cost["transfer"]["runs"] == 2 and set(cost) - {"wall_clock_hours_first_to_last_run", "note"} == {
+        "tuning", "reporting", "transfer"}
     assert (out / "leaderboard.md").read_text() == (tmp_path / "store-leaderboard.md").read_text()
     assert (out / "heldout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -17,7 +17,8 @@ Reads the tune's store (``tune.store``), its Optuna studies (``NAME.optuna.sqlit
   points reached the threshold and over which lrs, the best grid lr and its objective;
 * ``heldout.png``: those steps per method (log axis; open markers censored), the board's medians marked;
 * ``cost.json``: the runs and their CPU time (the sum of the runs' wall-clock durations, one thread each), by
-  tuning, reporting and each follow-up that shares the store (robustness, handcheck), and the wall-clock span
+  tuning, reporting and each follow-up (robustness and handcheck, which share the store; transfer, which has its
+  own, ``STORE-transfer.sqlite``), and the wall-clock span
   from the board's first run's start to its last run's end.
 
 A board that is not finished (no leaderboard) is refused with one line.  Nothing here changes the store.
@@ -131,11 +132,16 @@ def heldout_rows(spec, store: Store, board: list[dict]) -> list[dict]:
 
 def cost(spec, store: Store) -> dict:
     out, first, last = {}, math.inf, -math.inf
-    for r in store.runs():
+    runs = list(store.runs())
+    transfer = spec.store.with_name(spec.store.stem + "-transfer.sqlite")  # egd transfer's own store (its default)
+    if transfer.exists():
+        with Store(transfer, create=False) as t:
+            runs += [{**r, "sweep": f"{spec.name}-transfer"} for r in t.runs()]
+    for r in runs:
         if r["status"] != "done" or r["started"] is None or r["finished"] is None:
             continue
-        # the tune's sweeps are NAME-tuning and NAME-report; the follow-ups (NAME-robustness, NAME-handcheck) share
-        # the store and are counted apart
+        # the tune's sweeps are NAME-tuning and NAME-report; the follow-ups (NAME-robustness, NAME-handcheck,
+        # NAME-transfer) are counted apart
         part = r["sweep"].removeprefix(f"{spec.name}-")
         part = {"report": "reporting"}.get(part, part)
         d = out.setdefault(part, {"runs": 0, "cpu_hours": 0.0})
