@@ -592,7 +592,7 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
     * with ``off``: off, if it is on; if it is off, the range's ends and middle (geometric for a log range); a
       linear winner in the outer tenth of the low side (which never widens: 0 is searched below it) also tries
       half the range's low end, the middle of the gap between 0 and the range (momentum 0.25 below 0.5..0.99);
-    * a categorical: every other choice (named by :func:`_choice`).
+    * a categorical: every other choice (named by ``_choice``).
 
     Returns (label, search-space point) pairs; the values outside the declared range are meant (a hand check is not
     bound by the search)."""
