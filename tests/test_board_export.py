@@ -86,9 +86,10 @@ def test_stage1_table_counts_censored_grid_points_and_keeps_the_first_of_equal_b
         return {"method": m, "round": rnd, "study": study, "stage": stage,
                 "values": json.dumps({"optimizer.lr": lr}), "objective": obj}
     rows = [row("b", 0.01, ""), row("a", 0.01, ""), row("a", 0.1, "50"), row("a", 1.0, "50"),
-            row("a", 0.5, "5", stage=2), row("a", 0.01, "1", rnd=1), row("a", 0.01, "1", study=1), row("b", 0.1, "")]
+            row("a", 0.5, "5", stage=2), row("a", 0.01, "1", rnd=1), row("a", 0.01, "1", study=1), row("b", 0.1, ""),
+            row("c", 0.1, ""), row("c", 10.0, "70")]
     assert load_script().stage1_table(rows).splitlines()[2:] == [
-        "| a | 2 of 3 (0.1–1) | 0.1 | 50 |", "| b | 0 of 2 | – | censored |"]
+        "| a | 2 of 3 (0.1–1) | 0.1 | 50 |", "| c | 1 of 2 (10) | 10 | 70 |", "| b | 0 of 2 | – | censored |"]
 
 
 def load_summary():

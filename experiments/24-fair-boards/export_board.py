@@ -94,7 +94,8 @@ def stage1_table(rows: list[dict]) -> str:
         ok = [(lr, v) for lr, v in pts if v is not None]
         if ok:
             lr, v = min(ok, key=lambda p: p[1])  # min keeps the first of equal objectives
-            span = f"{len(ok)} of {len(pts)} ({min(p[0] for p in ok):.3g}–{max(p[0] for p in ok):.3g})"
+            lo, hi = min(p[0] for p in ok), max(p[0] for p in ok)
+            span = f"{len(ok)} of {len(pts)} ({lo:.3g}" + (f"–{hi:.3g})" if hi > lo else ")")
             table.append((v, f"| {m} | {span} | {lr:.3g} | {v:g} |"))
         else:
             table.append((math.inf, f"| {m} | 0 of {len(pts)} | – | censored |"))
