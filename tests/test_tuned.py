@@ -469,6 +469,9 @@ def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path
     assert ("| egd | 3 | 200 → 100 with loss.weight_decay = 0.01 (−50%, beaten by > 15%: underpowered) |"
             in text)
     assert "| sgd | 3 | 100 → 90 with loss.weight_decay = 0.00316 (−10%, within 15%) |" in text
+    # each method's section names its tuned configuration (VALUES: the leaderboard rows' values)
+    assert "**egd** (tuned: optimizer.lr = 0.6, loss.weight_decay = 0.001)" in text
+    assert "**sgd** (tuned: optimizer.lr = 2, loss.weight_decay = 0)" in text
     # resume: nothing runs again
     fake.executed.clear()
     tuned_mod.handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\n'), log=quiet)

@@ -571,15 +571,20 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _value(v: Any) -> str:
+    """A configuration value as the hand check prints it: numbers to 3 significant figures, lists elementwise."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return _g(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 def _choice(ch: Any) -> str:
     """A categorical choice as a hand check names it: a value as itself; a table by its ``*.name`` value, then its
     other fields' last parts and values (``cosine (warmup_steps 10, min_factor 0.1)``)."""
-    def val(v: Any) -> str:
-        return _g(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
     if not isinstance(ch, dict):
-        return val(ch)
-    names = [val(v) for k, v in ch.items() if k.rsplit(".", 1)[-1] == "name"]
-    rest = [f"{k.rsplit('.', 1)[-1]} {val(v)}" for k, v in ch.items() if k.rsplit(".", 1)[-1] != "name"]
+        return _value(ch)
+    names = [_value(v) for k, v in ch.items() if k.rsplit(".", 1)[-1] == "name"]
+    rest = [f"{k.rsplit('.', 1)[-1]} {_value(v)}" for k, v in ch.items() if k.rsplit(".", 1)[-1] != "name"]
     return " ".join(names) + (f" ({', '.join(rest)})" if rest else "") if names else ", ".join(rest)
 
 
@@ -692,7 +697,9 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
         "",
     ]
     for label, m in result["methods"].items():
-        lines += [f"**{label}**", "", markdown_table(["setting", f"KM median {unit}"],
+        tuned = ", ".join(f"{k} = {_value(v)}" for k, v in (m.get("tuned_values") or {}).items())
+        lines += [f"**{label}**" + (f" (tuned: {tuned})" if tuned else ""), "",
+                  markdown_table(["setting", f"KM median {unit}"],
                                                      [[p["setting"], _cell(p)] for p in m["settings"]]), ""]
     return "\n".join(lines)
 
@@ -706,6 +713,8 @@ def handcheck(path: str | Path, *, workers: int | None = None, backend: str = "l
     rows = _run_logged(spec, planned, f"hand check of {spec.tune.name}: {len(spec.methods)} methods, "
                        f"{len(planned)} settings", workers, backend, address, log)
     result = handcheck_result(spec, rows)
+    for label, m in result["methods"].items():  # what "tuned" is: the leaderboard row's configuration values
+        m["tuned_values"] = dict(board[label]["values"])
     text = handcheck_markdown(spec, result)
     _write(spec.out, text, result)
     log("\n" + text + f"\nhand check: {spec.out.with_name(spec.out.name + '.md')}", flush=True)
