@@ -2,7 +2,9 @@
 # Issue #28's boards, one after the other, each resumable: rerun this script to continue where it stopped (a
 # finished tune only rewrites its leaderboard; Ctrl-C or SIGTERM stops cleanly). After each board: its export into
 # this folder (leaderboard, trials, held-out runs, figure, cost) and, for mod-add, robustness and transfer. Commit
-# what it exports (git add experiments/24-fair-boards) before a session ends; the stores (tunes/) are git-ignored.
+# what it exports (git add experiments/24-fair-boards) before a session ends; the stores (tunes/) are git-ignored,
+# so a board still running is carried to the next session by `python experiments/24-fair-boards/carry.py save`
+# and a commit of carry/; this script restores from carry/ any store that tunes/ lacks before it starts.
 #
 #     nohup experiments/24-fair-boards/run.sh >> tunes/fair-boards.log 2>&1 &     (from the repository root)
 #     BOARDS="mod-add-p97 mod-mult-p97" experiments/24-fair-boards/run.sh           (some boards only)
@@ -15,6 +17,7 @@ egd=${EGD:-.venv/bin/egd}
 python=$(dirname "$egd")/python
 here=experiments/24-fair-boards
 workers=${WORKERS:-2}
+"$python" "$here/carry.py" restore
 for board in ${BOARDS:-mod-add-p97 mod-mult-p97 parity-k3 mnist-1k stdlib-gpt}; do
   echo "== $(date -u +%FT%TZ) $board"
   "$egd" tune "$here/$board.toml" --workers "$workers"
