@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-STORES = ROOT / "tunes"
+STORES = HERE.parent.parent / "tunes"
 CARRY = HERE / "carry"
 
 
@@ -55,34 +54,42 @@ def _slim(db: Path) -> str:
     return f"without {n} tuning metric rows"
 
 
-def save() -> None:
-    CARRY.mkdir(exist_ok=True)
-    for src in sorted(STORES.glob("fair-*.sqlite")):
-        tmp = CARRY / (src.name + ".tmp")
+def save(stores: Path = STORES, carry: Path = CARRY) -> list[Path]:
+    """Every ``stores/fair-*.sqlite`` into ``carry/NAME.gz``; the copies written."""
+    carry.mkdir(exist_ok=True)
+    written = []
+    for src in sorted(stores.glob("fair-*.sqlite")):
+        tmp = carry / (src.name + ".tmp")
         tmp.unlink(missing_ok=True)
         _backup(src, tmp)
         what = _slim(tmp)
-        out = CARRY / (src.name + ".gz")
+        out = carry / (src.name + ".gz")
         part = out.with_suffix(".gz.part")
         with open(tmp, "rb") as f, gzip.GzipFile(part, "wb", mtime=0) as g:
             shutil.copyfileobj(f, g)
         tmp.unlink()
         part.replace(out)  # atomic: a copy is whole or the old one stays
-        print(f"{src.relative_to(ROOT)} -> {out.relative_to(ROOT)} ({out.stat().st_size / 1e6:.2f} MB, {what})")
+        written.append(out)
+        print(f"{src} -> {out} ({out.stat().st_size / 1e6:.2f} MB, {what})")
+    return written
 
 
-def restore() -> None:
-    STORES.mkdir(exist_ok=True)
-    for gz in sorted(CARRY.glob("fair-*.sqlite.gz")):
-        dst = STORES / gz.name[:-3]
+def restore(stores: Path = STORES, carry: Path = CARRY) -> list[Path]:
+    """Every ``carry/fair-*.sqlite.gz`` whose store ``stores`` lacks; the stores written."""
+    stores.mkdir(exist_ok=True)
+    written = []
+    for gz in sorted(carry.glob("fair-*.sqlite.gz")):
+        dst = stores / gz.name[:-3]
         if dst.exists():
-            print(f"{dst.relative_to(ROOT)} exists: kept (not restored from {gz.relative_to(ROOT)})")
+            print(f"{dst} exists: kept (not restored from {gz})")
             continue
         part = dst.with_name(dst.name + ".part")
         with gzip.open(gz, "rb") as g, open(part, "wb") as f:
             shutil.copyfileobj(g, f)
         part.replace(dst)
-        print(f"{gz.relative_to(ROOT)} -> {dst.relative_to(ROOT)}")
+        written.append(dst)
+        print(f"{gz} -> {dst}")
+    return written
 
 
 if __name__ == "__main__":

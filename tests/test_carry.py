@@ -1,0 +1,74 @@
+"""experiments/24-fair-boards/carry.py: a board's stores copied for the next session and restored, by hand-made
+stores: every run and its summary survive, the tuning runs' curves are dropped and every other sweep's kept, the
+Optuna file comes back byte for byte, and a store already present is never overwritten."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+from pathlib import Path
+
+from egalitarian.sweep.spec import PlannedRun
+from egalitarian.sweep.store import Store
+
+SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "24-fair-boards" / "carry.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("carry", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(i: int) -> PlannedRun:
+    return PlannedRun(id=f"r{i}", params={"lr": i}, group=f"g{i}", label=f"lr={i}", config={"lr": i})
+
+
+def _finish(store: Store, sweep: str, i: int, steps: int) -> None:
+    store.add(sweep, [_run(i)])
+    assert store.claim([f"r{i}"], "w") == (f"r{i}", {"lr": i})
+    rows = [(s, 0, "test", "acc", s / steps) for s in range(1, steps + 1)]
+    assert store.finish(f"r{i}", "w", {"steps": steps, "grokked": True}, rows)
+
+
+def test_save_drops_only_the_tuning_curves_and_restore_resumes_the_runs(tmp_path, capsys):
+    carry = load_script()
+    stores, out = tmp_path / "tunes", tmp_path / "carry"
+    stores.mkdir()
+    with Store(stores / "fair-x.sqlite") as store:
+        _finish(store, "fair-x-tuning", 1, 7)
+        _finish(store, "fair-x-report", 2, 5)
+        store.add("fair-x-tuning", [_run(3)])
+        assert store.claim(["r3"], "w") is not None  # under way when the copy is made
+        store.add("fair-x-tuning", [_run(4)])  # pending
+    optuna_like = stores / "fair-x.optuna.sqlite"
+    with sqlite3.connect(optuna_like) as c:
+        c.execute("CREATE TABLE trials (number INTEGER, value REAL)")
+        c.executemany("INSERT INTO trials VALUES (?, ?)", [(0, 12.5), (1, 7.0)])
+    c.close()
+    (stores / "other.sqlite").write_bytes(b"")  # not a board's store: not carried
+    assert sorted(p.name for p in carry.save(stores, out)) == ["fair-x.optuna.sqlite.gz", "fair-x.sqlite.gz"]
+
+    back = tmp_path / "next-session"
+    assert sorted(p.name for p in carry.restore(back, out)) == ["fair-x.optuna.sqlite", "fair-x.sqlite"]
+    with Store(back / "fair-x.sqlite", create=False) as store:
+        runs = {r["id"]: r for r in store.runs()}
+        assert {k: r["status"] for k, r in runs.items()} == {"r1": "done", "r2": "done", "r3": "running",
+                                                             "r4": "pending"}
+        assert runs["r1"]["summary"] == {"steps": 7, "grokked": True}
+        assert store.metrics("r1") == []  # a tuning run's curve: dropped
+        assert [m.step for m in store.metrics("r2")] == [1, 2, 3, 4, 5]  # a reporting run's: kept
+        assert "tuning runs" in store.get_meta("carried")
+        assert store.reset_stale() == 1  # as a resumed sweep starts: the run under way is run again
+    with sqlite3.connect(back / "fair-x.optuna.sqlite") as c:
+        assert c.execute("SELECT number, value FROM trials ORDER BY number").fetchall() == [(0, 12.5), (1, 7.0)]
+    c.close()
+    with Store(stores / "fair-x.sqlite", create=False) as store:  # the original is untouched
+        assert [m.step for m in store.metrics("r1")] == list(range(1, 8))
+
+    (back / "fair-x.sqlite").unlink()
+    (back / "fair-x.optuna.sqlite").write_bytes(b"newer")
+    assert [p.name for p in carry.restore(back, out)] == ["fair-x.sqlite"]  # a store present is kept
+    assert (back / "fair-x.optuna.sqlite").read_bytes() == b"newer"
+    assert "kept" in capsys.readouterr().out
