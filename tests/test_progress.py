@@ -59,3 +59,34 @@ def test_disabled_writes_nothing():
     bar.update(1, force=True)
     bar.close()
     assert stream.getvalue() == ""
+
+
+def test_not_drawn_with_log_every_writes_a_plain_line_at_most_once_per_interval(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("egalitarian.progress.time.perf_counter", lambda: clock[0])
+    stream = io.StringIO()
+    bar = Progress(10, "sweep s", enabled=False, stream=stream, log_every=600)
+    for t, done in [(100, 0), (699, 3), (700, 4), (701, 5), (1299, 6), (1300, 8)]:
+        clock[0] = float(t)
+        bar.update(done, force=True, failed=0)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()  # at 700 s and 1300 s after the start, no others
+    assert lines[0].endswith("sweep s [#########               ] 4/10    600s< 900s  failed 0")
+    assert lines[1].endswith("sweep s [###################     ] 8/10   1200s< 300s  failed 0")
+    assert all(line[:4].isdigit() and line[19] == "Z" for line in lines)  # stamped with the UTC time
+
+
+def test_sweep_output_not_on_a_terminal_logs_only_when_progress_is_left_to_auto(tmp_path, monkeypatch):
+    import egalitarian.sweep.execute as ex
+
+    made = []
+    monkeypatch.setattr(ex, "Progress", lambda *a, **k: made.append(k.get("log_every")) or Progress(*a, **k))
+    monkeypatch.setattr(ex, "_run_local", lambda *a, **k: None)  # no runs: only how the bar is made
+    from egalitarian.sweep.spec import PlannedRun, Sweep
+
+    runs = [PlannedRun(id="r", params={}, group="g", label="g", config={})]
+    for progress in (None, False, True):
+        ex.run_sweep(Sweep(name="s", store=tmp_path / "s.sqlite", baseline=None, runs=runs), workers=1,
+                     progress=progress)
+    assert made == [ex.LOG_EVERY, None, None]

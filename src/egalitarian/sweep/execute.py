@@ -46,6 +46,7 @@ THREAD_ENV = {
 }
 MAX_ATTEMPTS = 3  # a run whose worker died this many times is marked failed
 BACKENDS = ("local", "ray")
+LOG_EVERY = 600.0  # seconds between progress lines in a log (a sweep not on a terminal)
 
 
 class Orphaned(Exception):
@@ -125,7 +126,8 @@ def run_sweep(
 
     Idempotent and resumable: missing runs are inserted as ``pending``, ``running`` rows left by a killed
     sweep and failed runs are retried, done runs are skipped, and interrupted runs resume from their
-    checkpoints. ``progress``: draw a progress line (None: only on a terminal).
+    checkpoints. ``progress``: draw a progress line (None: only on a terminal, and elsewhere a plain line every
+    :data:`LOG_EVERY` seconds; False: nothing).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: allowed: {', '.join(BACKENDS)}")
@@ -141,7 +143,9 @@ def run_sweep(
         store.requeue_failed(ids)
         todo = [r["id"] for r in store.runs(ids) if r["status"] == "pending"]
         if todo:
-            bar = Progress(len(todo), f"sweep {sweep.name}", progress)
+            # not on a terminal (a sweep in the background, its output in a log): a line every 10 minutes
+            every = LOG_EVERY if progress is None else None
+            bar = Progress(len(todo), f"sweep {sweep.name}", progress, log_every=every)
             root = sweep.run_root.resolve()
             root.mkdir(parents=True, exist_ok=True)
             try:
