@@ -545,3 +545,30 @@ def test_leaderboard_states_the_resolution_and_ties_within_it(tmp_path, monkeypa
     assert ("step by step (train.refine_grok)" in text) is refine
     assert f"known to within {res} steps" in text
     assert text.rstrip().endswith(f"tied with the leader (egd) within it: {'sgd' if tied else 'none'}.")
+
+
+# ------------------------------------------------------------------------------------------------ status
+
+def test_status_says_how_far_a_search_is_by_hand(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, 'stages = "coarse-refine"\ntrials = 2\nbatch = 2\nstudies = 2\nwiden = 0\n', LR)
+    assert main(["tune", str(path), "--status"]) == 2  # nothing has run: one line naming the store
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "store.sqlite" in err and "nothing has run yet" in err
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake(fail_on_call=2))  # stage 1 runs; killed as stage 2 starts
+    with pytest.raises(KeyboardInterrupt):
+        tune_mod.tune(path, log=quiet)
+    assert main(["tune", str(path), "--status"]) == 0
+    out = capsys.readouterr().out
+    grid = [0.5 * 10 ** (i / 2) for i in range(-4, 5)]  # 0.01..100 times the own lr 0.5, 9 points
+    assert "sweep t-tuning: 36 done\n" in out  # 9 lrs x 2 seeds x 2 methods, shared by the studies
+    for method in ("sgd", "egd"):
+        best = min(grid, key=lambda lr: steps_of(lr, method, 0) + steps_of(lr, method, 1))
+        median = (steps_of(best, method, 0) + steps_of(best, method, 1)) / 2
+        for k in (0, 1):  # stage 1 told (9 of 9 + 2 trials), stage 2's two trials asked and under way
+            assert f"| {method} | {k} | 9/11 | 2 | 2 | {median:g} | lr {best:.3g} |" in out
+    monkeypatch.setattr(tune_mod, "run_sweep", Fake())
+    tune_mod.tune(path, log=quiet)
+    out = (main(["tune", str(path), "--status"]), capsys.readouterr().out)[1]
+    assert out.count(" | 11/11 | 0 | 2 | ") == 4  # 2 methods x 2 studies, every trial told
+    report = next(line for line in out.splitlines() if line.startswith("sweep t-report: "))
+    assert report.endswith(" done") and "widening round 0 (the spec's ranges)" in out

@@ -445,8 +445,8 @@ trials = 2
                                    "schedule = constant (warmup_steps 10)"]
     assert trial_values(tspec, c, got[1][1])["optimizer.momentum"] == 0.25
     # a choice that is a value is named as itself; a table without a *.name field by its fields
-    assert tuned_mod._choice(0.5) == "0.5" and tuned_mod._choice("cosine") == "cosine"
-    assert tuned_mod._choice({"scheduler.warmup_steps": 10, "train.x": "y"}) == "warmup_steps 10, x y"
+    assert tune_mod.choice_text(0.5) == "0.5" and tune_mod.choice_text("cosine") == "cosine"
+    assert tune_mod.choice_text({"scheduler.warmup_steps": 10, "train.x": "y"}) == "warmup_steps 10, x y"
 
 
 def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@
     egd sweep status FILE|STORE
     egd results FILE|STORE [--baseline GROUP] [--metric epochs|steps|seconds] [--csv F] [--json F] [--curves F]
     egd export tensorboard FILE|STORE DIR     every finished run of a sweep or store as a TensorBoard run
-    egd tune SPEC [--workers N] [--backend local|ray]  every method tuned with the same budget; a leaderboard
+    egd tune SPEC [--workers N] [--status] [--backend local|ray]  every method tuned with the same budget; a leaderboard
     egd profile TABLE.json [--taus T,T,..] [--tau-max 4] [--scale linear|log] [--not-run fail|exclude] [--out F]
                                                Dolan-More performance profiles across tasks and AlgoPerf's score
     egd robustness SPEC [--workers N] [--backend local|ray]  a finished tune's methods: steps to the threshold
@@ -350,8 +350,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .tune import tune
+    from .tune import status, tune
 
+    if args.status:
+        print(status(args.spec), end="")
+        return 0
     return _resumable(tune, "tune", args)
 
 
@@ -511,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="parallel runs (default: the number of cores)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes or Ray")
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--status", action="store_true",
+                   help="how far the search is (runs, trials and best so far per study), run nothing")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("profile", help="performance profiles across tasks (Dolan-More) and AlgoPerf's score")

@@ -1072,6 +1072,87 @@ def _total_trials(spec: TuneSpec) -> int:
     return spec.trials + (len(coarse_grid(spec.space[0])) if spec.stages == "coarse-refine" else 0)
 
 
+def value_text(v: Any) -> str:
+    """A configuration value as tables print it: numbers to 3 significant figures, lists elementwise."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    return f"{v:.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def choice_text(ch: Any) -> str:
+    """A categorical choice by name: a value as itself; a table by its ``*.name`` value, then its other fields'
+    last parts and values (``cosine (warmup_steps 10, min_factor 0.1)``)."""
+    if not isinstance(ch, dict):
+        return value_text(ch)
+    names = [value_text(v) for k, v in ch.items() if k.rsplit(".", 1)[-1] == "name"]
+    rest = [f"{k.rsplit('.', 1)[-1]} {value_text(v)}" for k, v in ch.items() if k.rsplit(".", 1)[-1] != "name"]
+    return " ".join(names) + (f" ({', '.join(rest)})" if rest else "") if names else ", ".join(rest)
+
+
+def trial_text(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> str:
+    """A trial's configuration in words: each searched field's last part and value, a choice by name."""
+    chosen, keys = [], set()
+    for d in spec.space:
+        if d.choices is not None and d.field in params:
+            chosen.append(choice_text(d.choices[params[d.field]]))
+            keys |= set(d.setting(params[d.field]))
+    rest = [f"{k.rsplit('.', 1)[-1]} {value_text(v)}" for k, v in trial_values(spec, c, params).items()
+            if k not in keys]
+    return ", ".join(rest + chosen)
+
+
+def status(path: str | Path) -> str:
+    """``egd tune SPEC --status``: how far a search is, from its store and studies, running nothing (a search
+    may be running beside it).  Per sweep of the store, its runs by state; per widening round, method and study,
+    the trials done and under way, the stage (``coarse-refine``) and the best trial so far with its values."""
+    spec = load_tune(path)
+    if not spec.store.exists() or not spec.study_path.exists():
+        raise ConfigError(f"tune {spec.name}: no store {str(spec.store)!r} (or its studies): nothing has run yet; "
+                          f"`egd tune {path}` starts the search")
+    n = _total_trials(spec)
+    lines = [f"tune {spec.name}: {len(spec.contenders)} methods x {spec.studies} studies x {n} trials x "
+             f"{len(spec.tuning_seeds)} tuning seeds; store {spec.store}"]
+    with Store(spec.store, create=False) as store:
+        counts: dict[str, dict[str, int]] = {}
+        for r in store.runs():
+            counts.setdefault(r["sweep"], {}).setdefault(r["status"], 0)
+            counts[r["sweep"]][r["status"]] += 1
+    for sweep, cs in counts.items():
+        lines.append(f"sweep {sweep}: " + ", ".join(f"{cs[k]} {k}" for k in ("done", "running", "pending", "failed")
+                                                   if cs.get(k)))
+    optuna = _import_optuna()
+    storage = f"sqlite:///{spec.study_path}"
+    names = set(optuna.study.get_all_study_names(storage))
+    grid = len(coarse_grid(spec.space[0])) if spec.stages == "coarse-refine" else 0
+    state = optuna.trial.TrialState
+    for r in range(spec.widen + 1):
+        rspec = replace(spec, round=r)
+        rows = []
+        for c in spec.contenders:
+            for k in range(spec.studies):
+                name = study_name(rspec, c, k)
+                if name not in names:
+                    continue
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+                done = [t for t in trials if t.state == state.COMPLETE]
+                running = sum(t.state == state.RUNNING for t in trials)
+                stage = "" if not grid else ("1" if len(done) < grid else "2")  # stage 2 starts once 1 is told
+                top = min(done, key=lambda t: (t.value, t.number)) if done else None
+                if top is None:
+                    best, values = "-", "-"
+                elif spec.metric != "loss" and top.value >= CENSORED:
+                    best, values = f"none (test acc {CENSORED + 1 - top.value:.3f})", trial_text(rspec, c, top.params)
+                else:
+                    best, values = f"{top.value:g}", trial_text(rspec, c, top.params)
+                rows.append([c.label, str(k), f"{len(done)}/{n}", str(running), stage, best, values])
+        if rows:
+            unit = "final test loss" if spec.metric == "loss" else f"{spec.metric}, median over tuning seeds"
+            lines += ["", f"widening round {r}" + ("" if r else " (the spec's ranges)"), markdown_table(
+                ["method", "study", "trials done", "under way", "stage", f"best so far ({unit})", "its values"],
+                rows)]
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------------ leaderboard
 
 

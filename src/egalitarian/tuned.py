@@ -51,7 +51,18 @@ from .sweep import Store, Sweep, run_sweep
 from .sweep.profiles import DEFAULT_TAUS, TAU_MAX, profile_markdown, profile_score
 from .sweep.spec import PlannedRun
 from .sweep.stats import METRICS, finite_json, km_cell, km_ci, km_median, outcome
-from .tune import Contender, TuneSpec, board_train, last_round, load_tune, own_params, plan, trial_values
+from .tune import (
+    Contender,
+    TuneSpec,
+    board_train,
+    choice_text,
+    last_round,
+    load_tune,
+    own_params,
+    plan,
+    trial_values,
+    value_text,
+)
 
 FACTORS = tuple(2 ** (k / 2) for k in range(-6, 7))
 """The default lattice of robustness: ×√2 apart from 1/8 to 8, 13 points, 1 in the middle.  √2 resolves a 2×
@@ -571,23 +582,6 @@ def _g(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _value(v: Any) -> str:
-    """A configuration value as the hand check prints it: numbers to 3 significant figures, lists elementwise."""
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return _g(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-
-
-def _choice(ch: Any) -> str:
-    """A categorical choice as a hand check names it: a value as itself; a table by its ``*.name`` value, then its
-    other fields' last parts and values (``cosine (warmup_steps 10, min_factor 0.1)``)."""
-    if not isinstance(ch, dict):
-        return _value(ch)
-    names = [_value(v) for k, v in ch.items() if k.rsplit(".", 1)[-1] == "name"]
-    rest = [f"{k.rsplit('.', 1)[-1]} {_value(v)}" for k, v in ch.items() if k.rsplit(".", 1)[-1] != "name"]
-    return " ".join(names) + (f" ({', '.join(rest)})" if rest else "") if names else ", ".join(rest)
-
-
 def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The settings a hand check tries around a winner (``searched``: its search-space point, completed with the
     method's own values where it left a dimension out), one dimension at a time, every dimension but the first:
@@ -607,7 +601,7 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
         if d.field not in point:
             continue
         if d.choices is not None:
-            out += [(f"{d.field} = {_choice(d.choices[i])}", {**point, d.field: i}) for i in range(len(d.choices))
+            out += [(f"{d.field} = {choice_text(d.choices[i])}", {**point, d.field: i}) for i in range(len(d.choices))
                     if i != point[d.field]]
             continue
         if d.off and point.get(d.off_param):
@@ -697,7 +691,7 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
         "",
     ]
     for label, m in result["methods"].items():
-        tuned = ", ".join(f"{k} = {_value(v)}" for k, v in (m.get("tuned_values") or {}).items())
+        tuned = ", ".join(f"{k} = {value_text(v)}" for k, v in (m.get("tuned_values") or {}).items())
         lines += [f"**{label}**" + (f" (tuned: {tuned})" if tuned else ""), "",
                   markdown_table(["setting", f"KM median {unit}"],
                                                      [[p["setting"], _cell(p)] for p in m["settings"]]), ""]
