@@ -1,6 +1,6 @@
 """experiments/24-fair-boards/carry.py: a board's stores copied for the next session and restored, by hand-made
-stores: every run and its summary survive, the tuning runs' curves are dropped and every other sweep's kept, the
-Optuna file comes back byte for byte, and a store already present is never overwritten."""
+stores: every run and its summary survive, the curves are dropped but a loss board's reporting runs', the Optuna
+file comes back byte for byte, and a store already present is never overwritten."""
 
 from __future__ import annotations
 
@@ -32,35 +32,43 @@ def _finish(store: Store, sweep: str, i: int, steps: int) -> None:
     assert store.finish(f"r{i}", "w", {"steps": steps, "grokked": True}, rows)
 
 
-def test_save_drops_only_the_tuning_curves_and_restore_resumes_the_runs(tmp_path, capsys):
+def test_save_drops_the_curves_nothing_reads_and_restore_resumes_the_runs(tmp_path, capsys):
     carry = load_script()
-    stores, out = tmp_path / "tunes", tmp_path / "carry"
+    stores, out, specs = tmp_path / "tunes", tmp_path / "carry", tmp_path / "specs"
     stores.mkdir()
-    with Store(stores / "fair-x.sqlite") as store:
-        _finish(store, "fair-x-tuning", 1, 7)
-        _finish(store, "fair-x-report", 2, 5)
-        store.add("fair-x-tuning", [_run(3)])
-        assert store.claim(["r3"], "w") is not None  # under way when the copy is made
-        store.add("fair-x-tuning", [_run(4)])  # pending
+    specs.mkdir()
+    (specs / "lm.toml").write_text('[tune]\nname = "fair-lm"\nstore = "tunes/fair-lm.sqlite"\nmetric = "loss"\n')
+    (specs / "x.toml").write_text('[tune]\nname = "fair-x"\nstore = "tunes/fair-x.sqlite"\n')  # steps
+    for name in ("fair-x", "fair-lm"):
+        with Store(stores / f"{name}.sqlite") as store:
+            _finish(store, f"{name}-tuning", 1, 7)
+            _finish(store, f"{name}-report", 2, 5)
+            store.add(f"{name}-tuning", [_run(3)])
+            assert store.claim(["r3"], "w") is not None  # under way when the copy is made
+            store.add(f"{name}-tuning", [_run(4)])  # pending
     optuna_like = stores / "fair-x.optuna.sqlite"
     with sqlite3.connect(optuna_like) as c:
         c.execute("CREATE TABLE trials (number INTEGER, value REAL)")
         c.executemany("INSERT INTO trials VALUES (?, ?)", [(0, 12.5), (1, 7.0)])
     c.close()
     (stores / "other.sqlite").write_bytes(b"")  # not a board's store: not carried
-    assert sorted(p.name for p in carry.save(stores, out)) == ["fair-x.optuna.sqlite.gz", "fair-x.sqlite.gz"]
+    assert sorted(p.name for p in carry.save(stores, out, specs)) == [
+        "fair-lm.sqlite.gz", "fair-x.optuna.sqlite.gz", "fair-x.sqlite.gz"]
 
     back = tmp_path / "next-session"
-    assert sorted(p.name for p in carry.restore(back, out)) == ["fair-x.optuna.sqlite", "fair-x.sqlite"]
-    with Store(back / "fair-x.sqlite", create=False) as store:
-        runs = {r["id"]: r for r in store.runs()}
-        assert {k: r["status"] for k, r in runs.items()} == {"r1": "done", "r2": "done", "r3": "running",
-                                                             "r4": "pending"}
-        assert runs["r1"]["summary"] == {"steps": 7, "grokked": True}
-        assert store.metrics("r1") == []  # a tuning run's curve: dropped
-        assert [m.step for m in store.metrics("r2")] == [1, 2, 3, 4, 5]  # a reporting run's: kept
-        assert "tuning runs" in store.get_meta("carried")
-        assert store.reset_stale() == 1  # as a resumed sweep starts: the run under way is run again
+    assert sorted(p.name for p in carry.restore(back, out)) == ["fair-lm.sqlite", "fair-x.optuna.sqlite",
+                                                                "fair-x.sqlite"]
+    for name, report_steps, dropped in (("fair-x", [], 12), ("fair-lm", [1, 2, 3, 4, 5], 7)):
+        with Store(back / f"{name}.sqlite", create=False) as store:
+            runs = {r["id"]: r for r in store.runs()}
+            assert {k: r["status"] for k, r in runs.items()} == {"r1": "done", "r2": "done", "r3": "running",
+                                                                 "r4": "pending"}
+            assert runs["r1"]["summary"] == {"steps": 7, "grokked": True}
+            assert runs["r2"]["summary"] == {"steps": 5, "grokked": True}
+            assert store.metrics("r1") == []  # a tuning run's curve: dropped
+            assert [m.step for m in store.metrics("r2")] == report_steps  # a reporting run's: a loss board's only
+            assert f"without {dropped} metric rows" in store.get_meta("carried")  # 7 tuning rows (+ 5 reporting)
+            assert store.reset_stale() == 1  # as a resumed sweep starts: the run under way is run again
     with sqlite3.connect(back / "fair-x.optuna.sqlite") as c:
         assert c.execute("SELECT number, value FROM trials ORDER BY number").fetchall() == [(0, 12.5), (1, 7.0)]
     c.close()

@@ -5,12 +5,13 @@ so a board that outlasts a session is continued from a committed copy of its sto
     python experiments/24-fair-boards/carry.py restore   # the reverse, only for a store that tunes/ lacks
 
 ``save`` copies each store consistently while the board runs (SQLite's backup API), gzipped.  The Optuna studies
-(``*.optuna.sqlite``) are copied whole.  Of a sweep store, everything but the per-evaluation metrics of the tuning
-runs (sweep ``NAME-tuning``) is copied: the runs table (each run's config, summary, status and times), the meta
-table and the curves of every other sweep (reporting, robustness, hand check, transfer).  The tune reads its
-tuning runs' summaries only, never their curves, so a restored store resumes where the copy was made: finished
-runs are not run again, runs under way when it was made start again.  What the copy leaves out (the tuning runs'
-curves and the run folders) is named in each store's meta table as ``carried``.
+(``*.optuna.sqlite``) are copied whole.  Of a sweep store, everything but the runs' per-evaluation curves: the runs
+table (each run's config, summary, status and times) and the meta table.  Nothing that continues a board reads a
+curve (a tuning trial's value, the held-out table, robustness, hand check and transfer all read the runs'
+summaries), except the report of a tune whose ``metric`` is ``"loss"``, which reads its reporting runs' curves:
+those are kept (the boards' specs in this folder say which store has that metric).  So a restored store resumes
+where the copy was made: finished runs are not run again, runs under way when it was made start again.  What the
+copy leaves out (the curves and the run folders) is named in each store's meta table as ``carried``.
 
 ``restore`` never overwrites: a store already in tunes/ is the newer one and is kept.
 """
@@ -23,6 +24,7 @@ import shutil
 import sqlite3
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,32 +39,46 @@ def _backup(src: Path, dst: Path) -> None:
     b.close()
 
 
-def _slim(db: Path) -> str:
-    """Drop the tuning runs' curves from a copied sweep store; what was dropped, in words."""
+def _loss_stores(specs: Path) -> set[str]:
+    """The file names of the stores whose tune's ``metric`` is ``"loss"`` (their report reads curves)."""
+    out = set()
+    for path in specs.glob("*.toml"):
+        tune = tomllib.loads(path.read_text()).get("tune", {})
+        if isinstance(tune, dict) and tune.get("metric") == "loss" and "store" in tune:
+            out.add(Path(tune["store"]).name)
+    return out
+
+
+def _slim(db: Path, keep_report: bool) -> str:
+    """Drop the curves a resumed board never reads from a copied sweep store; what was dropped, in words."""
     with sqlite3.connect(db) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"runs", "metrics", "meta"} <= tables:
             return "whole"
-        n = c.execute("DELETE FROM metrics WHERE run_id IN (SELECT id FROM runs WHERE sweep LIKE '%-tuning')").rowcount
-        note = (f"copied {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by carry.py without the "
-                f"{n} metric rows of the tuning runs (sweep *-tuning) and without the run folders")
+        keep = "(SELECT id FROM runs WHERE sweep LIKE '%-report')" if keep_report else "(SELECT NULL WHERE 0)"
+        n = c.execute(f"DELETE FROM metrics WHERE run_id NOT IN {keep}").rowcount
+        what = f"{n} metric rows (every run's curve" + (" but the reporting runs'" if keep_report else "") + ")"
+        note = (f"copied {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} by carry.py without {what} and "
+                "without the run folders")
         c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('carried', ?)", (json.dumps(note),))
     c.close()
     with sqlite3.connect(db) as c:
         c.execute("VACUUM")
     c.close()
-    return f"without {n} tuning metric rows"
+    return f"without {what}"
 
 
-def save(stores: Path = STORES, carry: Path = CARRY) -> list[Path]:
-    """Every ``stores/fair-*.sqlite`` into ``carry/NAME.gz``; the copies written."""
+def save(stores: Path = STORES, carry: Path = CARRY, specs: Path = HERE) -> list[Path]:
+    """Every ``stores/fair-*.sqlite`` into ``carry/NAME.gz``; the copies written.  ``specs``: the folder of the
+    boards' tune specs (which stores keep their reporting curves)."""
     carry.mkdir(exist_ok=True)
+    loss = _loss_stores(specs)
     written = []
     for src in sorted(stores.glob("fair-*.sqlite")):
         tmp = carry / (src.name + ".tmp")
         tmp.unlink(missing_ok=True)
         _backup(src, tmp)
-        what = _slim(tmp)
+        what = _slim(tmp, keep_report=src.name in loss)
         out = carry / (src.name + ".gz")
         part = out.with_suffix(".gz.part")
         with open(tmp, "rb") as f, gzip.GzipFile(part, "wb", mtime=0) as g:
