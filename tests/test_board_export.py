@@ -4,25 +4,21 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 import egalitarian.tune as tune_mod
+from tests import script_helpers
 from tests.test_tune_search import Fake, quiet, write
 
 pytest.importorskip("optuna")
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "24-fair-boards" / "export_board.py"
+SCRIPT = script_helpers.EXPERIMENTS / "24-fair-boards" / "export_board.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("export_board", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_helpers.load_script(SCRIPT)
 
 
 def test_export_board_writes_every_trial_and_held_out_run(tmp_path, monkeypatch, capsys):
@@ -93,10 +89,7 @@ def test_stage1_table_counts_censored_grid_points_and_keeps_the_first_of_equal_b
 
 
 def load_summary():
-    spec = importlib.util.spec_from_file_location("summary", SCRIPT.with_name("summary.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_helpers.load_script(SCRIPT.with_name("summary.py"))
 
 
 def test_summary_builds_the_readme_block_and_the_profile_from_the_boards(tmp_path, monkeypatch):

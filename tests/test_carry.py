@@ -4,21 +4,17 @@ file comes back byte for byte, and a store already present is never overwritten.
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-from pathlib import Path
 
 from egalitarian.sweep.spec import PlannedRun
 from egalitarian.sweep.store import Store
+from tests import script_helpers
 
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "24-fair-boards" / "carry.py"
+SCRIPT = script_helpers.EXPERIMENTS / "24-fair-boards" / "carry.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("carry", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_helpers.load_script(SCRIPT)
 
 
 def _run(i: int) -> PlannedRun:

@@ -69,6 +69,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ from .sweep.stats import (
     loss_outcome,
     outcome,
 )
+from .sweep.store import JOB_STATES
 
 CENSORED = 1e9
 """A trial whose median run did not reach the threshold scores ``CENSORED + 1 − mean final test accuracy``."""
@@ -1113,13 +1115,10 @@ def status(path: str | Path) -> str:
     lines = [f"tune {spec.name}: {len(spec.contenders)} methods x {spec.studies} studies x {n} trials x "
              f"{len(spec.tuning_seeds)} tuning seeds; store {spec.store}"]
     with Store(spec.store, create=False) as store:
-        counts: dict[str, dict[str, int]] = {}
-        for r in store.runs():
-            counts.setdefault(r["sweep"], {}).setdefault(r["status"], 0)
-            counts[r["sweep"]][r["status"]] += 1
-    for sweep, cs in counts.items():
-        lines.append(f"sweep {sweep}: " + ", ".join(f"{cs[k]} {k}" for k in ("done", "running", "pending", "failed")
-                                                   if cs.get(k)))
+        counts = Counter((r["sweep"], r["status"]) for r in store.runs())
+    for sweep in dict.fromkeys(sw for sw, _ in counts):  # in the store's order
+        lines.append(f"sweep {sweep}: " + ", ".join(f"{counts[sweep, k]} {k}" for k in JOB_STATES
+                                                   if counts[sweep, k]))
     optuna = _import_optuna()
     storage = f"sqlite:///{spec.study_path}"
     names = set(optuna.study.get_all_study_names(storage))
