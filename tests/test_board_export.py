@@ -152,3 +152,47 @@ def test_the_transformer_rule_takes_adamw_and_the_five_best_by_score_on_the_chea
     spec.write_text("[methods.adamw]\n[methods.m1]\n[methods.m2]\n[methods.m6]\n[methods.m5]\n[methods.m3]\n")
     assert "the spec's methods are these" in summary.transformer_rule(table)
     assert summary.transformer_rule({"stdlib-gpt": {"m4": 1}}) == ""
+
+
+def test_studies_reads_the_board_and_the_pooled_study_and_checks_each_against_the_other_studies(tmp_path):
+    """Hand-made held-out runs. Method a: studies 0, 1, 2 with tuning values 10, 20, 30 hold out at 100, 80, 60
+    steps; the board's row is the median study (1, 80), beaten by study 2 by 1 - 60/80 = 25%; the pooled search
+    picks study 0 (the best tuning value; the held-out seeds play no part), beaten by 1 - 60/100 = 40%.  adamw:
+    tuning values 5, 5, 9 (the tie goes to study 0, 200 steps), study 1 holds out at 190 (5%: not beaten), study 2
+    never reaches the threshold.  a's pooled speed-up against adamw's pooled study: 200 / 100 = 2."""
+    summary = load_summary()
+
+    def runs(method, studies, steps, reached=True):
+        return [{"method": method, "studies": studies, "steps": str(s), "reached": str(reached)} for s in steps]
+
+    rows = (runs("a", "0", [100] * 5) + runs("a", "1", [80] * 5) + runs("a", "2", [60] * 5)
+            + runs("adamw", "0", [200, 200, 200, 210, 220]) + runs("adamw", "1", [190] * 5)
+            + runs("adamw", "2", [2700] * 5, reached=False) + runs("b", "0 1 2", [150, 160, 170, 180, 190]))
+    held = summary.held_out(rows)
+    assert held[("b", 2)] == ([150.0, 160.0, 170.0, 180.0, 190.0], [True] * 5)  # shared runs count for each study
+
+    def entry(method, study, tuning, medians):
+        return {"method": method, "study": study,
+                "per_study": [{"study": k, "tuning_value": t, "median": m}
+                              for k, (t, m) in enumerate(zip(tuning, medians, strict=True))]}
+
+    board = [entry("a", 1, [10, 20, 30], [100, 80, 60]), entry("b", 0, [1, 1, 1], [170, 170, 170]),
+             entry("adamw", 0, [5, 5, 9], [200, 190, math.inf])]
+    out = summary.studies(board, held)
+    a, adamw, b = out["a"], out["adamw"], out["b"]
+    assert (a["board"]["study"], a["board"]["best_study"], a["board"]["beaten"]) == (1, 2, True)
+    assert a["board"]["gain"] == pytest.approx(0.25)
+    assert (a["pooled"]["study"], a["pooled"]["km_median"], a["pooled"]["beaten"]) == (0, 100.0, True)
+    assert a["pooled"]["gain"] == pytest.approx(0.4)
+    assert (adamw["pooled"]["study"], adamw["pooled"]["km_median"]) == (0, 200.0)
+    assert adamw["pooled"]["gain"] == pytest.approx(0.05) and not adamw["pooled"]["beaten"]
+    assert b["pooled"]["gain"] == 0 and not b["board"]["beaten"]  # equal studies: none beats another
+    assert a["pooled"]["speedup"]["ratio"] == pytest.approx(2.0)
+    lo, hi = a["pooled"]["speedup"]["ci"]
+    assert 2.0 <= lo <= hi <= 2.2  # adamw's resampled medians lie in 200..220, a's are all 100
+    assert adamw["pooled"]["speedup"]["ratio"] == pytest.approx(1.0)
+    text = summary.studies_markdown("t", out)
+    assert "| adamw | 0: 5 → 200; 1: 5 → 190; 2: 9 → > budget | 200 (study 0) | 5% (study 1) |" in text
+    assert text.rstrip().endswith("board reading a; pooled reading a.")
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")][1:] == [
+        "a", "b", "adamw"]  # by the pooled reading

@@ -491,3 +491,80 @@ def test_the_hand_check_tries_neighbours_on_the_last_rounds_ranges(tmp_path):
         "loss.weight_decay = 0.01", "loss.weight_decay = 10", "loss.weight_decay = 1e-05", "tuned"]
     wds = {name: runs[0].config["loss"]["weight_decay"] for (_, name), runs in planned.items()}
     assert wds["loss.weight_decay = 10"] == 10.0 and wds["loss.weight_decay = 0.01"] == pytest.approx(0.01)
+
+
+# ------------------------------------------------------------------------------------- the pooled winner
+
+
+def test_point_of_inverts_trial_values(tmp_path):
+    """A search point -> its config values (trial_values) -> back (point_of): the same point, for a log range with
+    off (on and off), a linear range searched as momentum (SGD) or beta1 (an element of AdamW's betas) and a
+    categorical of tables; a dimension the values do not set is left out."""
+    path = tmp_path / "tune.toml"
+    path.write_text(BASE + """
+[tune]
+name = "m"
+trials = 2
+[space]
+"optimizer.lr" = { low = 1e-3, high = 10.0, log = true }
+"optimizer.weight_decay" = { low = 1e-5, high = 1.0, log = true, off = true }
+"momentum" = { fields = ["optimizer.momentum", "optimizer.betas.0"], low = 0.5, high = 0.99, log = false, off = true }
+"schedule" = { choices = [
+    { "scheduler.name" = "constant", "scheduler.warmup_steps" = 0 },
+    { "scheduler.name" = "constant", "scheduler.warmup_steps" = 10 },
+    { "scheduler.name" = "cosine", "scheduler.warmup_steps" = 10, "scheduler.min_factor" = 0.1 },
+] }
+[methods.sgd]
+[methods.adamw]
+""")
+    tspec = load_tune(path)
+    for c in tspec.contenders:
+        for point in ({"optimizer.lr": 0.25, "optimizer.weight_decay": 0.03, "optimizer.weight_decay.off": False,
+                       "momentum": 0.75, "momentum.off": False, "schedule": 2},
+                      {"optimizer.lr": 3.0, "optimizer.weight_decay": 1e-5, "optimizer.weight_decay.off": True,
+                       "momentum": 0.5, "momentum.off": True, "schedule": 0},
+                      {"optimizer.lr": 0.01, "schedule": 1}):
+            values = trial_values(tspec, c, point)
+            assert tune_mod.point_of(tspec, c, values) == point, (c.label, values)
+    adamw = next(c for c in tspec.contenders if c.label == "adamw")
+    assert trial_values(tspec, adamw, {"momentum": 0.75, "momentum.off": False})["optimizer.betas"][0] == 0.75
+
+
+def pooled_board() -> list[dict]:
+    """egd's row is its median study's (study 2, lr 0.6), but study 1 has the best tuning value (lr 0.3, egd's best
+    lr: 100 steps by robustness_steps) and is what the studies pooled pick; sgd has one study."""
+    studies = [(0, 50.0, 1.2), (1, 30.0, 0.3), (2, 40.0, 0.6)]
+    per = [{"study": k, "tuning_value": t, "values": {"optimizer.lr": lr, "loss.weight_decay": 0.001}, "median": 1.0}
+           for k, t, lr in studies]
+    egd = {**row("egd"), "searched": HAND_SEARCHED["egd"], "study": 2, "tuning_value": 40.0, "per_study": per}
+    return [egd, {**row("sgd"), "searched": HAND_SEARCHED["sgd"]}]
+
+
+def test_a_pooled_follow_up_takes_each_methods_study_with_the_best_tuning_value(tmp_path, monkeypatch):
+    fake = Fake(handcheck_steps)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    write_tune(tmp_path)
+    (tmp_path / "store-leaderboard.json").write_text(json.dumps(pooled_board()))
+    spec = write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\nwinner = "pooled"\nname = "hc-pooled"\n')
+    result = tuned_mod.handcheck(spec, log=quiet)
+    egd = result["methods"]["egd"]
+    # study 1's lr 0.3 is egd's best: 100 steps; its neighbours are study 1's (weight decay 0.001 from its values)
+    assert egd["tuned_values"] == {"optimizer.lr": 0.3, "loss.weight_decay": 0.001}
+    assert [(p["setting"], p["median"]) for p in egd["settings"]] == [
+        ("tuned", 100), ("loss.weight_decay off", 100), ("loss.weight_decay = 0.0001", 100),
+        ("loss.weight_decay = 0.01", 50)]
+    assert result["methods"]["sgd"]["tuned_values"] == VALUES["sgd"]  # one study: its row
+    text = (tmp_path / "store-hc-pooled.md").read_text()
+    assert "the pooled search's: its study whose winner has the best tuning value" in text
+    board = tuned_mod.read_board(load_tune(tmp_path / "tune.toml"), ["egd"])  # the default: the row, study 2
+    assert board["egd"]["values"]["optimizer.lr"] == 0.6
+    rob = write_spec(tmp_path, '[robustness]\nmethods = ["egd"]\nwinner = "pooled"\nfactors = [1, 2]\n', "r.toml")
+    points = tuned_mod.robustness(rob, log=quiet)["methods"]["egd"]["points"]
+    assert [(p["value"], p["median"]) for p in points] == [(0.3, 100), (0.6, 200)]
+
+
+def test_a_follow_up_winner_must_be_board_or_pooled(tmp_path, capsys):
+    write_tune(tmp_path)
+    assert main(["handcheck", str(write_spec(tmp_path, '[handcheck]\nwinner = "best"\n'))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "handcheck.winner = 'best'" in err and "board, pooled" in err, err

@@ -729,6 +729,36 @@ def trial_values(spec: TuneSpec, c: Contender, params: dict[str, Any]) -> dict[s
     return out
 
 
+def point_of(spec: TuneSpec, c: Contender, values: dict[str, Any]) -> dict[str, Any]:
+    """The search-space point whose config values (:func:`trial_values`) are ``values``, for the dimensions that
+    ``values`` sets: a leaderboard's configuration back as the params a trial carries (an ``off`` dimension at 0 is
+    off, at the range's low end as :func:`own_params` has it; a categorical the choice whose fields equal the
+    values').  ``{**own_params(...), **point_of(...)}`` completes it."""
+    _, used, base = _method_space(spec, c)
+    out: dict[str, Any] = {}
+    for d in spec.space:
+        if d.field not in used:
+            continue
+        if d.choices is not None:
+            mine = {k: values[k] for k in d.fields() if k in values}
+            found = [i for i in range(len(d.choices)) if mine and d.setting(i) == mine]
+            if found:
+                out[d.field] = found[0]
+            continue
+        section, key, index = _path(used[d.field], "tune")
+        whole = used[d.field] if index is None else f"{section}.{key}"
+        if whole not in values:
+            continue
+        v = values[whole] if index is None else values[whole][index]
+        if d.off and v == 0:
+            out[d.field], out[d.off_param] = d.low, True
+            continue
+        out[d.field] = v / base[d.field] if d.relative else v
+        if d.off:
+            out[d.off_param] = False
+    return out
+
+
 def own_params(spec: TuneSpec, c: Contender) -> dict[str, Any]:
     """Method ``c``'s own configuration as a point of the search space, for the dimensions it has (the params a
     trial would carry): a range's value (1.0 when ``relative``), with ``FIELD.off`` true where that value is 0 and
@@ -1268,7 +1298,7 @@ def _headline(spec: TuneSpec, entry: dict[str, Any]) -> float:
     return entry[spec.metric]["median"]
 
 
-OPTIONAL_WINNER_KEYS = ("at_limit", "fields", "round")
+OPTIONAL_WINNER_KEYS = ("at_limit", "fields", "round", "searched")
 """Keys of a winner (``_winner``, :func:`best`) that a per-study entry of the leaderboard keeps when present."""
 
 
@@ -1279,6 +1309,13 @@ def across_studies(values: list[float]) -> dict[str, Any]:
     low = statistics.median_low(values)
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "study": values.index(low), "per_study": list(values)}
+
+
+def pooled_study(per_study: list[dict[str, Any]]) -> int:
+    """The study that every study of a method pooled into one search picks: the one whose winner has the lowest
+    tuning value (ties: the earlier study).  The reporting seeds play no part.  ``per_study``: a leaderboard row's
+    (each entry with ``study`` and ``tuning_value``)."""
+    return min(per_study, key=lambda s: (s["tuning_value"], s["study"]))["study"]
 
 
 def report(spec: TuneSpec, winners: dict[str, dict[str, Any]], *, workers: int | None = None,

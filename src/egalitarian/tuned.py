@@ -60,6 +60,8 @@ from .tune import (
     load_tune,
     own_params,
     plan,
+    point_of,
+    pooled_study,
     trial_values,
     value_text,
 )
@@ -76,9 +78,15 @@ HAND_CHECK = 0.15
 median by more than this fraction on the same seeds, the search was underpowered for that method."""
 MIN_SEEDS = 5
 """Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
-ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set")
+ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set", "winner")
 TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
-HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set")
+HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set", "winner")
+WINNERS = {"board": "its leaderboard row: the median study's",
+           "pooled": "the pooled search's: its study whose winner has the best tuning value"}
+"""``winner``: which tuned configuration of each method a robustness or hand-check spec takes (the words its table
+says it with): the leaderboard row's (``board``, the default) or the study a search of every study pooled picks
+(``pooled``, :func:`egalitarian.tune.pooled_study`).  A transfer takes the row's: its first column is the board's
+own reading of it."""
 
 
 def _out(tspec: TuneSpec, name: str) -> Path:
@@ -108,6 +116,7 @@ class Robustness(_FollowUp):
     methods: list[str]
     name: str = "robustness"
     path: Path | None = None
+    winner: str = "board"
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,7 @@ class Transfer(_FollowUp):
     store: Path
     name: str = "transfer"
     path: Path | None = None
+    winner: str = "board"  # always: its first column is the board's own reading of the row
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class HandCheck(_FollowUp):
     methods: list[str]
     name: str = "handcheck"
     path: Path | None = None
+    winner: str = "board"
 
 
 # --------------------------------------------------------------------------------------------------- specs
@@ -159,6 +170,9 @@ def _load(path: Path, table: str, keys: tuple[str, ...], top: tuple[str, ...]) -
     name = meta.get("name", table)
     check(isinstance(name, str) and name != "" and "/" not in name, f"{where}: {table}.name", name,
           "must be a non-empty file-name part", ConfigError)
+    winner = meta.get("winner", "board")
+    check(winner in WINNERS, f"{where}: {table}.winner", winner, f"must be one of: {', '.join(WINNERS)}",
+          ConfigError)
     # report_set: dotted fields over the tune's [report_set] for these runs (a cheaper cadence, say); never a field
     # the tune searched (each method keeps its tuned value) nor the seed (the spec's seeds)
     over = meta.get("report_set", {})
@@ -217,7 +231,7 @@ def load_robustness(path: str | Path) -> Robustness:
     seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: robustness.seeds")
     methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: robustness.methods")
     return Robustness(tspec, fld, sorted(float(f) for f in factors), seeds, methods, meta.get("name", "robustness"),
-                      path)
+                      path, meta.get("winner", "board"))
 
 
 def load_handcheck(path: str | Path) -> HandCheck:
@@ -226,7 +240,7 @@ def load_handcheck(path: str | Path) -> HandCheck:
     tspec, meta, _, where = _load(path, "handcheck", HANDCHECK_KEYS, ("tune", "handcheck"))
     seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: handcheck.seeds")
     methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: handcheck.methods")
-    return HandCheck(tspec, seeds, methods, meta.get("name", "handcheck"), path)
+    return HandCheck(tspec, seeds, methods, meta.get("name", "handcheck"), path, meta.get("winner", "board"))
 
 
 def load_transfer(path: str | Path) -> Transfer:
@@ -274,9 +288,9 @@ def leaderboard_path(tspec: TuneSpec) -> Path:
     return tspec.store.with_name(tspec.store.stem + "-leaderboard.json")
 
 
-def read_board(tspec: TuneSpec, methods: list[str]) -> dict[str, dict[str, Any]]:
+def read_board(tspec: TuneSpec, methods: list[str], winner: str = "board") -> dict[str, dict[str, Any]]:
     """The finished tune's leaderboard rows of ``methods``, by label (ConfigError when it has not finished, or a
-    method is not on it)."""
+    method is not on it); with ``winner = "pooled"`` each row as :func:`pooled_row`."""
     path = leaderboard_path(tspec)
     if not path.is_file():
         raise ConfigError(f"leaderboard {str(path)!r} does not exist: run `egd tune {tspec.path}` first")
@@ -287,7 +301,21 @@ def read_board(tspec: TuneSpec, methods: list[str]) -> dict[str, dict[str, Any]]
     missing = [m for m in methods if m not in rows]
     check(not missing, f"leaderboard {str(path)!r}: methods", missing,
           f"not on the board; it has: {', '.join(rows)} (rerun `egd tune {tspec.path}`)", ConfigError)
-    return {m: rows[m] for m in methods}
+    return {m: rows[m] if winner == "board" else pooled_row(tspec, rows[m]) for m in methods}
+
+
+def pooled_row(tspec: TuneSpec, row: dict[str, Any]) -> dict[str, Any]:
+    """A leaderboard row with the pooled search's winner in the place of the median study's: the study
+    :func:`~egalitarian.tune.pooled_study` picks gives ``values``, ``study``, ``tuning_value`` and ``searched`` (its
+    entry's, or :func:`~egalitarian.tune.point_of` its values for a leaderboard written before entries kept it).
+    A row of one study is returned as it is."""
+    per = row.get("per_study")
+    if not per:
+        return row
+    s = next(p for p in per if p["study"] == pooled_study(per))
+    searched = s.get("searched") or point_of(tspec, _contender(tspec, row["method"]), s["values"])
+    return {**row, "values": s["values"], "study": s["study"], "tuning_value": s["tuning_value"],
+            "searched": searched}
 
 
 def _reading(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
@@ -477,8 +505,8 @@ def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | 
     grid = spec.factors
     spacing = max((b / a for a, b in zip(grid, grid[1:], strict=False)), default=1.0)
     lines = [
-        f"Robustness of tune `{spec.tune.name}` to `{spec.field}`: each method's tuned configuration (its leaderboard "
-        f"row: the median study's) with `{spec.field}` × {len(grid)} factors from {grid[0]:.3g} to {grid[-1]:.3g}"
+        f"Robustness of tune `{spec.tune.name}` to `{spec.field}`: each method's tuned configuration "
+        f"({WINNERS[spec.winner]}) with `{spec.field}` × {len(grid)} factors from {grid[0]:.3g} to {grid[-1]:.3g}"
         f"{f' (×{spacing:.3g} apart at most)' if len(grid) > 1 else ''}, the other hyperparameters at their tuned "
         f"values; seeds {spec.seeds}; {_setting(spec.tune)}. Kaplan-Meier medians of {unit} to the threshold "
         f"(censored runs counted) with 95% bootstrap CIs." + _smoke(spec.seeds),
@@ -556,7 +584,7 @@ def robustness(path: str | Path, *, workers: int | None = None, backend: str = "
                log: Any = print) -> dict[str, Any]:
     """``egd robustness SPEC``: run what is missing, then write ``STORE-robustness.md``/``.json``/``.png``."""
     spec = load_robustness(path)
-    board = read_board(spec.tune, spec.methods)
+    board = read_board(spec.tune, spec.methods, spec.winner)
     planned = robustness_plan(spec, board)
     rows = _run_logged(spec, planned, f"robustness of {spec.tune.name} to {spec.field}: {len(spec.methods)} methods "
                        f"x {len(spec.factors)} factors", workers, backend, address, log)
@@ -679,8 +707,8 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
             cell = f"{tuned} → {h['best']:g} with {h['best_setting']} (−{h['gain']:.0%}, {verdict})"
         summary.append([label, len(m["settings"]) - 1, cell])
     lines = [
-        f"Hand check of tune `{spec.tune.name}`: each method's tuned configuration (its leaderboard row) against its "
-        f"neighbours in {dims}, one at a time (a log range ÷10 and ×10, a linear one ±10% of its width, off or "
+        f"Hand check of tune `{spec.tune.name}`: each method's tuned configuration ({WINNERS[spec.winner]}) against "
+        f"its neighbours in {dims}, one at a time (a log range ÷10 and ×10, a linear one ±10% of its width, off or "
         f"on, every other choice; the lr is `egd robustness`'s), on seeds {spec.seeds}; {_setting(spec.tune)}. "
         f"A neighbour beating the tuned configuration's Kaplan-Meier median {unit} by more than {HAND_CHECK:.0%} "
         "says the search was underpowered for that method." + _smoke(spec.seeds),
@@ -702,7 +730,7 @@ def handcheck(path: str | Path, *, workers: int | None = None, backend: str = "l
               log: Any = print) -> dict[str, Any]:
     """``egd handcheck SPEC``: run what is missing, then write ``STORE-handcheck.md``/``.json``."""
     spec = load_handcheck(path)
-    board = read_board(spec.tune, spec.methods)
+    board = read_board(spec.tune, spec.methods, spec.winner)
     planned = handcheck_plan(spec, board)
     rows = _run_logged(spec, planned, f"hand check of {spec.tune.name}: {len(spec.methods)} methods, "
                        f"{len(planned)} settings", workers, backend, address, log)
@@ -772,9 +800,9 @@ def transfer_markdown(spec: Transfer, result: dict[str, Any]) -> str:
     ranked = ", ".join(f"{m} {score[m]:.3f}" for m in order)
     best = " and ".join(result["best"]) or "none (no variant was reached by any method)"
     lines = [
-        f"Transfer of tune `{spec.tune.name}`'s tuned configurations (each method's leaderboard row: the median "
-        f"study's) to {len(spec.variants)} held-out variants, without retuning; seeds {spec.seeds}; the tune's [set] "
-        f"and [report_set]; {_setting(spec.tune)} (unless a variant changes it). Cells: Kaplan-Meier median {unit} "
+        f"Transfer of tune `{spec.tune.name}`'s tuned configurations (each method's: {WINNERS[spec.winner]}) to "
+        f"{len(spec.variants)} held-out variants, without retuning; seeds {spec.seeds}; the tune's [set] and "
+        f"[report_set]; {_setting(spec.tune)} (unless a variant changes it). Cells: Kaplan-Meier median {unit} "
         f"to the threshold [95% bootstrap CI] (grokked/runs) #rank in the column; the source board's column is its "
         f"own reporting runs." + _smoke(spec.seeds),
         "",
@@ -799,7 +827,7 @@ def transfer(path: str | Path, *, workers: int | None = None, backend: str = "lo
              log: Any = print) -> dict[str, Any]:
     """``egd transfer SPEC``: run what is missing, then write ``STORE-transfer.md``/``.json``."""
     spec = load_transfer(path)
-    board = read_board(spec.tune, spec.methods)
+    board = read_board(spec.tune, spec.methods, spec.winner)
     planned = transfer_plan(spec, board)
     log(f"transfer of {spec.tune.name}: {len(spec.variants)} variants x {len(spec.methods)} methods x "
         f"{len(spec.seeds)} seeds ({len(planned) * len(spec.seeds)} runs, those already in the store kept) -> "
