@@ -128,6 +128,10 @@ def test_summary_links_the_follow_ups_exported_beside_a_board(tmp_path, monkeypa
     assert summary.follow_ups("mod-add-p97") == (
         "[lr robustness](experiments/24-fair-boards/mod-add-p97/robustness.md), "
         "[transfer](experiments/24-fair-boards/mod-add-p97/transfer.md)")
+    (tmp_path / "mod-add-p97" / "handcheck.md").write_text(
+        "Hand check of tune `t`: each method's tuned configuration (the pooled search's: ...) against\nx")
+    assert "[hand check (pooled)](experiments/24-fair-boards/mod-add-p97/handcheck.md)" in summary.follow_ups(
+        "mod-add-p97")
 
 
 def test_summary_outputs_are_what_the_committed_boards_give():

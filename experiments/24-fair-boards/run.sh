@@ -24,13 +24,15 @@ for board in ${BOARDS:-mod-add-p97 mod-mult-p97 parity-k3 mnist-1k stdlib-gpt}; 
   store=$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["tune"]["store"])' \
     "$here/$board.toml")
   gone=""
-  if [ -f "$here/$board/leaderboard.json" ] && [ ! -f "$store" ]; then
-    # a finished, exported board whose stores went with an earlier session's machine (and were not carried): its
-    # search is not run again; its follow-ups not yet exported run from the exported leaderboard into a new store
+  if [ -f "$here/$board/leaderboard.json" ] && [ ! -f "${store%.sqlite}.optuna.sqlite" ]; then
+    # a finished, exported board whose studies went with an earlier session's machine (and were not carried): its
+    # search is not run again (egd tune would start it afresh); its follow-ups not yet exported run from the
+    # exported leaderboard into the store (a new one, or the follow-ups' own carried from an earlier session)
     gone=1
     mkdir -p "$(dirname "$store")"
     cp "$here/$board/leaderboard.json" "${store%.sqlite}-leaderboard.json"
-    echo "$store is gone: $board's search is finished and exported; only its follow-ups not yet exported run"
+    echo "${store%.sqlite}.optuna.sqlite is gone: $board's search is finished and exported; only its follow-ups" \
+      "not yet exported run"
   else
     # genuine MNIST (the spec refuses the offline stand-in): fetched and verified once, a no-op when present
     if [ "$board" = mnist-1k ]; then "$egd" data mnist; fi

@@ -189,9 +189,14 @@ FOLLOW_UPS = {"robustness": "lr robustness", "handcheck": "hand check", "robustn
 
 
 def follow_ups(name: str) -> str:
-    """Links to a board's follow-ups that are exported (``<board>/robustness.md``, ...), or "pending"."""
-    done = [f"[{label}]({FOLDER}/{name}/{kind}.md)" for kind, label in FOLLOW_UPS.items()
-            if (HERE / name / f"{kind}.md").exists()]
+    """Links to a board's follow-ups that are exported (``<board>/robustness.md``, ...), or "pending"; one that
+    checked the pooled search's winners says so (its table's first line names them: ``tuned.WINNERS``)."""
+    done = []
+    for kind, label in FOLLOW_UPS.items():
+        path = HERE / name / f"{kind}.md"
+        if path.exists():
+            pooled = "pooled" not in label and "(the pooled search's" in path.read_text().partition("\n")[0]
+            done.append(f"[{label}{' (pooled)' if pooled else ''}]({FOLDER}/{name}/{kind}.md)")
     return ", ".join(done) or "pending"
 
 
