@@ -76,3 +76,32 @@ def test_save_drops_the_curves_nothing_reads_and_restore_resumes_the_runs(tmp_pa
     assert [p.name for p in carry.restore(back, out)] == ["fair-x.sqlite"]  # a store present is kept
     assert (back / "fair-x.optuna.sqlite").read_bytes() == b"newer"
     assert "kept" in capsys.readouterr().out
+
+
+def test_save_keeps_the_copy_of_a_store_not_written_since(tmp_path, capsys):
+    """A finished board's store is not copied again (its copy would differ only in the note's time); a store or
+    write-ahead log newer than its copy is."""
+    import os
+
+    carry = load_script()
+    stores, out, specs = tmp_path / "tunes", tmp_path / "carry", tmp_path / "specs"
+    stores.mkdir()
+    specs.mkdir()
+    with Store(stores / "fair-x.sqlite") as store:
+        _finish(store, "fair-x-tuning", 1, 7)
+    assert [p.name for p in carry.save(stores, out, specs)] == ["fair-x.sqlite.gz"]
+    src, gz = stores / "fair-x.sqlite", out / "fair-x.sqlite.gz"
+    wal = stores / "fair-x.sqlite-wal"
+    t = max(src.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0.0)
+    os.utime(gz, (t + 10, t + 10))
+    assert carry.save(stores, out, specs) == []
+    assert "not written since its copy, kept" in capsys.readouterr().out
+    os.utime(src, (t + 20, t + 20))  # written after the copy
+    assert [p.name for p in carry.save(stores, out, specs)] == ["fair-x.sqlite.gz"]
+    with Store(src, create=False) as store:  # a board still running: its last writes sit in the write-ahead log
+        _finish(store, "fair-x-tuning", 2, 5)
+        assert wal.exists()
+        os.utime(src, (t, t))
+        os.utime(gz, (t + 30, t + 30))
+        os.utime(wal, (t + 40, t + 40))  # only the log is newer than the copy: copied again
+        assert [p.name for p in carry.save(stores, out, specs)] == ["fair-x.sqlite.gz"]

@@ -70,16 +70,23 @@ def _slim(db: Path, keep_report: bool) -> str:
 
 def save(stores: Path = STORES, carry: Path = CARRY, specs: Path = HERE) -> list[Path]:
     """Every ``stores/fair-*.sqlite`` into ``carry/NAME.gz``; the copies written.  ``specs``: the folder of the
-    boards' tune specs (which stores keep their reporting curves)."""
+    boards' tune specs (which stores keep their reporting curves).  A store not written since its copy was made
+    (neither the file nor its write-ahead log is newer than the copy: a finished board) is not copied again, so a
+    finished board's copy does not change with every save."""
     carry.mkdir(exist_ok=True)
     loss = _loss_stores(specs)
     written = []
     for src in sorted(stores.glob("fair-*.sqlite")):
+        out = carry / (src.name + ".gz")
+        wal = src.with_name(src.name + "-wal")
+        changed = max(src.stat().st_mtime, wal.stat().st_mtime if wal.exists() else 0.0)
+        if out.exists() and out.stat().st_mtime > changed:
+            print(f"{src} -> {out}: not written since its copy, kept")
+            continue
         tmp = carry / (src.name + ".tmp")
         tmp.unlink(missing_ok=True)
         _backup(src, tmp)
         what = _slim(tmp, keep_report=src.name in loss)
-        out = carry / (src.name + ".gz")
         part = out.with_suffix(".gz.part")
         with open(tmp, "rb") as f, gzip.GzipFile(part, "wb", mtime=0) as g:
             shutil.copyfileobj(f, g)
