@@ -24,6 +24,14 @@ from egalitarian.tune import load_tune, trial_values
 from egalitarian.tuned import FACTORS, load_robustness, load_transfer, ranks, window
 from tests.test_tune import BASE
 
+SMALL_SPACE = BASE + """
+[tune]
+name = "m"
+trials = 2
+[space]
+"optimizer.lr" = { low = 1e-3, high = 10.0, log = true }
+"""  # a two-trial search whose space goes on in each test
+
 TUNE = """
 [tune]
 name = "t"
@@ -416,12 +424,7 @@ def test_the_neighbours_of_a_winner_by_hand(tmp_path):
 
 def test_the_neighbours_of_a_linear_range_with_a_limit_and_of_a_categorical(tmp_path):
     path = tmp_path / "tune.toml"
-    path.write_text(BASE + """
-[tune]
-name = "m"
-trials = 2
-[space]
-"optimizer.lr" = { low = 1e-3, high = 10.0, log = true }
+    path.write_text(SMALL_SPACE + """
 "momentum" = { fields = ["optimizer.momentum"], low = 0.5, high = 0.99, log = false, off = true, limit_high = 0.999 }
 "schedule" = { choices = [
     { "scheduler.name" = "constant", "scheduler.warmup_steps" = 0 },
@@ -501,12 +504,7 @@ def test_point_of_inverts_trial_values(tmp_path):
     off (on and off), a linear range searched as momentum (SGD) or beta1 (an element of AdamW's betas) and a
     categorical of tables; a dimension the values do not set is left out."""
     path = tmp_path / "tune.toml"
-    path.write_text(BASE + """
-[tune]
-name = "m"
-trials = 2
-[space]
-"optimizer.lr" = { low = 1e-3, high = 10.0, log = true }
+    path.write_text(SMALL_SPACE + """
 "optimizer.weight_decay" = { low = 1e-5, high = 1.0, log = true, off = true }
 "momentum" = { fields = ["optimizer.momentum", "optimizer.betas.0"], low = 0.5, high = 0.99, log = false, off = true }
 "schedule" = { choices = [
