@@ -459,19 +459,21 @@ def test_handcheck_flags_a_neighbour_that_beats_the_tuned_configuration(tmp_path
     board = [{**row(m), "searched": HAND_SEARCHED[m]} for m in ("egd", "sgd")]
     (tmp_path / "store-leaderboard.json").write_text(json.dumps(board))
     result = tuned_mod.handcheck(write_spec(tmp_path, '[handcheck]\nmethods = ["egd", "sgd"]\n'), log=quiet)
-    assert len(fake.executed) == 2 * 4 * 5  # 2 methods x (tuned + 3 neighbours) x 5 seeds
+    assert len(fake.executed) == 2 * 5 * 5  # 2 methods x (tuned + 3 neighbours + own values) x 5 seeds
     egd, sgd = result["methods"]["egd"], result["methods"]["sgd"]
+    # own values: the base's lr 0.5 and no weight decay; egd 100 x (0.5 / 0.3) = 167, sgd 100 x 4^0.25 = 141
     assert [(p["setting"], p["median"]) for p in egd["settings"]] == [
         ("tuned", 200), ("loss.weight_decay off", 200), ("loss.weight_decay = 0.0001", 200),
-        ("loss.weight_decay = 0.01", 100)]
+        ("loss.weight_decay = 0.01", 100), ("own values", 167)]
+    assert [(p["setting"], p["median"]) for p in sgd["settings"]][-1] == ("own values", 141)
     assert egd["hand_check"] == {"tuned": 200, "best": 100, "best_setting": "loss.weight_decay = 0.01",
                                  "gain": 0.5, "beaten": True}
     assert sgd["hand_check"]["best_setting"] == "loss.weight_decay = 0.00316" and not sgd["hand_check"]["beaten"]
-    assert sgd["settings"][-1]["median"] == math.inf  # wd 1: censored, counted
+    assert sgd["settings"][-2]["median"] == math.inf  # wd 1: censored, counted
     text = (tmp_path / "store-handcheck.md").read_text()
-    assert ("| egd | 3 | 200 → 100 with loss.weight_decay = 0.01 (−50%, beaten by > 15%: underpowered) |"
+    assert ("| egd | 4 | 200 → 100 with loss.weight_decay = 0.01 (−50%, beaten by > 15%: underpowered) |"
             in text)
-    assert "| sgd | 3 | 100 → 90 with loss.weight_decay = 0.00316 (−10%, within 15%) |" in text
+    assert "| sgd | 4 | 100 → 90 with loss.weight_decay = 0.00316 (−10%, within 15%) |" in text
     # each method's section names its tuned configuration (VALUES: the leaderboard rows' values)
     assert "**egd** (tuned: optimizer.lr = 0.6, loss.weight_decay = 0.001)" in text
     assert "**sgd** (tuned: optimizer.lr = 2, loss.weight_decay = 0)" in text
@@ -491,7 +493,7 @@ def test_the_hand_check_tries_neighbours_on_the_last_rounds_ranges(tmp_path):
     board = {"sgd": {**row("sgd"), "searched": HAND_SEARCHED["sgd"], "rounds": rounds}}
     planned = tuned_mod.handcheck_plan(spec, board)
     assert sorted(name for _, name in planned) == [
-        "loss.weight_decay = 0.01", "loss.weight_decay = 10", "loss.weight_decay = 1e-05", "tuned"]
+        "loss.weight_decay = 0.01", "loss.weight_decay = 10", "loss.weight_decay = 1e-05", "own values", "tuned"]
     wds = {name: runs[0].config["loss"]["weight_decay"] for (_, name), runs in planned.items()}
     assert wds["loss.weight_decay = 10"] == 10.0 and wds["loss.weight_decay = 0.01"] == pytest.approx(0.01)
 
@@ -550,7 +552,7 @@ def test_a_pooled_follow_up_takes_each_methods_study_with_the_best_tuning_value(
     assert egd["tuned_values"] == {"optimizer.lr": 0.3, "loss.weight_decay": 0.001}
     assert [(p["setting"], p["median"]) for p in egd["settings"]] == [
         ("tuned", 100), ("loss.weight_decay off", 100), ("loss.weight_decay = 0.0001", 100),
-        ("loss.weight_decay = 0.01", 50)]
+        ("loss.weight_decay = 0.01", 50), ("own values", 167)]  # the base's lr 0.5: 100 x 0.5 / 0.3
     assert result["methods"]["sgd"]["tuned_values"] == VALUES["sgd"]  # one study: its row
     text = (tmp_path / "store-hc-pooled.md").read_text()
     assert "the pooled search's: its study whose winner has the best tuning value" in text

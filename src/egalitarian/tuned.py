@@ -81,6 +81,10 @@ MIN_SEEDS = 5
 ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set", "winner")
 TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
 HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set", "winner")
+OWN = "own values"
+"""The hand check's last setting: the method's own configuration, the lr included (its recipe table's values or the
+registry's defaults: what the search starts from, and what a user who does not tune runs, the published setting
+where the recipe has one).  A search that cannot beat it by more than the hand check's margin is underpowered."""
 WINNERS = {"board": "its leaderboard row: the median study's",
            "pooled": "the pooled search's: its study whose winner has the best tuning value"}
 """``winner``: which tuned configuration of each method a robustness or hand-check spec takes (the words its table
@@ -659,9 +663,10 @@ def neighbours(tspec: TuneSpec, c: Contender, searched: dict[str, Any]) -> list[
 
 
 def handcheck_plan(spec: HandCheck, board: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[PlannedRun]]:
-    """The runs of each (method, setting): ``"tuned"`` (the leaderboard row's values) and each neighbour
-    (:func:`neighbours` of the row's ``searched`` point, on the ranges of the round the winners came from), over
-    the seeds, with the (possibly overridden) ``[report_set]``."""
+    """The runs of each (method, setting): ``"tuned"`` (the leaderboard row's values), each neighbour
+    (:func:`neighbours` of the row's ``searched`` point, on the ranges of the round the winners came from) and
+    :data:`OWN` (the method's own configuration, the lr included), over the seeds, with the (possibly overridden)
+    ``[report_set]``."""
     out = {}
     ranges = last_round(spec.tune, list(board.values()))  # the ranges the winners were judged on (widened)
     for label in spec.methods:
@@ -670,6 +675,8 @@ def handcheck_plan(spec: HandCheck, board: dict[str, dict[str, Any]]) -> dict[tu
         out[(label, "tuned")] = plan(spec.tune, c, dict(row["values"]), spec.seeds, reporting=True)
         for name, params in neighbours(ranges, c, dict(row.get("searched") or {})):
             out[(label, name)] = plan(spec.tune, c, trial_values(spec.tune, c, params), spec.seeds, reporting=True)
+        out[(label, OWN)] = plan(spec.tune, c, trial_values(spec.tune, c, own_params(spec.tune, c)), spec.seeds,
+                                 reporting=True)
     return out
 
 
@@ -709,11 +716,13 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
     lines = [
         f"Hand check of tune `{spec.tune.name}`: each method's tuned configuration ({WINNERS[spec.winner]}) against "
         f"its neighbours in {dims}, one at a time (a log range ÷10 and ×10, a linear one ±10% of its width, off or "
-        f"on, every other choice; the lr is `egd robustness`'s), on seeds {spec.seeds}; {_setting(spec.tune)}. "
+        f"on, every other choice; the lr is `egd robustness`'s), and against its own configuration, the lr included "
+        f"(`{OWN}`: the recipe's table or the registry's defaults, where the search starts), on seeds "
+        f"{spec.seeds}; {_setting(spec.tune)}. "
         f"A neighbour beating the tuned configuration's Kaplan-Meier median {unit} by more than {HAND_CHECK:.0%} "
         "says the search was underpowered for that method." + _smoke(spec.seeds),
         "",
-        markdown_table(["method", "neighbours", "hand check (tuned against the best neighbour)"], summary),
+        markdown_table(["method", "other settings", "hand check (tuned against the best other setting)"], summary),
         "",
         f"KM median {unit} [95% CI] (grokked/runs) per setting:",
         "",
