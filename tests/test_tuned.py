@@ -568,3 +568,48 @@ def test_a_follow_up_winner_must_be_board_or_pooled(tmp_path, capsys):
     assert main(["handcheck", str(write_spec(tmp_path, '[handcheck]\nwinner = "best"\n'))]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "handcheck.winner = 'best'" in err and "board, pooled" in err, err
+
+
+def test_a_method_that_reached_on_no_tuning_seed_runs_only_its_tuned_and_own_configurations(tmp_path, monkeypatch):
+    """egd's tuning value is censored (>= 1e9: the search placed it by final accuracy): its robustness runs only
+    x1, its hand check only the tuned configuration and its own values; sgd (reached) runs everything. With
+    unreached = "run" egd runs the whole lattice too."""
+    fake = Fake(handcheck_steps)
+    monkeypatch.setattr(tuned_mod, "run_sweep", fake)
+    write_tune(tmp_path)
+    board = [{**row("egd"), "searched": HAND_SEARCHED["egd"], "tuning_value": 1e9 + 0.49},
+             {**row("sgd"), "searched": HAND_SEARCHED["sgd"], "tuning_value": 100.0}]
+    (tmp_path / "store-leaderboard.json").write_text(json.dumps(board))
+    both = 'methods = ["egd", "sgd"]\n'
+    result = tuned_mod.handcheck(write_spec(tmp_path, "[handcheck]\n" + both), log=quiet)
+    assert [p["setting"] for p in result["methods"]["egd"]["settings"]] == ["tuned", "own values"]
+    assert len(result["methods"]["sgd"]["settings"]) == 5  # tuned + 3 neighbours + own values
+    assert result["unreached"] == ["egd"] and len(fake.executed) == (2 + 5) * 5
+    # egd's own values (lr 0.5: 167 steps) beat its tuned lr 0.6 (200): still checked
+    assert result["methods"]["egd"]["hand_check"]["best_setting"] == "own values"
+    assert "No neighbours for egd: reached the threshold on no tuning seed" in (tmp_path / "store-handcheck.md"
+                                                                                 ).read_text()
+
+    fake.executed.clear()
+    spec = write_spec(tmp_path, "[robustness]\nfactors = [0.5, 1, 2]\n" + both, "r.toml")
+    rob = tuned_mod.robustness(spec, log=quiet)
+    egd, sgd = rob["methods"]["egd"], rob["methods"]["sgd"]
+    assert [p["factor"] for p in egd["points"]] == [1.0] and egd["skipped"]
+    assert egd["window"] is None and egd["hand_check"] is None
+    assert [p["factor"] for p in sgd["points"]] == [0.5, 1.0, 2.0] and not sgd["skipped"]
+    text = (tmp_path / "store-robustness.md").read_text()
+    assert "| egd | 0.6 | - | 200 (×1) | - (not run: reached on no tuning seed) |" in text
+    assert "| ×0.5 | not run | 119 [119, 119] (5/5) |" in text  # sgd at lr 1: 100 x 2^0.25
+    assert (tmp_path / "store-robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+    fake.executed.clear()
+    spec = write_spec(tmp_path, '[robustness]\nfactors = [0.5, 1, 2]\nunreached = "run"\n' + both, "r2.toml")
+    assert [p["factor"] for p in tuned_mod.robustness(spec, log=quiet)["methods"]["egd"]["points"]] == [0.5, 1, 2]
+    assert len(fake.executed) == 2 * 5  # egd's x0.5 and x2 (sgd's and egd's x1 are in the store)
+
+
+def test_unreached_must_be_skip_or_run(tmp_path, capsys):
+    write_tune(tmp_path)
+    assert main(["robustness", str(write_spec(tmp_path, '[robustness]\nunreached = "drop"\n'))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "robustness.unreached = 'drop'" in err and "skip, run" in err, err

@@ -28,6 +28,7 @@ A spec is a small TOML file (docs/TUNING.md has every field)::
     field = "optimizer.lr"         # default
     seeds = [100, 101, 102, 103, 104]           # default: the tune's reporting seeds (>= 5 for a result)
     methods = ["egd", "muon"]      # default: every method of the board
+    unreached = "skip"             # default: a method that reached the threshold on no tuning seed runs only x1
 
     # or, for egd transfer:
     [transfer]
@@ -52,6 +53,7 @@ from .sweep.profiles import DEFAULT_TAUS, TAU_MAX, profile_markdown, profile_sco
 from .sweep.spec import PlannedRun
 from .sweep.stats import METRICS, finite_json, km_cell, km_ci, km_median, outcome
 from .tune import (
+    CENSORED,
     Contender,
     TuneSpec,
     board_train,
@@ -78,9 +80,9 @@ HAND_CHECK = 0.15
 median by more than this fraction on the same seeds, the search was underpowered for that method."""
 MIN_SEEDS = 5
 """Fewer seeds than this make a smoke test, not a result (as the leaderboard's reporting seeds)."""
-ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set", "winner")
+ROBUSTNESS_KEYS = ("name", "factors", "field", "seeds", "methods", "report_set", "winner", "unreached")
 TRANSFER_KEYS = ("name", "seeds", "methods", "store", "report_set")
-HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set", "winner")
+HANDCHECK_KEYS = ("name", "seeds", "methods", "report_set", "winner", "unreached")
 OWN = "own values"
 """The hand check's last setting: the method's own configuration, the lr included (its recipe table's values or the
 registry's defaults: what the search starts from, and what a user who does not tune runs, the published setting
@@ -91,6 +93,27 @@ WINNERS = {"board": "its leaderboard row: the median study's",
 says it with): the leaderboard row's (``board``, the default) or the study a search of every study pooled picks
 (``pooled``, :func:`egalitarian.tune.pooled_study`).  A transfer takes the row's: its first column is the board's
 own reading of it."""
+
+
+UNREACHED = ("skip", "run")
+"""``unreached``: what a robustness or hand-check spec does with a method whose tuned configuration reached the
+threshold on no tuning seed (its tuning value censored: the search could only place it by final accuracy, at chance
+on a task the method never learned within the budget).  ``skip`` (the default): only its tuned configuration (×1)
+runs and, in a hand check, its own values; no lattice and no neighbours around a point that is not a result (the
+stage-1 grid already tried every lr of the range ×√10 apart).  ``run``: everything, as for the other methods."""
+UNREACHED_NOTE = ("reached the threshold on no tuning seed (its tuned configuration was placed by final accuracy): "
+                  "only ×1 runs")
+
+
+def reached(row: dict[str, Any]) -> bool:
+    """Whether a leaderboard row's tuned configuration reached the threshold on its tuning seeds (a row without a
+    tuning value, from an older leaderboard, counts as reached)."""
+    value = row.get("tuning_value")
+    return value is None or value < CENSORED
+
+
+def _skipped(spec: Robustness | HandCheck, row: dict[str, Any]) -> bool:
+    return spec.unreached == "skip" and not reached(row)
 
 
 def _out(tspec: TuneSpec, name: str) -> Path:
@@ -121,6 +144,7 @@ class Robustness(_FollowUp):
     name: str = "robustness"
     path: Path | None = None
     winner: str = "board"
+    unreached: str = "skip"
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,7 @@ class HandCheck(_FollowUp):
     name: str = "handcheck"
     path: Path | None = None
     winner: str = "board"
+    unreached: str = "skip"
 
 
 # --------------------------------------------------------------------------------------------------- specs
@@ -177,6 +202,9 @@ def _load(path: Path, table: str, keys: tuple[str, ...], top: tuple[str, ...]) -
     winner = meta.get("winner", "board")
     check(winner in WINNERS, f"{where}: {table}.winner", winner, f"must be one of: {', '.join(WINNERS)}",
           ConfigError)
+    if "unreached" in keys:
+        check(meta.get("unreached", "skip") in UNREACHED, f"{where}: {table}.unreached", meta.get("unreached"),
+              f"must be one of: {', '.join(UNREACHED)}", ConfigError)
     # report_set: dotted fields over the tune's [report_set] for these runs (a cheaper cadence, say); never a field
     # the tune searched (each method keeps its tuned value) nor the seed (the spec's seeds)
     over = meta.get("report_set", {})
@@ -235,7 +263,7 @@ def load_robustness(path: str | Path) -> Robustness:
     seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: robustness.seeds")
     methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: robustness.methods")
     return Robustness(tspec, fld, sorted(float(f) for f in factors), seeds, methods, meta.get("name", "robustness"),
-                      path, meta.get("winner", "board"))
+                      path, meta.get("winner", "board"), meta.get("unreached", "skip"))
 
 
 def load_handcheck(path: str | Path) -> HandCheck:
@@ -244,7 +272,8 @@ def load_handcheck(path: str | Path) -> HandCheck:
     tspec, meta, _, where = _load(path, "handcheck", HANDCHECK_KEYS, ("tune", "handcheck"))
     seeds = _seeds(meta.get("seeds", tspec.reporting_seeds), tspec, f"{where}: handcheck.seeds")
     methods = _methods(meta.get("methods", [c.label for c in tspec.contenders]), tspec, f"{where}: handcheck.methods")
-    return HandCheck(tspec, seeds, methods, meta.get("name", "handcheck"), path, meta.get("winner", "board"))
+    return HandCheck(tspec, seeds, methods, meta.get("name", "handcheck"), path, meta.get("winner", "board"),
+                     meta.get("unreached", "skip"))
 
 
 def load_transfer(path: str | Path) -> Transfer:
@@ -407,13 +436,14 @@ def tuned_value(spec: Robustness, label: str, values: dict[str, Any]) -> float:
 
 def robustness_plan(spec: Robustness, board: dict[str, dict[str, Any]]) -> dict[tuple[str, float], list[PlannedRun]]:
     """The runs of each (method, factor): the method's tuned values with ``field`` × factor, over the seeds, with
-    ``[report_set]`` (so factor 1's runs are the board's reporting runs, when the seeds are its reporting seeds)."""
+    ``[report_set]`` (so factor 1's runs are the board's reporting runs, when the seeds are its reporting seeds);
+    a method that reached the threshold on no tuning seed only factor 1, unless ``unreached = "run"``."""
     out = {}
     for label in spec.methods:
         values = board[label]["values"]
         value = tuned_value(spec, label, values)
         c = _contender(spec.tune, label)
-        for f in spec.factors:
+        for f in [f for f in spec.factors if f == 1.0] if _skipped(spec, board[label]) else spec.factors:
             out[(label, f)] = plan(spec.tune, c, {**values, spec.field: _scaled(value, f)}, spec.seeds,
                                    reporting=True)
     return out
@@ -466,18 +496,21 @@ def hand_check(points: list[dict[str, Any]], within: float = HAND_CHECK) -> dict
 
 def robustness_result(spec: Robustness, board: dict[str, dict[str, Any]],
                       rows: dict[tuple[str, float], list[dict[str, Any]]]) -> dict[str, Any]:
-    """The robustness readings: per method its tuned value, per factor the Kaplan–Meier reading, and its window."""
+    """The robustness readings: per method its tuned value, per factor the Kaplan–Meier reading, and its window
+    (a method whose lattice was skipped, ``skipped``: its ×1 point only, no window and no hand check)."""
     metric = spec.tune.metric
     methods = {}
     for label in spec.methods:
         value = tuned_value(spec, label, board[label]["values"])
         points = []
         for f in spec.factors:
-            k = _reading(rows[(label, f)], metric)
-            points.append({"factor": f, "value": _scaled(value, f), **k})
-        methods[label] = {"tuned": value, "points": points,
-                          "window": window(spec.factors, [p["median"] for p in points]),
-                          "hand_check": hand_check(points)}
+            if (label, f) in rows:
+                k = _reading(rows[(label, f)], metric)
+                points.append({"factor": f, "value": _scaled(value, f), **k})
+        skipped = len(points) < len(spec.factors)
+        methods[label] = {"tuned": value, "points": points, "skipped": skipped,
+                          "window": None if skipped else window(spec.factors, [p["median"] for p in points]),
+                          "hand_check": None if skipped else hand_check(points)}
     return {"tune": spec.tune.name, "field": spec.field, "metric": metric, "factors": spec.factors,
             "seeds": spec.seeds, "within": WITHIN, "hand_check_within": HAND_CHECK,
             "smoke": len(spec.seeds) < MIN_SEEDS, "methods": methods}
@@ -487,13 +520,17 @@ def _factor(f: float) -> str:
     return f"×{f:.3g}"
 
 
-def _window_cell(w: dict[str, Any] | None) -> str:
+def _window_cell(w: dict[str, Any] | None, skipped: bool = False) -> str:
+    if skipped:
+        return "- (not run: reached on no tuning seed)"
     if w is None:
         return "- (never reached)"
     return f"{'≥ ' if w['open'] else ''}{w['ratio']:.3g} ({_factor(w['lo'])}..{_factor(w['hi'])})"
 
 
-def _hand_cell(h: dict[str, Any] | None) -> str:
+def _hand_cell(h: dict[str, Any] | None, skipped: bool = False) -> str:
+    if skipped:
+        return "- (its own values: `egd handcheck`)"
     if h is None:
         return "-"
     if h["best_factor"] == 1.0 or h["gain"] <= 0:
@@ -503,10 +540,17 @@ def _hand_cell(h: dict[str, Any] | None) -> str:
     return f"{tuned} → {h['best']:g} at {_factor(h['best_factor'])} (−{h['gain']:.0%}, {verdict})"
 
 
+def _at_one(m: dict[str, Any]) -> str:
+    """A skipped method's best cell: its ×1 reading (all it ran)."""
+    p = next((p for p in m["points"] if p["factor"] == 1.0), None)
+    return "-" if p is None else "> budget" if not math.isfinite(p["median"]) else f"{p['median']:g} (×1)"
+
+
 def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | None = None) -> str:
     """The robustness table: a summary per method (window, best point), then every factor's reading."""
     unit, short = spec.tune.metric, spec.field.partition(".")[2]
     grid = spec.factors
+    skipped = [label for label, m in result["methods"].items() if m.get("skipped")]
     spacing = max((b / a for a, b in zip(grid, grid[1:], strict=False)), default=1.0)
     lines = [
         f"Robustness of tune `{spec.tune.name}` to `{spec.field}`: each method's tuned configuration "
@@ -521,21 +565,25 @@ def robustness_markdown(spec: Robustness, result: dict[str, Any], figure: str | 
             [[label, f"{m['tuned']:g}",
               "-" if m["window"] is None else
               f"{_factor(m['window']['best_factor'])} ({_scaled(m['tuned'], m['window']['best_factor']):g})",
-              "> budget" if m["window"] is None else f"{m['window']['best']:g}", _window_cell(m["window"]),
-              _hand_cell(m["hand_check"])]
+              _at_one(m) if m.get("skipped") else "> budget" if m["window"] is None else f"{m['window']['best']:g}",
+              _window_cell(m["window"], m.get("skipped", False)), _hand_cell(m["hand_check"], m.get("skipped", False))]
              for label, m in result["methods"].items()]),
         "",
         f"Window: the widest contiguous run of factors that contains the best point and whose every KM median is "
         f"<= {WITHIN:g}× the best; hi/lo of its ends, \"≥\" where it reaches an end of the grid; each end is known to "
         f"the grid's spacing (×{spacing:.3g}). Hand check: the tuned {short} (×1) against the lattice's best on "
         f"the same seeds; a gain of more than {HAND_CHECK:.0%} says the search was underpowered for that method "
-        f"(this checks {short} only; the other tuned values are held).",
+        f"(this checks {short} only; the other tuned values are held)."
+        + (f" Not scaled ({', '.join(skipped)}): {UNREACHED_NOTE}, since a lattice around a configuration the "
+           f"search placed at chance measures nothing the search's own lr grid did not (`unreached = \"run\"` runs "
+           f"it); the hand check runs their own values." if skipped else ""),
         "",
         f"KM median {unit} [95% CI] (grokked/runs) per factor of the tuned {short}:",
         "",
         markdown_table(["factor", *result["methods"]],
-                       [[_factor(f), *(_cell(m["points"][i]) for m in result["methods"].values())]
-                        for i, f in enumerate(grid)]),
+                       [[_factor(f), *(next((_cell(p) for p in m["points"] if p["factor"] == f), "not run")
+                                       for m in result["methods"].values())]
+                        for f in grid]),
     ]
     if figure:
         lines += ["", f"Figure: `{figure}` ({unit} against {short}, log-log; a censored median drawn at the budget)."]
@@ -666,14 +714,16 @@ def handcheck_plan(spec: HandCheck, board: dict[str, dict[str, Any]]) -> dict[tu
     """The runs of each (method, setting): ``"tuned"`` (the leaderboard row's values), each neighbour
     (:func:`neighbours` of the row's ``searched`` point, on the ranges of the round the winners came from) and
     :data:`OWN` (the method's own configuration, the lr included), over the seeds, with the (possibly overridden)
-    ``[report_set]``."""
+    ``[report_set]``; no neighbours for a method that reached the threshold on no tuning seed, unless
+    ``unreached = "run"``."""
     out = {}
     ranges = last_round(spec.tune, list(board.values()))  # the ranges the winners were judged on (widened)
     for label in spec.methods:
         c = _contender(spec.tune, label)
         row = board[label]
         out[(label, "tuned")] = plan(spec.tune, c, dict(row["values"]), spec.seeds, reporting=True)
-        for name, params in neighbours(ranges, c, dict(row.get("searched") or {})):
+        around = [] if _skipped(spec, row) else neighbours(ranges, c, dict(row.get("searched") or {}))
+        for name, params in around:
             out[(label, name)] = plan(spec.tune, c, trial_values(spec.tune, c, params), spec.seeds, reporting=True)
         out[(label, OWN)] = plan(spec.tune, c, trial_values(spec.tune, c, own_params(spec.tune, c)), spec.seeds,
                                  reporting=True)
@@ -713,6 +763,7 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
             verdict = f"beaten by > {HAND_CHECK:.0%}: underpowered" if h["beaten"] else f"within {HAND_CHECK:.0%}"
             cell = f"{tuned} → {h['best']:g} with {h['best_setting']} (−{h['gain']:.0%}, {verdict})"
         summary.append([label, len(m["settings"]) - 1, cell])
+    skipped = result.get("unreached") or []
     lines = [
         f"Hand check of tune `{spec.tune.name}`: each method's tuned configuration ({WINNERS[spec.winner]}) against "
         f"its neighbours in {dims}, one at a time (a log range ÷10 and ×10, a linear one ±10% of its width, off or "
@@ -720,7 +771,9 @@ def handcheck_markdown(spec: HandCheck, result: dict[str, Any]) -> str:
         f"(`{OWN}`: the recipe's table or the registry's defaults, where the search starts), on seeds "
         f"{spec.seeds}; {_setting(spec.tune)}. "
         f"A neighbour beating the tuned configuration's Kaplan-Meier median {unit} by more than {HAND_CHECK:.0%} "
-        "says the search was underpowered for that method." + _smoke(spec.seeds),
+        "says the search was underpowered for that method." + _smoke(spec.seeds)
+        + (f" No neighbours for {', '.join(skipped)}: {UNREACHED_NOTE.replace('×1', 'the tuned configuration')} "
+           "and its own values (`unreached = \"run\"` runs them)." if skipped else ""),
         "",
         markdown_table(["method", "other settings", "hand check (tuned against the best other setting)"], summary),
         "",
@@ -746,6 +799,7 @@ def handcheck(path: str | Path, *, workers: int | None = None, backend: str = "l
     result = handcheck_result(spec, rows)
     for label, m in result["methods"].items():  # what "tuned" is: the leaderboard row's configuration values
         m["tuned_values"] = dict(board[label]["values"])
+    result["unreached"] = [label for label in spec.methods if _skipped(spec, board[label])]
     text = handcheck_markdown(spec, result)
     _write(spec.out, text, result)
     log("\n" + text + f"\nhand check: {spec.out.with_name(spec.out.name + '.md')}", flush=True)
