@@ -507,7 +507,7 @@ def robustness_result(spec: Robustness, board: dict[str, dict[str, Any]],
             if (label, f) in rows:
                 k = _reading(rows[(label, f)], metric)
                 points.append({"factor": f, "value": _scaled(value, f), **k})
-        skipped = len(points) < len(spec.factors)
+        skipped = _skipped(spec, board[label])
         methods[label] = {"tuned": value, "points": points, "skipped": skipped,
                           "window": None if skipped else window(spec.factors, [p["median"] for p in points]),
                           "hand_check": None if skipped else hand_check(points)}
